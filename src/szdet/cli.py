@@ -1,0 +1,287 @@
+"""`szdet`: the one command line (DESIGN §3).
+
+Each subcommand parses its flags here and hands plain values to the stage that does the work;
+those stages are imported only when their command runs, so `szdet --help` stays instant and a
+command never pays for torch unless it needs it. Bad input raises `UserError`, printed as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from szdet import __version__
+from szdet.errors import UserError
+
+log = logging.getLogger("szdet")
+
+
+# --- shared argument parsing ------------------------------------------------------------------
+
+
+def _shard(text: str) -> tuple[int, int]:
+    """`I/N` with 0 <= I < N."""
+    try:
+        index, count = (int(p) for p in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N such as 0/4, got {text!r}") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"shard index must satisfy 0 <= I < N, got {text!r}")
+    return index, count
+
+
+def _expect(text: str) -> dict[str, int]:
+    """`train=4667,dev=1832`."""
+    out: dict[str, int] = {}
+    for item in filter(None, text.split(",")):
+        split, sep, count = item.partition("=")
+        if not sep or not count.strip().isdigit():
+            raise argparse.ArgumentTypeError(f"expected split=count[,split=count], got {text!r}")
+        out[split.strip()] = int(count)
+    return out
+
+
+def _add_config_args(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument("--config", type=Path, required=required, help="YAML config (may use extends:)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set train.lr=3e-4 (repeatable)",
+    )
+
+
+def _config(args: argparse.Namespace):  # -> szdet.config.Config
+    from szdet.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+# --- command handlers -------------------------------------------------------------------------
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from szdet.data.synth import write_corpus
+
+    write_corpus(args.out, patients=args.patients, minutes=args.minutes, seed=args.seed)
+    return 0
+
+
+def cmd_cache_build(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    from szdet.data.cache import build_cache
+
+    report = build_cache(
+        data_root=args.data_root,
+        split=args.split,
+        out=args.out,
+        preprocess=cfg.preprocess,
+        workers=args.workers,
+        shard=args.shard,
+        max_recordings=args.max_recordings,
+    )
+    if args.strict and report.skipped:
+        raise UserError(
+            f"{args.out / args.split}: {len(report.skipped)} file(s) skipped (--strict)"
+        )
+    return 0
+
+
+def cmd_cache_merge(args: argparse.Namespace) -> int:
+    from szdet.data.cache import merge_shards
+
+    merge_shards(args.dir, split=args.split)
+    return 0
+
+
+def cmd_cache_verify(args: argparse.Namespace) -> int:
+    from szdet.data.cache import verify_command
+
+    return verify_command(args.dir, expect=args.expect or {}, as_json=args.json)
+
+
+def cmd_cache_push(args: argparse.Namespace) -> int:
+    from szdet.cloud.s3 import push
+
+    push(args.dir, args.url, endpoint_url=args.endpoint_url, workers=args.workers)
+    return 0
+
+
+def cmd_cache_pull(args: argparse.Namespace) -> int:
+    from szdet.cloud.s3 import pull
+
+    pull(args.url, args.dir, endpoint_url=args.endpoint_url, workers=args.workers)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = _config(args)  # config errors surface before torch is imported
+    from szdet.train.loop import run_training
+
+    return run_training(cfg, resume=args.resume)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from szdet.evaluate.report import evaluate_command
+
+    return evaluate_command(
+        checkpoint=args.checkpoint,
+        cache=args.cache,
+        split=args.split,
+        out=args.out,
+        overrides=args.overrides,
+    )
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from szdet.evaluate.detect import detect_command
+
+    return detect_command(args.edf, checkpoint=args.checkpoint, out=args.out, plot=args.plot)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from szdet.evaluate.scoring import score_command
+
+    return score_command(args.ref, args.hyp, method=args.method, as_json=args.json)
+
+
+def cmd_check_kernels(args: argparse.Namespace) -> int:
+    from szdet.models.check import check_kernels
+
+    return check_kernels(require_cuda_kernels=args.require_cuda_kernels)
+
+
+def cmd_model_summary(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    from szdet.models.summary import print_summary
+
+    print_summary(cfg.model)
+    return 0
+
+
+# --- the parser -------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="szdet", description="Seizure detection for scalp EEG: TUSZ cache, V3 model, scoring."
+    )
+    parser.add_argument("--version", action="version", version=f"szdet {__version__}")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("synth", help="write a synthetic corpus laid out exactly like TUSZ v2.0.x")
+    p.add_argument(
+        "out", type=Path, help="corpus root (edf/{train,dev,eval}/... is written inside)"
+    )
+    p.add_argument("--patients", type=int, default=12, help="patients in all (split 60/20/20)")
+    p.add_argument("--minutes", type=float, default=10.0, help="EEG minutes per patient")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_synth)
+
+    cache = sub.add_parser("cache", help="build, verify, merge and transfer the preprocessed cache")
+    csub = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+
+    p = csub.add_parser("build", help="EDF + annotations -> cache (parallel, resumable)")
+    p.add_argument("--data-root", type=Path, required=True, help="corpus root holding edf/<split>/")
+    p.add_argument("--split", required=True, help="train, dev or eval")
+    p.add_argument("--out", type=Path, required=True, help="cache root; writes OUT/<split>/")
+    p.add_argument("--workers", type=int, default=1, help="worker processes")
+    p.add_argument("--shard", type=_shard, default=None, help="build only shard I of N (I/N)")
+    p.add_argument("--max-recordings", type=int, default=None, help="first N recordings only")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any file was skipped")
+    _add_config_args(p, required=False)
+    p.set_defaults(func=cmd_cache_build)
+
+    p = csub.add_parser("merge", help="merge the shard manifests of a split into manifest.json")
+    p.add_argument("dir", type=Path, help="cache root")
+    p.add_argument("--split", required=True)
+    p.set_defaults(func=cmd_cache_merge)
+
+    p = csub.add_parser("verify", help="re-check sizes and checksums; exit 1 on any mismatch")
+    p.add_argument("dir", type=Path, help="cache root (holding <split>/manifest.json)")
+    p.add_argument("--expect", type=_expect, default=None, help="e.g. train=4667,dev=1832")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_cache_verify)
+
+    for name, helptext in (("push", "upload a cache to S3"), ("pull", "download a cache from S3")):
+        p = csub.add_parser(name, help=helptext + " (parallel, resumable, checksum-verified)")
+        if name == "push":
+            p.add_argument("dir", type=Path)
+            p.add_argument("url", help="s3://bucket/prefix")
+        else:
+            p.add_argument("url", help="s3://bucket/prefix")
+            p.add_argument("dir", type=Path)
+        p.add_argument("--endpoint-url", default=None, help="S3-compatible store, e.g. MinIO")
+        p.add_argument("--workers", type=int, default=16, help="parallel transfers")
+        p.set_defaults(func=cmd_cache_push if name == "push" else cmd_cache_pull)
+
+    p = sub.add_parser("train", help="train the detector; writes the run directory")
+    _add_config_args(p, required=True)
+    p.add_argument(
+        "--resume",
+        default="auto",
+        help="auto (latest checkpoint of this run if any), true (must exist), false, or a PATH",
+    )
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="stitched per-recording evaluation: metrics.json + plots")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--cache", type=Path, required=True, help="cache root holding <split>/")
+    p.add_argument("--split", default="dev")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override an evaluate.* setting of the checkpoint's config",
+    )  # fmt: skip
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("detect", help="seizure events of EDF recordings as TUSZ .csv_bi files")
+    p.add_argument("edf", type=Path, nargs="+")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--plot", action="store_true", help="also write a PNG timeline per recording")
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("score", help="score .csv_bi hypotheses against references")
+    p.add_argument("--ref", type=Path, required=True, help="a .csv_bi file or a folder of them")
+    p.add_argument("--hyp", type=Path, required=True, help="a .csv_bi file or a folder of them")
+    p.add_argument("--method", choices=["ovlp", "taes", "szcore", "all"], default="all")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("check-kernels", help="mamba_ssm CUDA kernels vs the pure-PyTorch path")
+    p.add_argument(
+        "--require-cuda-kernels", action="store_true", help="fail if mamba_ssm is not usable"
+    )
+    p.set_defaults(func=cmd_check_kernels)
+
+    p = sub.add_parser("model-summary", help="parameter count per component")
+    _add_config_args(p, required=True)
+    p.set_defaults(func=cmd_model_summary)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"szdet: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("szdet: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

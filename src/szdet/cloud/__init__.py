@@ -1,0 +1,1 @@
+"""Cloud glue: S3 cache transfer and experiment tracking."""

@@ -1,0 +1,306 @@
+"""The one typed config: every setting of a run lives here, loaded from YAML.
+
+A YAML file may start with ``extends: other.yaml`` (relative to itself) and override any field of
+the file it extends; ``--set section.field=value`` overrides come last. Unknown fields are refused,
+and every error names the file the value came from, the field, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from szdet.errors import UserError
+
+# The model's 19 referential inputs, in this order (DESIGN §4).
+CHANNELS_19 = (
+    "FP1", "F3", "C3", "P3", "F7", "T3", "T5", "O1", "FZ", "CZ",
+    "PZ", "FP2", "F4", "C4", "P4", "F8", "T4", "T6", "O2",
+)  # fmt: skip
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PathsConfig(Section):
+    """One layout on every platform (laptop paths come from configs/local)."""
+
+    data_root: Path = Path("/data/tusz")  # holds edf/{train,dev,eval}/...
+    cache_dir: Path = Path("/results/cache/tusz")  # holds {split}/manifest.json and arrays
+    runs_dir: Path = Path("/results/runs")  # a run writes runs_dir/run_name/
+    run_name: str = "szdet"
+
+
+class DataConfig(Section):
+    train_split: str = "train"
+    dev_split: str = "dev"
+    max_recordings: int | None = Field(None, ge=1)  # per split; None = all (smoke: 50)
+    # Recording counts a complete cache must hold, checked by populate-cache and `cache verify`.
+    expected_recordings: dict[str, int] = Field(default_factory=dict)
+
+
+class PreprocessConfig(Section):
+    """Settings that decide the cache's contents; their hash is stored in every manifest."""
+
+    sample_rate_hz: float = Field(256.0, gt=0)
+    bandpass_low_hz: float = Field(0.5, ge=0)
+    bandpass_high_hz: float = Field(120.0, gt=0)
+    notch_hz: float | None = Field(60.0, gt=0)  # 50 in Europe; None disables the notch
+    clip: float = Field(10.0, gt=0)  # after the robust z-score
+    # Channels allowed to be missing and interpolated (spherical splines); any other missing -> skip.
+    interpolate_channels: list[str] = Field(default_factory=lambda: ["FZ", "PZ"])
+
+    @model_validator(mode="after")
+    def _band_fits(self) -> PreprocessConfig:
+        if self.bandpass_high_hz >= self.sample_rate_hz / 2:
+            raise ValueError(
+                f"bandpass_high_hz {self.bandpass_high_hz} must be below Nyquist "
+                f"({self.sample_rate_hz / 2} Hz)"
+            )
+        if self.bandpass_low_hz >= self.bandpass_high_hz:
+            raise ValueError("bandpass_low_hz must be below bandpass_high_hz")
+        return self
+
+    def fingerprint(self) -> str:
+        """Short hash of these settings: recordings cached with another hash are not mixed in."""
+        return config_hash(self.model_dump(mode="json"))
+
+
+class WindowsConfig(Section):
+    length_s: float = Field(60.0, gt=0)
+    train_stride_s: float = Field(10.0, gt=0)
+    eval_stride_s: float = Field(30.0, gt=0)  # overlapping windows, averaged when stitched
+    # Balanced draw per epoch (DESIGN §6): all partial-seizure windows, and these multiples of
+    # their count of all-seizure and background windows.
+    full_seizure_ratio: float = Field(0.3, ge=0)
+    background_ratio: float = Field(2.5, ge=0)
+
+
+class ModelConfig(Section):
+    """V3 sizes (DESIGN §5); configs/local shrinks the widths, never the structure."""
+
+    kernels: Literal["auto", "pure"] = "auto"  # auto: mamba_ssm on CUDA when it imports
+    in_channels: int = Field(19, ge=1)
+    tcn_channels: list[int] = Field(default_factory=lambda: [64, 64, 128, 128, 256, 256, 512, 512])
+    tcn_kernel_size: int = Field(7, ge=1)
+    downsample: int = Field(16, ge=1)
+    node_dim: int = Field(64, ge=1)
+    node_layers: int = Field(6, ge=1)
+    node_d_state: int = Field(16, ge=1)
+    node_headdim: int = Field(8, ge=1)
+    edge_dim: int = Field(16, ge=1)
+    edge_layers: int = Field(2, ge=1)
+    edge_d_state: int = Field(8, ge=1)
+    edge_headdim: int = Field(4, ge=1)
+    d_conv: int = Field(4, ge=1)
+    expand: int = Field(2, ge=1)
+    chunk_size: int = Field(64, ge=1)
+    edge_init_gain: float = Field(0.1, gt=0)
+    edge_clamp: float = Field(3.0, gt=0)
+    top_k: int = Field(3, ge=1)
+    gnn_layers: int = Field(2, ge=1)
+    gnn_alpha: float = Field(0.05, ge=0, le=1)
+    gnn_hops: int = Field(2, ge=1)  # SSGConv's K
+    pe_dim: int = Field(16, ge=1)
+    pe_grad: bool = False  # False: stop gradients through eigh (stable, cheaper)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+
+class TrainConfig(Section):
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(64, ge=1)  # per process
+    max_steps_per_epoch: int | None = Field(None, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    min_lr_ratio: float = Field(0.01, ge=0, le=1)
+    warmup_steps: int = Field(500, ge=0)
+    weight_decay: float = Field(0.05, ge=0)
+    grad_clip_norm: float = Field(1.0, gt=0)
+    focal_alpha: float = Field(0.5, ge=0, le=1)
+    focal_gamma: float = Field(2.0, ge=0)
+    precision: Literal["bf16", "fp32"] = "bf16"  # bf16 autocast applies on CUDA only
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_workers: int = Field(4, ge=0)
+    seed: int = 0
+    checkpoint_every_min: float = Field(30.0, gt=0)
+    keep_last: int = Field(3, ge=1)
+    early_stop_patience: int = Field(10, ge=1)  # epochs without a better sens@10FA/24h
+    collapse_auroc_floor: float = Field(0.55, ge=0, le=1)
+    collapse_after_epochs: int = Field(3, ge=1)
+    max_nonfinite_in_row: int = Field(20, ge=1)
+    gpu_memory_warn_gb: float = Field(70.0, gt=0)
+    log_every_steps: int = Field(50, ge=1)
+    # Stop cleanly (checkpoint, exit code 75) after this long, so a platform limit such as Modal's
+    # 24 h per attempt never kills a run mid-write; None = no limit.
+    time_limit_s: float | None = Field(None, gt=0)
+
+
+class EvaluateConfig(Section):
+    frame_hz: float = Field(4.0, gt=0)  # resolution of the stitched probability tracks
+    batch_size: int = Field(32, ge=1)
+    threshold_on: float = Field(0.5, gt=0, lt=1)  # hysteresis: start an event above this
+    threshold_off: float = Field(0.35, gt=0, lt=1)  # ... and end it below this
+    min_duration_s: float = Field(5.0, ge=0)
+    merge_gap_s: float = Field(10.0, ge=0)
+    max_event_s: float = Field(600.0, gt=0)  # longer events are split
+    fa_targets_per_24h: list[float] = Field(default_factory=lambda: [10.0, 5.0, 2.5, 1.0])
+    timeline_recordings: int = Field(4, ge=0)
+
+    @model_validator(mode="after")
+    def _hysteresis_order(self) -> EvaluateConfig:
+        if self.threshold_off > self.threshold_on:
+            raise ValueError("threshold_off must not exceed threshold_on")
+        return self
+
+
+class TrackingConfig(Section):
+    # auto: online when WANDB_API_KEY is set, offline otherwise.
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    project: str = "szdet"
+    entity: str | None = None
+
+
+class Config(Section):
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    windows: WindowsConfig = Field(default_factory=WindowsConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.paths.runs_dir / self.paths.run_name
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def fingerprint(self, sections: tuple[str, ...] = ("model",)) -> str:
+        """Hash of the named sections: a checkpoint from a different architecture is refused."""
+        dumped = self.model_dump(mode="json")
+        return config_hash({s: dumped[s] for s in sections})
+
+
+def config_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading: YAML files with `extends:`, then --set overrides, each value remembering its source.
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}:{where} not valid YAML ({getattr(e, 'problem', e)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(
+            f"{path}: a config must be a mapping of sections, got {type(data).__name__}"
+        )
+    return data
+
+
+def _merge(base: dict, override: dict, sources: dict[str, str], source: str, prefix: str) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value, sources, source, dotted + ".")
+        else:
+            out[key] = value
+            for k in [k for k in sources if k.startswith(dotted + ".")]:
+                del sources[k]  # leaves of a replaced mapping: their source is this file now
+            sources[dotted] = source
+    return out
+
+
+def _load_raw(path: Path, sources: dict[str, str], seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path))
+        raise UserError(f"{path}: `extends` forms a cycle ({chain})")
+    data = _read_yaml(path)
+    parent = data.pop("extends", None)
+    merged: dict[str, Any] = {}
+    if parent is not None:
+        if not isinstance(parent, str):
+            raise UserError(f"{path}: extends: expected a file path, got {parent!r}")
+        merged = _load_raw((path.parent / parent), sources, (*seen, path))
+    return _merge(merged, data, sources, str(path), "")
+
+
+def _apply_override(raw: dict[str, Any], assignment: str, sources: dict[str, str]) -> None:
+    key, sep, text = assignment.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set {assignment!r}: expected section.field=value")
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"--set {assignment!r}: {part} is not a section")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    node[parts[-1]] = value
+    sources[key.strip()] = f"--set {assignment}"
+
+
+def _describe_error(err: Any, sources: dict[str, str], default_source: str) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    source = default_source
+    for i in range(len(err["loc"]), 0, -1):  # the nearest field whose value has a known source
+        candidate = ".".join(str(p) for p in err["loc"][:i])
+        if candidate in sources:
+            source = sources[candidate]
+            break
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        section = _section_model(err["loc"][:-1])
+        allowed = ", ".join(section.model_fields) if section else "see szdet/config.py"
+        msg = f"unknown field (allowed: {allowed})"
+    got = err.get("input")
+    shown = "" if err["type"] in ("extra_forbidden", "missing") else f" (got {got!r})"
+    return f"{source}: {loc}: {msg}{shown}"
+
+
+def _section_model(loc: tuple) -> type[BaseModel] | None:
+    model: type[BaseModel] = Config
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        ann = field.annotation if field else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
+    """Load a config file (following `extends:`), apply ``section.field=value`` overrides, validate."""
+    sources: dict[str, str] = {}
+    raw = _load_raw(Path(path), sources) if path is not None else {}
+    for assignment in overrides:
+        _apply_override(raw, assignment, sources)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        raise UserError(_describe_error(first, sources, str(path or "<defaults>")) + more) from None

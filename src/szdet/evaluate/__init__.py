@@ -1,0 +1,1 @@
+"""Evaluation: stitch window outputs per recording, post-process to events, score, report."""

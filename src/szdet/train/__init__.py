@@ -1,0 +1,1 @@
+"""Training: loop, losses, schedule, checkpoints, distributed setup."""

@@ -1,0 +1,46 @@
+"""The command line itself: help for every command, one-line errors, exit codes."""
+
+import subprocess
+import sys
+
+import pytest
+
+from szdet.cli import build_parser, main
+
+COMMANDS = [
+    ["synth"], ["cache", "build"], ["cache", "verify"], ["cache", "merge"], ["cache", "push"],
+    ["cache", "pull"], ["train"], ["evaluate"], ["detect"], ["score"], ["check-kernels"],
+    ["model-summary"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args([*command, "--help"])
+    assert e.value.code == 0
+    assert "usage: szdet" in capsys.readouterr().out
+
+
+def test_config_error_is_one_line_with_nonzero_exit(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lr: fast\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "szdet.cli", "model-summary", "--config", str(bad)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [
+        f"szdet: error: {bad}: train.lr: Input should be a valid number, unable to parse string as a number (got 'fast')"
+    ]
+
+
+def test_bad_shard_and_expect_are_usage_errors(capsys):
+    for argv in (
+        ["cache", "build", "--data-root", "x", "--split", "train", "--out", "y", "--shard", "4/4"],
+        ["cache", "verify", "x", "--expect", "train:3"],
+    ):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2

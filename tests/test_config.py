@@ -1,0 +1,112 @@
+"""Config loading: extends, --set overrides, and one-line errors naming file, field and value."""
+
+from pathlib import Path
+
+import pytest
+
+from szdet.config import CHANNELS_19, Config, load_config
+from szdet.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_every_shipped_config_loads():
+    configs = sorted((ROOT / "configs").rglob("*.yaml"))
+    assert len(configs) >= 5
+    for path in configs:
+        assert isinstance(load_config(path), Config)
+
+
+def test_modal_configs_equal_the_cloud_configs_they_extend():
+    for name in ("smoke", "train"):
+        modal = load_config(ROOT / f"configs/modal/{name}.yaml")
+        cloud = load_config(ROOT / f"configs/cloud/{name}.yaml")
+        assert modal == cloud
+
+
+def test_cloud_smoke_extends_train_and_overrides(tmp_path):
+    smoke = load_config(ROOT / "configs/cloud/smoke.yaml")
+    train = load_config(ROOT / "configs/cloud/train.yaml")
+    assert (smoke.train.epochs, smoke.train.batch_size, smoke.data.max_recordings) == (1, 32, 50)
+    assert (train.train.epochs, train.train.batch_size) == (100, 64)
+    assert smoke.model == train.model  # same architecture, only the schedule differs
+
+
+def test_extends_chain_merges_nested_sections(tmp_path):
+    write(tmp_path / "base.yaml", "train: {lr: 0.1, epochs: 7}\nmodel: {node_dim: 32}\n")
+    write(tmp_path / "mid.yaml", "extends: base.yaml\ntrain: {lr: 0.2}\n")
+    cfg = load_config(write(tmp_path / "top.yaml", "extends: mid.yaml\nmodel: {node_layers: 2}\n"))
+    assert (cfg.train.lr, cfg.train.epochs) == (0.2, 7)
+    assert (cfg.model.node_dim, cfg.model.node_layers) == (32, 2)
+
+
+def test_set_overrides_win_and_parse_yaml_values(tmp_path):
+    path = write(tmp_path / "c.yaml", "train: {lr: 0.1}\n")
+    cfg = load_config(
+        path, ["train.lr=3e-4", "evaluate.fa_targets_per_24h=[10, 1]", "preprocess.notch_hz=null"]
+    )
+    assert cfg.train.lr == pytest.approx(3e-4)
+    assert cfg.evaluate.fa_targets_per_24h == [10.0, 1.0]
+    assert cfg.preprocess.notch_hz is None
+
+
+def test_typo_names_file_field_and_allowed(tmp_path):
+    path = write(tmp_path / "typo.yaml", "train:\n  epochz: 3\n")
+    with pytest.raises(UserError) as e:
+        load_config(path)
+    msg = str(e.value)
+    assert str(path) in msg and "train.epochz" in msg and "epochs" in msg and "\n" not in msg
+
+
+def test_bad_value_names_the_file_it_came_from_in_an_extends_chain(tmp_path):
+    base = write(tmp_path / "base.yaml", "train: {precision: fp8}\n")
+    top = write(tmp_path / "top.yaml", "extends: base.yaml\ntrain: {lr: 0.1}\n")
+    with pytest.raises(UserError) as e:
+        load_config(top)
+    msg = str(e.value)
+    assert str(base) in msg and "train.precision" in msg and "'fp8'" in msg and "bf16" in msg
+
+
+def test_bad_override_names_the_flag(tmp_path):
+    with pytest.raises(
+        UserError, match=r"--set train.batch_size=0: train.batch_size: .*greater than or equal to 1"
+    ):
+        load_config(None, ["train.batch_size=0"])
+
+
+def test_cross_field_rules(tmp_path):
+    with pytest.raises(UserError, match="Nyquist"):
+        load_config(None, ["preprocess.bandpass_high_hz=200"])
+    with pytest.raises(UserError, match="threshold_off"):
+        load_config(None, ["evaluate.threshold_off=0.9", "evaluate.threshold_on=0.5"])
+
+
+def test_missing_invalid_and_cyclic_files(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_config(tmp_path / "absent.yaml")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_config(write(tmp_path / "bad.yaml", "train: [unclosed\n"))
+    write(tmp_path / "a.yaml", "extends: b.yaml\n")
+    write(tmp_path / "b.yaml", "extends: a.yaml\n")
+    with pytest.raises(UserError, match="cycle"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_fingerprints_track_what_they_cover():
+    a, b = load_config(None), load_config(None, ["train.lr=0.5"])
+    assert a.fingerprint() == b.fingerprint()  # model section unchanged
+    c = load_config(None, ["model.node_dim=32"])
+    assert a.fingerprint() != c.fingerprint()
+    assert (
+        a.preprocess.fingerprint()
+        != load_config(None, ["preprocess.notch_hz=50"]).preprocess.fingerprint()
+    )
+
+
+def test_channel_order_is_the_design_order():
+    assert len(CHANNELS_19) == 19 and CHANNELS_19[:2] == ("FP1", "F3") and CHANNELS_19[-1] == "O2"
