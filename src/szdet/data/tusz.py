@@ -1,0 +1,273 @@
+"""The TUSZ v2.0.x corpus: its folder layout and its two annotation formats (.csv, .csv_bi).
+
+Layout: ``edf/{train,dev,eval}/<patient>/<session>_<year>/<montage>/<patient>_<session>_<token>.edf``,
+each EDF beside ``<same>.csv`` (per-channel events) and ``<same>.csv_bi`` (whole-recording TERM
+events). Both annotation files are a ``#`` comment header, a column header, then rows::
+
+    # version = csv_v1.0.0
+    # bname = aaaaaaac_s001_t000
+    # duration = 301.00 secs
+    # montage_file = $NEDC_NFC/lib/nedc_eas_default_montage.txt
+    #
+    channel,start_time,stop_time,label,confidence
+    TERM,42.2786,81.7760,seiz,1.0000
+
+This module reads and writes that format exactly; it knows nothing of signals.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from szdet.errors import UserError
+from szdet.fileio import write_text_atomic
+
+SPLITS = ("train", "dev", "eval")
+MONTAGES = ("01_tcp_ar", "02_tcp_le", "03_tcp_ar_a")
+# TUSZ seizure types. DESIGN §4 lists nine; TUSZ v2 also uses cnsz (clonic) and atsz (atonic).
+SEIZURE_LABELS = frozenset(
+    {"seiz", "fnsz", "gnsz", "spsz", "cpsz", "absz", "tnsz", "cnsz", "tcsz", "atsz", "mysz"}
+)
+BACKGROUND_LABELS = frozenset({"bckg"})
+HEADER = "channel,start_time,stop_time,label,confidence"
+VERSION = "csv_v1.0.0"
+DEFAULT_MONTAGE_FILE = "$NEDC_NFC/lib/nedc_eas_default_montage.txt"
+TERM = "TERM"
+
+Interval = tuple[float, float]  # (start_s, stop_s)
+
+
+class AnnotationError(UserError):
+    """A malformed annotation file; the message names the file and the line."""
+
+
+@dataclass(frozen=True)
+class Event:
+    channel: str
+    start_s: float
+    stop_s: float
+    label: str
+    confidence: float = 1.0
+
+    @property
+    def is_seizure(self) -> bool:
+        return self.label in SEIZURE_LABELS
+
+
+@dataclass(frozen=True)
+class Annotation:
+    path: Path
+    bname: str
+    duration_s: float
+    events: tuple[Event, ...]
+    montage_file: str = DEFAULT_MONTAGE_FILE
+
+    def seizure_intervals(self) -> list[Interval]:
+        """Seizure time as merged intervals, the union over channels (a .csv gives one row per
+        channel for the same seizure; a .csv_bi gives TERM rows)."""
+        return merge_intervals((e.start_s, e.stop_s) for e in self.events if e.is_seizure)
+
+
+_HEADER_FIELD = re.compile(r"^#\s*(\w+)\s*=\s*(.*?)\s*$")
+_DURATION = re.compile(r"^([0-9.]+)\s*(secs?)?$")
+
+
+def read_annotation(path: str | Path) -> Annotation:
+    """Parse a .csv or .csv_bi file; raise AnnotationError naming the file and line on any fault."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise AnnotationError(f"{path}: annotation file missing") from None
+    except UnicodeDecodeError:
+        raise AnnotationError(f"{path}: not a text annotation file") from None
+
+    fields: dict[str, str] = {}
+    events: list[Event] = []
+    seen_header = False
+    for number, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        where = f"{path}: line {number}"
+        if not line:
+            continue
+        if line.startswith("#"):
+            if seen_header:
+                raise AnnotationError(f"{where}: comment after the column header")
+            if m := _HEADER_FIELD.match(line):
+                fields[m.group(1)] = m.group(2)
+            continue
+        if not seen_header:
+            if line.replace(" ", "") != HEADER:
+                raise AnnotationError(f"{where}: expected column header {HEADER!r}, got {line!r}")
+            seen_header = True
+            continue
+        events.append(_parse_row(line, where))
+
+    if not seen_header:
+        raise AnnotationError(f"{path}: no column header {HEADER!r}")
+    duration_s = _parse_duration(fields.get("duration"), path)
+    return Annotation(
+        path=path,
+        bname=fields.get("bname", path.stem),
+        duration_s=duration_s,
+        events=tuple(events),
+        montage_file=fields.get("montage_file", DEFAULT_MONTAGE_FILE),
+    )
+
+
+def _parse_duration(text: str | None, path: Path) -> float:
+    if text is None:
+        raise AnnotationError(f"{path}: header has no '# duration = ... secs' line")
+    m = _DURATION.match(text)
+    if not m:
+        raise AnnotationError(f"{path}: bad duration {text!r} (expected e.g. '301.00 secs')")
+    return float(m.group(1))
+
+
+def _parse_row(line: str, where: str) -> Event:
+    parts = [p.strip() for p in line.split(",")]
+    if len(parts) != 5:
+        raise AnnotationError(f"{where}: expected 5 comma-separated fields, got {len(parts)}")
+    channel, start, stop, label, conf = parts
+    try:
+        start_s, stop_s, confidence = float(start), float(stop), float(conf)
+    except ValueError:
+        raise AnnotationError(f"{where}: non-numeric time or confidence in {line!r}") from None
+    if not (0 <= start_s < stop_s):
+        raise AnnotationError(f"{where}: need 0 <= start < stop, got {start_s} .. {stop_s}")
+    if label not in SEIZURE_LABELS and label not in BACKGROUND_LABELS:
+        known = ", ".join(sorted(SEIZURE_LABELS | BACKGROUND_LABELS))
+        raise AnnotationError(f"{where}: unknown label {label!r} (known: {known})")
+    return Event(channel, start_s, stop_s, label, confidence)
+
+
+def write_annotation(
+    path: str | Path,
+    events: Sequence[Event],
+    duration_s: float,
+    bname: str | None = None,
+    montage_file: str = DEFAULT_MONTAGE_FILE,
+) -> None:
+    """Write a .csv/.csv_bi file in the TUSZ format, atomically."""
+    path = Path(path)
+    lines = [
+        f"# version = {VERSION}",
+        f"# bname = {bname or path.stem}",
+        f"# duration = {duration_s:.2f} secs",
+        f"# montage_file = {montage_file}",
+        "#",
+        HEADER,
+    ]
+    lines += [
+        f"{e.channel},{e.start_s:.4f},{e.stop_s:.4f},{e.label},{e.confidence:.4f}" for e in events
+    ]
+    write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def term_events(
+    seizures: Iterable[Interval], duration_s: float, label: str = "seiz"
+) -> list[Event]:
+    """TERM rows spanning the whole recording: the seizures, with ``bckg`` rows filling the gaps
+    (the shape of a TUSZ .csv_bi file)."""
+    events: list[Event] = []
+    cursor = 0.0
+    for start, stop in clip_intervals(merge_intervals(seizures), duration_s):
+        if start > cursor:
+            events.append(Event(TERM, cursor, start, "bckg"))
+        events.append(Event(TERM, start, stop, label))
+        cursor = stop
+    if cursor < duration_s:
+        events.append(Event(TERM, cursor, duration_s, "bckg"))
+    return events
+
+
+def merge_intervals(intervals: Iterable[Interval]) -> list[Interval]:
+    """Sorted union of intervals (touching intervals merge)."""
+    merged: list[list[float]] = []
+    for start, stop in sorted(intervals):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], stop)
+        else:
+            merged.append([start, stop])
+    return [(a, b) for a, b in merged]
+
+
+def clip_intervals(intervals: Iterable[Interval], duration_s: float) -> list[Interval]:
+    """Intervals cut to [0, duration_s]; those left empty are dropped."""
+    return [(max(0.0, a), min(b, duration_s)) for a, b in intervals if a < duration_s and b > 0]
+
+
+# --- corpus layout ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecordingFiles:
+    """One EDF of the corpus and its annotation files (``None`` where the file is absent)."""
+
+    split: str
+    edf: Path
+    csv: Path | None
+    csv_bi: Path | None
+
+    @property
+    def name(self) -> str:  # aaaaaaac_s001_t000
+        return self.edf.stem
+
+    @property
+    def patient(self) -> str:  # file name up to the first "_"
+        return self.name.split("_", 1)[0]
+
+    @property
+    def session(self) -> str:  # s001_2002
+        return self.edf.parent.parent.name
+
+    @property
+    def montage(self) -> str:  # 01_tcp_ar
+        return self.edf.parent.name
+
+
+def edf_root(data_root: str | Path) -> Path:
+    """Accept either the corpus root (holding ``edf/``) or the ``edf/`` folder itself."""
+    root = Path(data_root)
+    return root / "edf" if (root / "edf").is_dir() else root
+
+
+def find_recordings(data_root: str | Path, split: str) -> list[RecordingFiles]:
+    """Every EDF of a split, sorted by path (so shards and limits are reproducible)."""
+    split_dir = edf_root(data_root) / split
+    if not split_dir.is_dir():
+        raise UserError(f"{split_dir}: no such split folder (expected <data-root>/edf/{split}/)")
+    found = []
+    for edf in sorted(split_dir.rglob("*.edf")):
+        csv, csv_bi = edf.with_suffix(".csv"), edf.with_suffix(".csv_bi")
+        found.append(
+            RecordingFiles(
+                split=split,
+                edf=edf,
+                csv=csv if csv.is_file() else None,
+                csv_bi=csv_bi if csv_bi.is_file() else None,
+            )
+        )
+    return found
+
+
+def check_patient_disjoint(data_root: str | Path) -> None:
+    """Refuse a corpus whose splits share a patient: that would leak test data into training."""
+    splits: dict[str, set[str]] = defaultdict(set)
+    root = edf_root(data_root)
+    for split in SPLITS:
+        if (root / split).is_dir():
+            for edf in (root / split).rglob("*.edf"):
+                splits[edf.stem.split("_", 1)[0]].add(split)
+    shared = {p: s for p, s in splits.items() if len(s) > 1}
+    if shared:
+        patient, in_splits = sorted(shared.items())[0]
+        more = f" (and {len(shared) - 1} more patients)" if len(shared) > 1 else ""
+        raise UserError(
+            f"{root}: patient {patient} appears in splits {', '.join(sorted(in_splits))}{more}; "
+            "splits must be patient-disjoint"
+        )
