@@ -1,0 +1,166 @@
+"""Training checkpoints: atomic writes, the last K kept plus ``best.pt``, strict and safe loading.
+
+A checkpoint is one ``torch.save`` dict of plain types and tensors holding everything that decides
+the rest of a run (DESIGN §6): see ``TrainState`` in szdet.train.loop for its keys. It is untrusted
+input when read back, so loading uses ``weights_only=True`` and checks the format tag and the model
+fingerprint before anything touches a model.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+
+from szdet.config import Config
+from szdet.errors import UserError
+from szdet.fileio import atomic_path, remove_stale_tmp
+
+log = logging.getLogger(__name__)
+
+FORMAT = "szdet-checkpoint-v1"
+BEST_NAME = "best.pt"
+_ZIP_MAGIC = b"PK\x03\x04"
+_STEP_NAME = re.compile(r"^step-(\d+)\.pt$")
+
+
+def step_checkpoint_name(step: int) -> str:
+    return f"step-{step:09d}.pt"
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """The step checkpoints in ``directory``, oldest first (``best.pt`` excluded)."""
+    if not directory.is_dir():
+        return []
+    found = [(int(m[1]), p) for p in directory.iterdir() if (m := _STEP_NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    found = list_checkpoints(directory)
+    return found[-1] if found else None
+
+
+def save_checkpoint(state: dict[str, Any], directory: Path, keep_last: int) -> Path:
+    """Write ``state`` as ``step-<step>.pt`` atomically, then delete all but the last ``keep_last``.
+
+    A crash at any point leaves every earlier checkpoint complete: the new file appears under its
+    final name only once fsynced, and older ones are deleted only after that.
+    """
+    path = directory / step_checkpoint_name(int(state["step"]))
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, **state}, tmp)
+    for old in list_checkpoints(directory)[:-keep_last]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def mark_best(path: Path) -> Path:
+    """Copy a saved checkpoint to ``best.pt`` beside it, atomically."""
+    best = path.with_name(BEST_NAME)
+    with atomic_path(best) as tmp:
+        shutil.copyfile(path, tmp)
+    return best
+
+
+def prepare_directory(directory: Path) -> None:
+    """Create the checkpoint folder and drop temporary files a killed writer left behind."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if removed := remove_stale_tmp(directory):
+        log.info("removed %d partial checkpoint file(s) left by an interrupted save", removed)
+
+
+class CheckpointTimer:
+    """Says when the next periodic checkpoint is due: every N minutes and/or every N steps."""
+
+    def __init__(self, every_min: float, every_steps: int | None) -> None:
+        self.every_s = every_min * 60.0
+        self.every_steps = every_steps
+        self.last_time = time.monotonic()
+
+    def due(self, step: int) -> bool:
+        if self.every_steps is not None and step % self.every_steps == 0:
+            return True
+        return time.monotonic() - self.last_time >= self.every_s
+
+    def saved(self) -> None:
+        self.last_time = time.monotonic()
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint dict safely; a missing, truncated, corrupt or foreign file -> UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found")
+    with open(path, "rb") as f:
+        if f.read(4) != _ZIP_MAGIC:  # torch.save always writes a zip archive
+            raise UserError(f"{path}: not a szdet checkpoint (not a PyTorch zip archive)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, zip errors...
+        if "Unsupported global" in str(e):
+            raise UserError(
+                f"{path}: not a szdet checkpoint (holds objects that safe loading refuses)"
+            ) from None
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        raise UserError(f"{path}: unreadable checkpoint, truncated or corrupt ({reason})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise UserError(f"{path}: not a szdet checkpoint (format {found!r}, expected {FORMAT!r})")
+    return ckpt
+
+
+def checkpoint_config(ckpt: dict[str, Any], path: Path) -> Config:
+    """The config a checkpoint was trained with, checked against its stored fingerprint."""
+    try:
+        cfg = Config.model_validate(ckpt["config"])
+    except (KeyError, ValidationError) as e:
+        raise UserError(f"{path}: checkpoint holds no valid szdet config ({e!s:.200})") from None
+    if cfg.fingerprint() != ckpt.get("fingerprint"):
+        raise UserError(f"{path}: checkpoint's config does not match its stored fingerprint")
+    return cfg
+
+
+def check_same_model(ckpt: dict[str, Any], cfg: Config, path: Path) -> None:
+    """Refuse a checkpoint of another architecture, naming the model fields that differ."""
+    if ckpt.get("fingerprint") == cfg.fingerprint():
+        return
+    theirs = checkpoint_config(ckpt, path)
+    diffs = config_differences(theirs.model_dump(mode="json"), cfg.model_dump(mode="json"))
+    model_diffs = [d for d in diffs if d.startswith("model.")] or diffs
+    shown = "; ".join(model_diffs[:4]) + (" ..." if len(model_diffs) > 4 else "")
+    raise UserError(f"{path}: checkpoint is for a different model ({shown})")
+
+
+def config_differences(
+    checkpoint: dict[str, Any], current: dict[str, Any], prefix: str = ""
+) -> list[str]:
+    """``field: <checkpoint value> in the checkpoint, <current> now`` for every differing leaf."""
+    out: list[str] = []
+    for key in sorted(set(checkpoint) | set(current)):
+        a, b = checkpoint.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} in the checkpoint, {b!r} now")
+    return out
+
+
+def load_for_inference(path: str | Path) -> tuple[Config, dict[str, torch.Tensor]]:
+    """The config and model weights of a checkpoint, for `szdet evaluate` and `szdet detect`."""
+    path = Path(path)
+    ckpt = read_checkpoint(path)
+    cfg = checkpoint_config(ckpt, path)
+    weights = ckpt.get("model")
+    if not isinstance(weights, dict):
+        raise UserError(f"{path}: checkpoint holds no model weights")
+    return cfg, weights

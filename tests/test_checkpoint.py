@@ -1,0 +1,193 @@
+"""Checkpoints: atomic saves, keep-last-K + best, safe strict loading, clear refusals."""
+
+import pickle
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from szdet.config import Config
+from szdet.errors import UserError
+from szdet.train import checkpoint as ckpt_mod
+from szdet.train.checkpoint import (
+    BEST_NAME,
+    CheckpointTimer,
+    check_same_model,
+    latest_checkpoint,
+    list_checkpoints,
+    load_for_inference,
+    mark_best,
+    prepare_directory,
+    read_checkpoint,
+    save_checkpoint,
+)
+from szdet.train.rng import capture_rng_state, restore_rng_state, seed_everything
+from szdet.train.schedule import WarmupCosine
+
+CPU = torch.device("cpu")
+
+
+def training_state(step: int, cfg: Config | None = None) -> dict:
+    """A state like the loop's: model, AdamW, scheduler, RNGs, nested plain types."""
+    cfg = cfg or Config()
+    torch.manual_seed(step)
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    sched = WarmupCosine(opt, 2, 10, 0.1)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    sched.step()
+    return {
+        "step": step,
+        "epoch": 1,
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "rng": [capture_rng_state(CPU)],
+        "sampler": {"epoch": 1, "position": 32},
+        "wandb_run_id": "abc123",
+        "config": cfg.model_dump(mode="json"),
+        "fingerprint": cfg.fingerprint(),
+    }
+
+
+def test_round_trip_with_weights_only_restores_rng_exactly(tmp_path):
+    seed_everything(7)
+    state = training_state(5)
+    state["rng"] = [capture_rng_state(CPU)]
+    expected = (random.random(), np.random.rand(), torch.rand(3))
+    path = save_checkpoint(state, tmp_path, keep_last=2)
+
+    loaded = read_checkpoint(path)  # weights_only=True inside
+    assert loaded["step"] == 5 and loaded["sampler"] == {"epoch": 1, "position": 32}
+    assert torch.equal(loaded["model"]["weight"], state["model"]["weight"])
+    seed_everything(99)
+    restore_rng_state(loaded["rng"][0], CPU)
+    assert random.random() == expected[0]
+    assert np.random.rand() == expected[1]
+    assert torch.equal(torch.rand(3), expected[2])
+
+
+def test_keep_last_k_plus_best(tmp_path):
+    saved = [save_checkpoint(training_state(step), tmp_path, keep_last=2) for step in (1, 2, 3)]
+    best = mark_best(saved[2])
+    save_checkpoint(training_state(4), tmp_path, keep_last=2)
+    save_checkpoint(training_state(5), tmp_path, keep_last=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == [
+        "step-000000004.pt",
+        "step-000000005.pt",
+    ]
+    assert latest_checkpoint(tmp_path).name == "step-000000005.pt"
+    assert best.name == BEST_NAME and read_checkpoint(best)["step"] == 3  # survives pruning
+
+
+def test_failing_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
+    first = save_checkpoint(training_state(1), tmp_path, keep_last=1)
+    before = first.read_bytes()
+    real_save = torch.save
+
+    def crash_half_way(obj, f):
+        real_save(obj, f)
+        with open(f, "r+b") as fh:  # a partly written file, then the process "dies"
+            fh.truncate(100)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", crash_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(training_state(2), tmp_path, keep_last=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.name]  # no partial file, no prune
+    assert first.read_bytes() == before
+    assert read_checkpoint(first)["step"] == 1
+
+
+def test_stale_temporary_files_are_removed(tmp_path):
+    (tmp_path / ".step-000000009.pt.4242.tmp").write_bytes(b"half a checkpoint")
+    save_checkpoint(training_state(1), tmp_path, keep_last=1)
+    prepare_directory(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["step-000000001.pt"]
+
+
+def test_truncated_checkpoint_is_refused_with_its_name(tmp_path):
+    path = save_checkpoint(training_state(1), tmp_path, keep_last=1)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match=rf"^{path}: unreadable checkpoint, truncated or corrupt"):
+        read_checkpoint(path)
+
+
+def test_garbage_and_missing_files_are_refused(tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(bytes(range(256)) * 10)
+    with pytest.raises(UserError, match="not a PyTorch zip archive"):
+        read_checkpoint(garbage)
+    flipped = save_checkpoint(training_state(1), tmp_path, keep_last=1)
+    data = bytearray(flipped.read_bytes())
+    data[-200:] = bytes(200)  # the zip directory at the end is destroyed
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="unreadable checkpoint, truncated or corrupt"):
+        read_checkpoint(flipped)
+    with pytest.raises(UserError, match="checkpoint not found"):
+        read_checkpoint(tmp_path / "nope.pt")
+
+
+class Foreign:  # an arbitrary pickled object: weights_only loading must refuse it
+    pass
+
+
+def test_foreign_files_are_refused(tmp_path):
+    pickled = tmp_path / "object.pt"
+    torch.save({"format": ckpt_mod.FORMAT, "payload": Foreign()}, pickled)
+    with pytest.raises(UserError, match="safe loading refuses"):
+        read_checkpoint(pickled)
+    plain = tmp_path / "other.pt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, plain)
+    with pytest.raises(UserError, match=r"not a szdet checkpoint \(format None"):
+        read_checkpoint(plain)
+    raw_pickle = tmp_path / "raw.pkl"
+    raw_pickle.write_bytes(pickle.dumps([1, 2, 3]))
+    with pytest.raises(UserError, match=f"^{raw_pickle}: not a szdet checkpoint"):
+        read_checkpoint(raw_pickle)
+
+
+def test_other_architecture_is_refused_naming_the_difference(tmp_path):
+    theirs = Config.model_validate({"model": {"node_dim": 32, "node_layers": 2}})
+    path = save_checkpoint(training_state(1, theirs), tmp_path, keep_last=1)
+    ckpt = read_checkpoint(path)
+    check_same_model(ckpt, theirs, path)  # same config: accepted
+    with pytest.raises(UserError) as e:
+        check_same_model(ckpt, Config(), path)
+    assert str(e.value) == (
+        f"{path}: checkpoint is for a different model (model.node_dim: 32 in the checkpoint, 64 now;"
+        " model.node_layers: 2 in the checkpoint, 6 now)"
+    )
+
+
+def test_load_for_inference_returns_config_and_weights(tmp_path):
+    cfg = Config.model_validate({"model": {"node_dim": 32}, "evaluate": {"frame_hz": 2.0}})
+    state = training_state(3, cfg)
+    path = save_checkpoint(state, tmp_path, keep_last=1)
+    got_cfg, weights = load_for_inference(path)
+    assert got_cfg == cfg
+    assert weights.keys() == state["model"].keys()
+    assert torch.equal(weights["bias"], state["model"]["bias"])
+
+
+def test_tampered_config_is_refused(tmp_path):
+    state = training_state(3)
+    state["config"]["model"]["node_dim"] = 8  # config no longer matches its fingerprint
+    path = save_checkpoint(state, tmp_path, keep_last=1)
+    with pytest.raises(UserError, match="does not match its stored fingerprint"):
+        load_for_inference(path)
+
+
+def test_timer_is_due_by_steps_or_minutes(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(ckpt_mod.time, "monotonic", lambda: clock[0])
+    timer = CheckpointTimer(every_min=10, every_steps=4)
+    assert [s for s in range(1, 10) if timer.due(s)] == [4, 8]
+    clock[0] += 601
+    assert timer.due(5)
+    timer.saved()
+    assert not timer.due(5)
+    assert not CheckpointTimer(every_min=10, every_steps=None).due(4)
