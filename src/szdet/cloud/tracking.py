@@ -1,0 +1,108 @@
+"""Experiment tracking with Weights & Biases: one W&B run per training run, resumed by id.
+
+Mode ``auto`` is online when WANDB_API_KEY is set and offline otherwise (offline runs land in
+``<run_dir>/wandb`` and can be uploaded later with ``wandb sync``). W&B's capture of the machine,
+the command line, git, code, requirements and console output is switched off: those can carry
+secrets (a token on a command line, a key printed by a library), and the run directory's config and
+metrics already say what a run did. Only rank 0 tracks; other ranks get a no-op tracker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from szdet.config import TrackingConfig
+
+log = logging.getLogger(__name__)
+
+STEP_KEY = "step"  # our optimizer step: the x-axis of every chart, monotonic across restarts
+
+Mode = Literal["online", "offline", "disabled"]
+
+
+def resolve_mode(configured: str) -> Mode:
+    if configured == "auto":
+        return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    if configured not in ("online", "offline", "disabled"):
+        raise ValueError(f"unknown tracking mode {configured!r}")
+    return configured  # type: ignore[return-value]
+
+
+class Tracker:
+    """Logs scalars and images to a W&B run; every method is a no-op when tracking is off."""
+
+    def __init__(self, run: Any = None) -> None:
+        self._run = run
+
+    @property
+    def run_id(self) -> str | None:
+        return self._run.id if self._run is not None else None
+
+    @property
+    def run_dir(self) -> Path | None:
+        """This process's W&B run folder (offline: the files ``wandb sync`` uploads)."""
+        return Path(self._run.dir).parent if self._run is not None else None
+
+    @classmethod
+    def start(
+        cls,
+        cfg: TrackingConfig,
+        run_dir: Path,
+        run_name: str,
+        config: dict[str, Any],
+        run_id: str | None = None,
+        enabled: bool = True,
+    ) -> Tracker:
+        """Start (or, given the ``run_id`` stored in a checkpoint, resume) the W&B run."""
+        mode = resolve_mode(cfg.mode)
+        if not enabled or mode == "disabled":
+            return cls(None)
+        import wandb  # only the tracking process pays for the import
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        settings = wandb.Settings(
+            x_disable_meta=True,  # no host, user, command line, python or GPU inventory
+            x_disable_machine_info=True,
+            disable_git=True,
+            disable_code=True,
+            save_code=False,
+            disable_job_creation=True,
+            x_save_requirements=False,
+            console="off",  # stdout/stderr are not uploaded
+            silent=True,
+        )
+        run = wandb.init(
+            project=cfg.project,
+            entity=cfg.entity,
+            name=run_name,
+            id=run_id,
+            resume="allow" if run_id else None,
+            dir=run_dir,
+            mode=mode,
+            config=config,
+            settings=settings,
+        )
+        # Charts use our step, not W&B's own counter: after a resume from step S, W&B's counter has
+        # moved past the rows it already holds, while ours goes on from S + 1 as the run does.
+        run.define_metric(STEP_KEY)
+        run.define_metric("*", step_metric=STEP_KEY)
+        log.info("W&B run %s (%s) in %s", run.id, mode, run_dir / "wandb")
+        return cls(run)
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        if self._run is not None:
+            self._run.log({STEP_KEY: step, **metrics})
+
+    def log_images(self, images: dict[str, Path], step: int) -> None:
+        if self._run is not None and images:
+            import wandb
+
+            self._run.log({STEP_KEY: step, **{k: wandb.Image(str(p)) for k, p in images.items()}})
+
+    def finish(self, exit_code: int = 0) -> None:
+        if self._run is not None:
+            self._run.finish(exit_code=exit_code)
+            self._run = None
