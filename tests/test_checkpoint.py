@@ -17,7 +17,6 @@ from szdet.train.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
     load_for_inference,
-    mark_best,
     prepare_directory,
     read_checkpoint,
     save_checkpoint,
@@ -70,8 +69,9 @@ def test_round_trip_with_weights_only_restores_rng_exactly(tmp_path):
 
 
 def test_keep_last_k_plus_best(tmp_path):
-    saved = [save_checkpoint(training_state(step), tmp_path, keep_last=2) for step in (1, 2, 3)]
-    best = mark_best(saved[2])
+    for step in (1, 2):
+        save_checkpoint(training_state(step), tmp_path, keep_last=2)
+    save_checkpoint(training_state(3), tmp_path, keep_last=2, best=True)
     save_checkpoint(training_state(4), tmp_path, keep_last=2)
     save_checkpoint(training_state(5), tmp_path, keep_last=2)
     assert [p.name for p in list_checkpoints(tmp_path)] == [
@@ -79,7 +79,24 @@ def test_keep_last_k_plus_best(tmp_path):
         "step-000000005.pt",
     ]
     assert latest_checkpoint(tmp_path).name == "step-000000005.pt"
-    assert best.name == BEST_NAME and read_checkpoint(best)["step"] == 3  # survives pruning
+    assert read_checkpoint(tmp_path / BEST_NAME)["step"] == 3  # survives pruning
+
+
+def test_best_is_written_before_the_step_file(tmp_path, monkeypatch):
+    real_copy = ckpt_mod.shutil.copyfile
+
+    def crash_on_copy(src, dst):
+        raise OSError("killed between the two files")
+
+    monkeypatch.setattr(ckpt_mod.shutil, "copyfile", crash_on_copy)
+    with pytest.raises(OSError):
+        save_checkpoint(training_state(7), tmp_path, keep_last=2, best=True)
+    # Resume would start from an earlier checkpoint and redo this evaluation: best.pt is complete.
+    assert read_checkpoint(tmp_path / BEST_NAME)["step"] == 7
+    assert list_checkpoints(tmp_path) == []
+    monkeypatch.setattr(ckpt_mod.shutil, "copyfile", real_copy)
+    path = save_checkpoint(training_state(8), tmp_path, keep_last=2, best=True)
+    assert path.read_bytes() == (tmp_path / BEST_NAME).read_bytes()
 
 
 def test_failing_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):

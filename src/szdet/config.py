@@ -128,6 +128,7 @@ class TrainConfig(Section):
     num_workers: int = Field(4, ge=0)
     seed: int = 0
     checkpoint_every_min: float = Field(30.0, gt=0)
+    checkpoint_every_steps: int | None = Field(None, ge=1)  # also every N steps (None: time only)
     keep_last: int = Field(3, ge=1)
     early_stop_patience: int = Field(10, ge=1)  # epochs without a better sens@10FA/24h
     collapse_auroc_floor: float = Field(0.55, ge=0, le=1)

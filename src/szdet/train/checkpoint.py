@@ -47,26 +47,26 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def save_checkpoint(state: dict[str, Any], directory: Path, keep_last: int) -> Path:
+def save_checkpoint(
+    state: dict[str, Any], directory: Path, keep_last: int, best: bool = False
+) -> Path:
     """Write ``state`` as ``step-<step>.pt`` atomically, then delete all but the last ``keep_last``.
 
-    A crash at any point leaves every earlier checkpoint complete: the new file appears under its
-    final name only once fsynced, and older ones are deleted only after that.
+    A crash at any point leaves every earlier checkpoint complete: a file appears under its final
+    name only once fsynced, and older ones are deleted only after that. With ``best``, ``best.pt``
+    is written first: a crash between the two files resumes from an earlier checkpoint, which
+    re-runs the evaluation and marks the best again, so ``best.pt`` is never left behind.
     """
     path = directory / step_checkpoint_name(int(state["step"]))
-    with atomic_path(path) as tmp:
+    first = directory / BEST_NAME if best else path
+    with atomic_path(first) as tmp:
         torch.save({"format": FORMAT, **state}, tmp)
+    if best:
+        with atomic_path(path) as tmp:
+            shutil.copyfile(first, tmp)
     for old in list_checkpoints(directory)[:-keep_last]:
         old.unlink(missing_ok=True)
     return path
-
-
-def mark_best(path: Path) -> Path:
-    """Copy a saved checkpoint to ``best.pt`` beside it, atomically."""
-    best = path.with_name(BEST_NAME)
-    with atomic_path(best) as tmp:
-        shutil.copyfile(path, tmp)
-    return best
 
 
 def prepare_directory(directory: Path) -> None:
