@@ -150,6 +150,8 @@ class EvaluateConfig(Section):
     merge_gap_s: float = Field(10.0, ge=0)
     max_event_s: float = Field(600.0, gt=0)  # longer events are split
     fa_targets_per_24h: list[float] = Field(default_factory=lambda: [10.0, 5.0, 2.5, 1.0])
+    # On-thresholds tried when choosing sensitivity at each FA target (logit-spaced grid).
+    sweep_points: int = Field(100, ge=2)
     timeline_recordings: int = Field(4, ge=0)
 
     @model_validator(mode="after")
