@@ -1,0 +1,132 @@
+"""Overlapping window outputs -> one probability track per recording, at ``evaluate.frame_hz``.
+
+Sample t of a recording (at its sample rate) belongs to frame ``floor((t + 0.5) * frame_hz / rate)``
+(the frame holding the sample's midpoint, so no sample sits on a frame boundary). A frame's value is
+the mean of every (sample, covering window) probability that falls in it: each window covering a
+sample adds it once, overlapping windows are averaged, and padding past the recording's end is
+ignored. Windows can arrive in any order; the `Stitcher` only keeps a sum and a count per frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from szdet.config import EvaluateConfig
+from szdet.progress import progress
+
+if TYPE_CHECKING:  # torch is imported only when a model runs, so scoring stays light
+    import torch
+
+
+def frame_of_sample(samples: np.ndarray, sample_rate_hz: float, frame_hz: float) -> np.ndarray:
+    return np.floor((samples + 0.5) * (frame_hz / sample_rate_hz)).astype(np.int64)
+
+
+def n_frames(n_samples: int, sample_rate_hz: float, frame_hz: float) -> int:
+    """Frames a recording of ``n_samples`` spans (the last may be partly filled)."""
+    if n_samples <= 0:
+        return 0
+    return int(frame_of_sample(np.array([n_samples - 1]), sample_rate_hz, frame_hz)[0]) + 1
+
+
+def label_track(
+    events: Sequence[tuple[float, float]] | np.ndarray, n_frames: int, frame_hz: float
+) -> np.ndarray:
+    """Reference labels per frame: 1 where the frame's midpoint lies inside a seizure event."""
+    labels = np.zeros(n_frames, dtype=np.uint8)
+    for start_s, stop_s in events:
+        # frames k with start <= (k + 0.5) / frame_hz < stop
+        first = max(0, int(np.ceil(start_s * frame_hz - 0.5)))
+        end = min(n_frames, int(np.ceil(stop_s * frame_hz - 0.5)))
+        labels[first:end] = 1
+    return labels
+
+
+class Stitcher:
+    """Accumulates per-sample window probabilities into per-recording frame tracks, in O(window)
+    work per window."""
+
+    def __init__(self, n_samples: Sequence[int], sample_rate_hz: float, frame_hz: float) -> None:
+        self.n_samples = [int(n) for n in n_samples]
+        self.sample_rate_hz = sample_rate_hz
+        self.frame_hz = frame_hz
+        sizes = [n_frames(n, sample_rate_hz, frame_hz) for n in self.n_samples]
+        self._sums = [np.zeros(size, dtype=np.float64) for size in sizes]
+        self._counts = [np.zeros(size, dtype=np.int64) for size in sizes]
+
+    def add(self, recording: int, start: int, probs: np.ndarray) -> None:
+        """Add one window's per-sample probabilities; ``start`` is its first sample."""
+        n = self.n_samples[recording]
+        first = max(0, -start)  # a window may begin before the recording (left padding)
+        last = min(len(probs), n - start)  # ... and run past its end (right padding)
+        if last <= first:
+            return
+        frames = frame_of_sample(
+            np.arange(start + first, start + last), self.sample_rate_hz, self.frame_hz
+        )
+        lo = int(frames[0])
+        local = frames - lo
+        size = int(local[-1]) + 1
+        values = np.asarray(probs[first:last], dtype=np.float64)
+        self._sums[recording][lo : lo + size] += np.bincount(local, weights=values, minlength=size)
+        self._counts[recording][lo : lo + size] += np.bincount(local, minlength=size)
+
+    def add_batch(self, recordings: np.ndarray, starts: np.ndarray, probs: np.ndarray) -> None:
+        for recording, start, window in zip(recordings, starts, probs, strict=True):
+            self.add(int(recording), int(start), window)
+
+    def coverage(self, recording: int) -> np.ndarray:
+        """How many (sample, window) pairs landed in each frame; 0 = never covered."""
+        return self._counts[recording].copy()
+
+    def tracks(self) -> list[np.ndarray]:
+        """One float32 probability track per recording; frames no window covered are 0."""
+        return [
+            np.divide(s, c, out=np.zeros_like(s), where=c > 0).astype(np.float32)
+            for s, c in zip(self._sums, self._counts, strict=True)
+        ]
+
+
+def predict_tracks(
+    model: torch.nn.Module,
+    split: Any,
+    index: Any,
+    batch_size: int,
+    device: torch.device | str,
+    autocast_dtype: torch.dtype | None = None,
+    frame_hz: float | None = None,
+    num_workers: int = 0,
+) -> list[np.ndarray]:
+    """Run ``model`` over every window of ``index`` (a WindowIndex of ``split``, built with
+    ``windows.eval_stride_s``) and stitch the sigmoid outputs into one track per recording."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from szdet.data.windows import WindowDataset
+
+    device = torch.device(device)
+    frame_hz = EvaluateConfig().frame_hz if frame_hz is None else frame_hz
+    stitcher = Stitcher([r.n_samples for r in split.recordings], split.sample_rate_hz, frame_hz)
+    window_recording = np.asarray(index.recording)
+    window_start = np.asarray(index.start)
+    loader = DataLoader(
+        WindowDataset(split, index), batch_size=batch_size, shuffle=False, num_workers=num_workers
+    )
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for x, _, ids in progress(loader, desc="predict", total=len(loader), unit="batch"):
+                with torch.autocast(
+                    device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
+                ):
+                    logits = model(x.to(device, non_blocking=True))
+                probs = torch.sigmoid(logits.float()).cpu().numpy()
+                ids_np = ids.numpy()
+                stitcher.add_batch(window_recording[ids_np], window_start[ids_np], probs)
+    finally:
+        model.train(was_training)
+    return stitcher.tracks()
