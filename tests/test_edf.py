@@ -1,0 +1,260 @@
+"""EDF reading and preprocessing: channel names, each processing step's effect, interpolation,
+bad files, and the seizure events read beside an EDF."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edf_factory import recording_signals, write_edf, write_recording
+from szdet.config import CHANNELS_19, PreprocessConfig
+from szdet.data.edf import (
+    EdfError,
+    load_edf,
+    load_events,
+    match_channels,
+    normalize_channel_name,
+    unusable_channels,
+)
+from szdet.data.tusz import AnnotationError, Event, RecordingFiles, write_annotation
+
+PRE = PreprocessConfig()
+
+
+def _peak_hz(x: np.ndarray, rate_hz: float) -> float:
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.fft.rfftfreq(len(x), 1 / rate_hz)[np.argmax(spectrum)])
+
+
+def _power_at(x: np.ndarray, rate_hz: float, hz: float) -> float:
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x)))) ** 2
+    freqs = np.fft.rfftfreq(len(x), 1 / rate_hz)
+    return float(spectrum[np.abs(freqs - hz) < 0.5].sum())
+
+
+def _sines(freqs_hz: dict[str, float], seconds: float, rate_hz: float, uv: float = 100.0):
+    t = np.arange(round(seconds * rate_hz)) / rate_hz
+    return {c: uv * np.sin(2 * np.pi * f * t) for c, f in freqs_hz.items()}
+
+
+# --- channel names ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("label", "name"),
+    [
+        ("EEG FP1-REF", "FP1"),
+        ("EEG FP1-LE", "FP1"),
+        ("eeg fp1-ref", "FP1"),
+        ("Fp1", "FP1"),
+        ("  EEG Cz-REF ", "CZ"),
+        ("EEG T7-REF", "T3"),
+        ("EEG T8-LE", "T4"),
+        ("P7", "T5"),
+        ("EEG P8-REF", "T6"),
+        ("EEG FP1-F7", "FP1-F7"),  # bipolar: not one of ours
+        ("EKG1", "EKG1"),
+        ("PHOTIC-REF", "PHOTIC"),
+    ],
+)
+def test_normalize_channel_name(label, name):
+    assert normalize_channel_name(label) == name
+
+
+def test_match_channels_maps_canonical_names_to_file_labels_first_wins():
+    labels = ["EKG1", "EEG FP1-REF", "EEG FP1-LE", "EEG T7-REF", "EEG FP1-F7", "IBI"]
+    assert match_channels(labels) == {"FP1": "EEG FP1-REF", "T3": "EEG T7-REF"}
+
+
+# --- reading and channel order ----------------------------------------------------------------
+
+
+def test_channels_come_out_in_model_order_from_le_labels_and_synonyms(tmp_path):
+    # Each channel a sine of its own frequency, written in a scrambled order with 10-10 names.
+    freqs = {c: 3.0 + 2 * i for i, c in enumerate(CHANNELS_19)}
+    modern = {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}
+    signals = _sines(freqs, 20, 250.0)
+    scrambled = {modern.get(c, c): signals[c] for c in reversed(CHANNELS_19)}
+    edf = write_edf(tmp_path / "x.edf", scrambled, 250.0, label_format="EEG {}-LE")
+    out = load_edf(edf, PRE)
+    assert out.signal.dtype == np.float32 and out.signal.shape[0] == 19
+    assert [_peak_hz(row, 256.0) for row in out.signal] == pytest.approx(
+        list(freqs.values()), abs=0.1
+    )
+    assert out.interpolated == []
+
+
+def test_other_channels_at_other_rates_are_not_read(tmp_path):
+    signals = recording_signals(10, 256.0)
+    slow = {"IBI": (np.zeros(10), 1.0), "PHOTIC-REF": (np.zeros(10000), 1000.0)}
+    edf = write_edf(tmp_path / "x.edf", signals, 256.0, other_rates=slow)
+    out = load_edf(edf, PRE)
+    assert out.source_rate_hz == 256.0
+    assert out.signal.shape == (19, 2560) and out.duration_s == 10.0
+
+
+@pytest.mark.parametrize("rate_hz", [250.0, 400.0, 512.0, 256.0])
+def test_resampling_to_256_hz_keeps_frequency_and_length(tmp_path, rate_hz):
+    seconds = 30
+    signals = _sines(dict.fromkeys(CHANNELS_19, 10.0), seconds, rate_hz)
+    out = load_edf(write_edf(tmp_path / "x.edf", signals, rate_hz), PRE)
+    assert out.source_rate_hz == rate_hz and out.sample_rate_hz == 256.0
+    assert out.signal.shape[1] == seconds * 256
+    ideal = np.sin(2 * np.pi * 10.0 * np.arange(seconds * 256) / 256)
+    middle = slice(256 * 5, -256 * 5)
+    assert np.corrcoef(out.signal[0, middle], ideal[middle])[0, 1] > 0.999
+
+
+# --- each preprocessing step ------------------------------------------------------------------
+
+
+def test_notch_removes_mains_and_none_disables_it(tmp_path):
+    t = np.arange(60 * 256) / 256
+    mix = 50 * np.sin(2 * np.pi * 10 * t) + 50 * np.sin(2 * np.pi * 60 * t)
+    edf = write_edf(tmp_path / "x.edf", dict.fromkeys(CHANNELS_19, mix), 256.0)
+    notched = load_edf(edf, PRE).signal[0]
+    kept = load_edf(edf, PRE.model_copy(update={"notch_hz": None})).signal[0]
+    ratio = _power_at(notched, 256, 60) / _power_at(notched, 256, 10)
+    assert ratio < 1e-3  # 60 Hz was as strong as 10 Hz going in
+    assert _power_at(kept, 256, 60) / _power_at(kept, 256, 10) > 0.5
+
+
+def test_bandpass_removes_dc_drift_and_content_above_120_hz(tmp_path):
+    t = np.arange(120 * 512) / 512
+    slow = 500 + 300 * np.sin(2 * np.pi * 0.05 * t)  # DC offset and a 20 s drift
+    mix = slow + 50 * np.sin(2 * np.pi * 10 * t) + 50 * np.sin(2 * np.pi * 124 * t)
+    out = load_edf(write_edf(tmp_path / "x.edf", dict.fromkeys(CHANNELS_19, mix), 512.0), PRE)
+    x = out.signal[0]
+    assert _power_at(x, 256, 0.05) / _power_at(x, 256, 10) < 1e-3
+    assert _power_at(x, 256, 124) / _power_at(x, 256, 10) < 0.05
+
+
+def test_output_is_robust_z_scored_and_clipped(tmp_path):
+    signals = recording_signals(60, 256.0)
+    spike = signals["C3"].copy()
+    spike[5000:5010] = 1900.0  # far beyond 10 robust standard deviations
+    signals["C3"] = spike
+    out = load_edf(write_edf(tmp_path / "x.edf", signals, 256.0), PRE)
+    q25, median, q75 = np.percentile(out.signal, [25, 50, 75], axis=1)
+    # the statistics come from every 4th sample, so they match the full ones closely, not exactly
+    assert np.abs(median).max() < 0.05
+    assert (q75 - q25) == pytest.approx(np.full(19, 1.349), rel=0.03)
+    c3 = out.signal[CHANNELS_19.index("C3")]
+    assert c3.max() == pytest.approx(PRE.clip) and np.abs(out.signal).max() <= PRE.clip
+    smaller = load_edf(tmp_path / "x.edf", PRE.model_copy(update={"clip": 3.0}))
+    assert np.abs(smaller.signal).max() == pytest.approx(3.0)
+
+
+# --- interpolation ----------------------------------------------------------------------------
+
+
+def test_missing_fz_pz_are_interpolated_recorded_and_match_the_truth(tmp_path):
+    full = load_edf(write_edf(tmp_path / "full.edf", recording_signals(60, 250.0), 250.0), PRE)
+    lacking = write_edf(
+        tmp_path / "ar_a.edf", recording_signals(60, 250.0, drop=("FZ", "PZ")), 250.0
+    )
+    out = load_edf(lacking, PRE)
+    assert out.interpolated == ["FZ", "PZ"]
+    neighbours = {"FZ": ("F3", "F4", "CZ"), "PZ": ("P3", "P4", "CZ")}
+    for channel, around in neighbours.items():
+        i = CHANNELS_19.index(channel)
+        assert np.corrcoef(out.signal[i], full.signal[i])[0, 1] > 0.85  # vs the recorded truth
+        for neighbour in around:
+            assert np.corrcoef(out.signal[i], out.signal[CHANNELS_19.index(neighbour)])[0, 1] > 0.5
+    others = [i for i, c in enumerate(CHANNELS_19) if c not in ("FZ", "PZ")]
+    np.testing.assert_allclose(out.signal[others], full.signal[others], atol=1e-4)
+
+
+def test_a_flat_interpolable_channel_is_interpolated(tmp_path):
+    signals = recording_signals(30, 256.0)
+    signals["PZ"] = np.zeros_like(signals["PZ"])
+    out = load_edf(write_edf(tmp_path / "x.edf", signals, 256.0), PRE)
+    assert out.interpolated == ["PZ"]
+    assert out.signal[CHANNELS_19.index("PZ")].std() > 0.5
+
+
+def test_interpolation_can_be_switched_off(tmp_path):
+    edf = write_edf(tmp_path / "x.edf", recording_signals(30, 256.0, drop=("FZ",)), 256.0)
+    with pytest.raises(EdfError, match=r"x\.edf: missing required channel\(s\) FZ$"):
+        load_edf(edf, PRE.model_copy(update={"interpolate_channels": []}))
+
+
+# --- bad files --------------------------------------------------------------------------------
+
+
+def test_missing_required_channels_are_named(tmp_path):
+    edf = write_edf(tmp_path / "x.edf", recording_signals(10, 256.0, drop=("C3", "O2")), 256.0)
+    with pytest.raises(EdfError) as e:
+        load_edf(edf, PRE)
+    assert str(e.value) == f"{edf}: missing required channel(s) C3, O2"
+
+
+def test_a_flat_required_channel_is_refused(tmp_path):
+    signals = recording_signals(10, 256.0)
+    signals["O1"] = np.full_like(signals["O1"], 12.0)
+    edf = write_edf(tmp_path / "x.edf", signals, 256.0)
+    with pytest.raises(EdfError, match=r"x\.edf: channel O1 is flat$"):
+        load_edf(edf, PRE)
+
+
+def test_nan_channels_are_refused_or_interpolated():
+    data = np.ones((3, 100))
+    data[:, ::2] = 0.0
+    data[1, 7] = np.nan
+    data[2, :] = np.nan
+    assert unusable_channels(Path("r.edf"), ["F3", "FZ", "PZ"], data, {"FZ", "PZ"}) == ["FZ", "PZ"]
+    with pytest.raises(EdfError, match=r"^r\.edf: channel C3 has NaN values$"):
+        unusable_channels(Path("r.edf"), ["F3", "C3", "PZ"], data, {"FZ", "PZ"})
+
+
+def test_truncated_garbage_and_absent_files_are_one_line_errors(tmp_path):
+    good = write_edf(tmp_path / "good.edf", recording_signals(20, 256.0), 256.0).read_bytes()
+    cases = {
+        "truncated.edf": (good[: len(good) // 2 + 3], "truncated EDF"),
+        "garbage.edf": (b"this is not an EDF file at all" * 40, "not a readable EDF"),
+        "empty.edf": (b"", "not a readable EDF"),
+        "header_only.edf": (good[:3000], "not a readable EDF"),
+    }
+    for name, (content, reason) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(EdfError) as e:
+            load_edf(tmp_path / name, PRE)
+        message = str(e.value)
+        assert message.startswith(f"{tmp_path / name}: {reason}") and "\n" not in message
+    with pytest.raises(EdfError, match="no such EDF file"):
+        load_edf(tmp_path / "absent.edf", PRE)
+
+
+def test_too_short_recording_is_refused(tmp_path):
+    edf = write_edf(tmp_path / "x.edf", recording_signals(0.5, 256.0), 256.0, record_s=0.5)
+    with pytest.raises(EdfError, match="too short"):
+        load_edf(edf, PRE)
+
+
+# --- seizure events beside an EDF -------------------------------------------------------------
+
+
+def test_events_prefer_csv_bi_and_are_clipped(tmp_path):
+    edf = write_recording(tmp_path, "train", "aaaaaaaa", seconds=60, seizures=((10.0, 20.0),))
+    write_annotation(edf.with_suffix(".csv_bi"), [Event("TERM", 50.0, 75.0, "seiz")], 60.0)
+    files = RecordingFiles("train", edf, edf.with_suffix(".csv"), edf.with_suffix(".csv_bi"))
+    assert load_events(files, 60.0) == [(50.0, 60.0)]
+
+
+def test_events_fall_back_to_the_csv_union_over_channels(tmp_path):
+    edf = tmp_path / "r.edf"
+    rows = [
+        Event("FP1-F7", 10.0, 20.0, "fnsz"),
+        Event("F7-T3", 15.0, 25.0, "fnsz"),
+        Event("T3-T5", 40.0, 45.0, "cpsz"),
+        Event("T3-T5", 0.0, 40.0, "bckg"),
+    ]
+    write_annotation(tmp_path / "r.csv", rows, 60.0)
+    files = RecordingFiles("train", edf, tmp_path / "r.csv", None)
+    assert load_events(files, 60.0) == [(10.0, 25.0), (40.0, 45.0)]
+
+
+def test_events_without_any_annotation_file_are_an_error(tmp_path):
+    files = RecordingFiles("train", tmp_path / "r.edf", None, None)
+    with pytest.raises(AnnotationError, match=r"r\.edf: no \.csv_bi or \.csv annotation file"):
+        load_events(files, 60.0)
