@@ -1,0 +1,104 @@
+# syntax=docker/dockerfile:1
+# One image for every platform: the szdet trainer with mamba_ssm's and causal-conv1d's CUDA kernels.
+# SkyPilot (image_id: docker:…), Modal (Image.from_registry / from_dockerfile) and
+# `docker run --gpus all IMAGE smoke` all run it. Build: `make image`, or
+#   docker build --build-arg COMMIT=$(git rev-parse HEAD) -t szdet:latest .
+#
+# torch 2.13.0's default PyPI wheel is built for CUDA 13.0 (it requires cuda-toolkit 13.0.x), so the
+# kernels are compiled by nvcc 13.0 and the runtime stage sits on the CUDA 13.0 runtime base.
+
+ARG CUDA_VERSION=13.0.2
+ARG UBUNTU_VERSION=24.04
+ARG UV_VERSION=0.13.8
+
+FROM ghcr.io/astral-sh/uv:${UV_VERSION} AS uv
+
+# --- builder: Python 3.11, the pinned environment in /opt/venv, the two kernels compiled --------
+FROM nvidia/cuda:${CUDA_VERSION}-devel-ubuntu${UBUNTU_VERSION} AS builder
+ARG PYTHON_VERSION=3.11
+ARG CAUSAL_CONV1D_VERSION=1.7.0
+ARG MAMBA_SSM_VERSION=2.3.2.post1
+ARG MAX_JOBS=4
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# A standalone CPython (uv's python-build-standalone) at a fixed path, so the venv moves to the
+# runtime stage unchanged.
+ENV UV_PYTHON_INSTALL_DIR=/opt/python \
+    UV_NO_CACHE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_PREFERENCE=only-managed \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
+COPY --from=uv /uv /usr/local/bin/uv
+RUN uv python install "${PYTHON_VERSION}" \
+    && uv venv --seed --python "${PYTHON_VERSION}" /opt/venv
+
+# Runtime dependencies exactly as pinned for CPU (requirements/train.txt as constraints); torch
+# resolves to the CUDA 13.0 build of the same version. einops and transformers are what
+# mamba_ssm imports at runtime (its other declared dependencies serve models we do not use).
+COPY pyproject.toml /tmp/szdet/pyproject.toml
+COPY requirements/train.txt /tmp/szdet/constraints.txt
+RUN uv pip install -r /tmp/szdet/pyproject.toml -c /tmp/szdet/constraints.txt \
+        einops==0.8.2 transformers==5.23.0 setuptools==84.2.1 \
+    && python -c "import torch; assert torch.version.cuda.startswith('13.0'), torch.version.cuda"
+
+# The kernels, for A100 (sm_80) and H100 (sm_90) only. Both setup.py files hard-code a long list
+# of -gencode pairs that overrides TORCH_CUDA_ARCH_LIST, so the build replaces every other pair
+# with `pass` and fails loudly if an upstream change leaves anything but 80 and 90.
+ENV TORCH_CUDA_ARCH_LIST="8.0;9.0" \
+    CAUSAL_CONV1D_FORCE_BUILD=TRUE \
+    MAMBA_FORCE_BUILD=TRUE \
+    MAX_JOBS=${MAX_JOBS}
+WORKDIR /tmp/kernels
+RUN uv pip install wheel==0.48.0 ninja==1.13.2 \
+    && pip download --no-cache-dir --no-deps --no-binary :all: --no-build-isolation -d sdist \
+        "causal-conv1d==${CAUSAL_CONV1D_VERSION}" "mamba-ssm==${MAMBA_SSM_VERSION}" \
+    && for archive in sdist/*.tar.gz; do tar -xzf "$archive"; done \
+    && for setup in */setup.py; do \
+        sed -i -E '/cc_flag\.append\("-gencode"\)/{N;/compute_(75|87|1[0-9][0-9]),/s/^( *).*/\1pass/}' "$setup" \
+        && ! grep -Eq 'compute_(75|87|1[0-9][0-9]),' "$setup" \
+        && grep -q 'arch=compute_80,code=sm_80' "$setup" \
+        && grep -q 'arch=compute_90,code=sm_90' "$setup"; \
+    done \
+    && pip wheel --no-cache-dir --no-deps --no-build-isolation -w /wheels causal_conv1d-*/ mamba_ssm-*/ \
+    && uv pip install --no-deps /wheels/*.whl \
+    && uv pip uninstall wheel ninja \
+    && python -c "import torch, causal_conv1d_cuda, selective_scan_cuda" \
+    && rm -rf /tmp/kernels /wheels
+
+# --- runtime: CUDA runtime libraries, the venv, the project; no nvcc, no build caches -----------
+FROM nvidia/cuda:${CUDA_VERSION}-runtime-ubuntu${UBUNTU_VERSION} AS runtime
+ARG VERSION=0.1.0
+ARG COMMIT=unknown
+LABEL org.opencontainers.image.title="szdet" \
+      org.opencontainers.image.description="Seizure detection for scalp EEG (TUSZ): trainer and CUDA kernels" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${COMMIT}"
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# Triton (mamba_ssm's Mamba-2 kernels) compiles a small C launcher the first time a kernel runs:
+# gcc and the C headers are the one toolchain the runtime needs. Versions follow the base image.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=builder /opt/python /opt/python
+COPY --from=builder /opt/venv /opt/venv
+ENV VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+# The project last, so a code change rebuilds only these small layers.
+WORKDIR /opt/szdet
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
+    && rm -rf build src \
+    && szdet --version
+COPY configs ./configs
+COPY scripts ./scripts
+
+# SkyPilot runs its setup inside the container as root (or through passwordless sudo).
+# hadolint ignore=DL3002,DL3066
+USER root
+ENTRYPOINT ["/opt/szdet/scripts/entrypoint.sh"]
+CMD ["help"]

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The image's entrypoint: `docker run [--gpus all] IMAGE COMMAND [ARGS...]`.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# The one layout (DESIGN §2/§7): a cache mounted here is used by `smoke` instead of synthetic data.
+mounted_cache=/results/cache/tusz
+
+usage() {
+  cat <<'TEXT'
+usage: IMAGE COMMAND [ARGS...]
+
+  smoke [ARGS...]     check the CUDA kernels, then a short training run on the GPU:
+                      on the cache mounted at /results/cache/tusz (configs/cloud/smoke.yaml)
+                      if there is one, else synth -> cache -> train -> evaluate on a synthetic
+                      corpus (scripts/smoke.sh). ARGS go to `szdet train`, e.g. --set train.epochs=2
+  train|evaluate|check-kernels|cache|synth|detect|score|model-summary ...
+                      run that szdet command, e.g. train --config configs/cloud/train.yaml
+  help                this text
+  anything else       run as given (bash, python ...), so a platform can start its own process
+
+examples:
+  docker run --gpus all -v $PWD/cache:/results/cache szdet:latest smoke
+  docker run --gpus all szdet:latest check-kernels --require-cuda-kernels
+TEXT
+}
+
+smoke() {
+  echo "== smoke: CUDA kernels (mamba_ssm vs the pure-PyTorch path)"
+  szdet check-kernels --require-cuda-kernels
+  cd "$repo"
+  if [[ -f $mounted_cache/train/manifest.json ]]; then
+    echo "== smoke: cache found at $mounted_cache -> configs/cloud/smoke.yaml"
+    exec szdet train --config configs/cloud/smoke.yaml --resume false "$@"
+  fi
+  echo "== smoke: no cache at $mounted_cache -> synthetic corpus on the GPU"
+  exec scripts/smoke.sh configs/local/smoke.yaml \
+    --set train.device=cuda --set train.precision=bf16 "$@"
+}
+
+command=${1:-help}
+case "$command" in
+  help | -h | --help) usage ;;
+  smoke) shift; smoke "$@" ;;
+  train | evaluate | check-kernels | cache | synth | detect | score | model-summary | --version)
+    exec szdet "$@" ;;
+  *) exec "$@" ;;
+esac
