@@ -168,6 +168,16 @@ class TrackingConfig(Section):
     entity: str | None = None
 
 
+class CloudConfig(Section):
+    """Where the cloud launchers (modal/app.py) find the data in S3; the laptop never needs these."""
+
+    cache_url: str | None = None  # s3://bucket/prefix `szdet cache push` uploaded the root to
+    edf_url: str | None = None  # s3://bucket/prefix holding TUSZ's edf/{train,dev,eval}/ tree
+    s3_endpoint_url: str | None = None  # an S3-compatible store (MinIO, R2); None = AWS S3
+    transfer_workers: int = Field(16, ge=1)  # parallel file transfers in `szdet cache pull`
+    build_shards: int = Field(32, ge=1)  # containers the Modal build-cache action fans out to
+
+
 class Config(Section):
     paths: PathsConfig = Field(default_factory=PathsConfig)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -177,6 +187,7 @@ class Config(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    cloud: CloudConfig = Field(default_factory=CloudConfig)
 
     @property
     def run_dir(self) -> Path:
