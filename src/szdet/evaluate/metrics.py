@@ -168,28 +168,13 @@ def evaluate_tracks(
         )
     ref = Events.from_lists(events)
     track_set = TrackSet(tracks, cfg.frame_hz, durations)
-    scores = (
-        np.concatenate([np.asarray(t, dtype=np.float32) for t in tracks]) if tracks else np.zeros(0)
-    )
-    labels = (
-        np.concatenate(
-            [label_track(e, len(t), cfg.frame_hz) for t, e in zip(tracks, events, strict=True)]
-        )
-        if tracks
-        else np.zeros(0, dtype=np.uint8)
-    )
-
+    scores, labels = _frames(tracks, events, cfg.frame_hz)
     configured = score_all(ref, track_set.events(EventRules.from_config(cfg)), durations)
     sweep = sweep_ovlp(track_set, ref, cfg, threshold_grid(cfg.sweep_points))
     if thresholds is None:
         chosen, source = choose_thresholds(sweep, cfg.fa_targets_per_24h), "chosen on this split"
     else:
-        given = {_target_key(k): v for k, v in thresholds.items()}
-        missing = [t for t in cfg.fa_targets_per_24h if _target_key(t) not in given]
-        if missing:
-            raise ValueError(f"no threshold given for FA/24h target(s) {missing}")
-        chosen = {t: given[_target_key(t)] for t in cfg.fa_targets_per_24h}
-        source = "given"
+        chosen, source = _given_thresholds(thresholds, cfg.fa_targets_per_24h), "given"
 
     fpr, tpr, _ = roc_curve(scores, labels)
     return {
@@ -212,14 +197,37 @@ def evaluate_tracks(
     }
 
 
+def _frames(
+    tracks: Sequence[np.ndarray],
+    events: Sequence[Sequence[tuple[float, float]] | np.ndarray],
+    frame_hz: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every frame of the split: its probability and its reference label."""
+    if not tracks:
+        return np.zeros(0, np.float32), np.zeros(0, np.uint8)
+    labels = [label_track(e, len(t), frame_hz) for t, e in zip(tracks, events, strict=True)]
+    return np.concatenate([np.asarray(t, np.float32) for t in tracks]), np.concatenate(labels)
+
+
+def _given_thresholds(
+    thresholds: Mapping[float | str, float | None], fa_targets: Sequence[float]
+) -> dict[float, float | None]:
+    given = {_target_key(k): v for k, v in thresholds.items()}
+    missing = [t for t in fa_targets if _target_key(t) not in given]
+    if missing:
+        raise ValueError(f"no threshold given for FA/24h target(s) {missing}")
+    return {t: given[_target_key(t)] for t in fa_targets}
+
+
 def _at_threshold(
     tracks: TrackSet, ref: Events, cfg: EvaluateConfig, threshold_on: float | None
 ) -> dict[str, float | None]:
     """OVLP sensitivity and FA/24h with this on-threshold; None detects nothing."""
-    if threshold_on is None:
-        hyp = Events(np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
-    else:
-        hyp = tracks.events(EventRules.from_config(cfg, threshold_on))
+    hyp = (
+        Events.empty()
+        if threshold_on is None
+        else tracks.events(EventRules.from_config(cfg, threshold_on))
+    )
     score = score_ovlp(ref, hyp, tracks.durations_s)
     return {
         "threshold": threshold_on,

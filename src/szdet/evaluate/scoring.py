@@ -70,13 +70,16 @@ class Events(NamedTuple):
     @classmethod
     def from_lists(cls, per_recording: Iterable[Iterable[Interval] | np.ndarray]) -> Events:
         arrays = [
-            np.asarray(list(ev) if not isinstance(ev, np.ndarray) else ev, dtype=np.float64)
+            np.asarray(ev if isinstance(ev, np.ndarray) else list(ev), np.float64).reshape(-1, 2)
             for ev in per_recording
         ]
-        arrays = [a.reshape(-1, 2) for a in arrays]
         recording = np.repeat(np.arange(len(arrays), dtype=np.int64), [len(a) for a in arrays])
         flat = np.concatenate(arrays) if arrays else np.zeros((0, 2))
         return cls(recording, flat[:, 0].copy(), flat[:, 1].copy())
+
+    @classmethod
+    def empty(cls) -> Events:
+        return cls(np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
 
     def per_recording(self, n_recordings: int) -> list[np.ndarray]:
         """Split back into one (n, 2) array of [start_s, stop_s] per recording."""
