@@ -1,0 +1,351 @@
+"""Build and verify the preprocessed cache (layout and manifest format: szdet.data.manifest).
+
+Building is resumable at any moment: each recording's array is written under a temporary name and
+renamed into place, then its build record (``<name>.json``: the CachedRecording, or the reason it
+was skipped) is written the same way. A rerun reuses every recording whose record exists and whose
+source files still have the sizes it names, and builds the rest; the manifest is written last.
+A split folder remembers its preprocessing hash (preprocess.json) and refuses any other.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import multiprocessing
+import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from szdet.config import PreprocessConfig
+from szdet.data.edf import annotated_seizures, load_edf
+from szdet.data.manifest import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    CachedRecording,
+    CacheSplit,
+    make_manifest,
+    merge_shards,
+    shard_manifest_name,
+    shard_manifests,
+)
+from szdet.data.tusz import (
+    RecordingFiles,
+    check_patient_disjoint,
+    clip_intervals,
+    edf_root,
+    find_recordings,
+)
+from szdet.errors import UserError
+from szdet.fileio import atomic_path, remove_stale_tmp, sha256_file, write_json_atomic
+from szdet.progress import progress
+
+__all__ = [
+    "BuildReport",
+    "CacheSplit",
+    "CachedRecording",
+    "build_cache",
+    "merge_shards",
+    "verify_cache",
+    "verify_command",
+]
+
+PREPROCESS_FILE = "preprocess.json"
+CLIP_NOTE_TOLERANCE_S = 0.01  # annotations ending this little past the recording go unremarked
+
+
+@dataclass
+class BuildReport:
+    built: int  # arrays written by this run
+    reused: int  # arrays complete from an earlier run
+    skipped: list[dict[str, str]]  # {"file", "reason"}, this run's and earlier runs' alike
+    manifest: Path
+
+
+# --- building ---------------------------------------------------------------------------------
+
+
+def build_cache(
+    data_root: Path,
+    split: str,
+    out: Path,
+    preprocess: PreprocessConfig,
+    workers: int,
+    shard: tuple[int, int] | None,
+    max_recordings: int | None,
+) -> BuildReport:
+    """Preprocess every recording of ``split`` (or every n-th: ``shard=(i, n)``) into ``out``."""
+    data_root, out = Path(data_root), Path(out)
+    check_patient_disjoint(data_root)
+    selected = find_recordings(data_root, split)[:max_recordings]
+    if shard is not None:
+        selected = selected[shard[0] :: shard[1]]
+    split_dir = out / split
+    split_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(split_dir)
+    claim_split_dir(split_dir, preprocess)
+
+    records: list[dict[str, Any]] = []
+    todo: list[RecordingFiles] = []
+    for files in selected:
+        record = reusable_record(split_dir, files, preprocess)
+        if record is None:
+            todo.append(files)
+        else:
+            records.append(record)
+    reused = sum("recording" in r for r in records)
+    build = functools.partial(
+        build_recording, split_dir=split_dir, root=edf_root(data_root), preprocess=preprocess
+    )
+    fresh = list(progress(_run(build, todo, workers), f"cache {split}", len(todo), unit="rec"))
+    records += fresh
+
+    recordings = [CachedRecording.from_json(r["recording"]) for r in records if "recording" in r]
+    skipped = [{"file": r["source"], "reason": r["skipped"]} for r in records if "skipped" in r]
+    manifest_path = split_dir / (MANIFEST if shard is None else shard_manifest_name(*shard))
+    manifest = make_manifest(
+        split=split,
+        sample_rate_hz=preprocess.sample_rate_hz,
+        preprocess=preprocess.model_dump(mode="json"),
+        preprocess_hash=preprocess.fingerprint(),
+        recordings=recordings,
+        skipped=skipped,
+    )
+    write_json_atomic(manifest_path, manifest)
+
+    report = BuildReport(
+        built=sum("recording" in r for r in fresh),
+        reused=reused,
+        skipped=manifest["skipped"],
+        manifest=manifest_path,
+    )
+    hours = sum(r.duration_s for r in recordings) / 3600
+    print(
+        f"cache {split}: {len(recordings)} recordings ({report.built} built, {reused} reused), "
+        f"{len(skipped)} skipped, {hours:.2f} h, "
+        f"{sum(r.bytes for r in recordings) / 1e9:.3f} GB -> {manifest_path}"
+    )
+    return report
+
+
+def claim_split_dir(split_dir: Path, preprocess: PreprocessConfig) -> None:
+    """Record the settings a split folder is built with; refuse a folder built with others."""
+    path = split_dir / PREPROCESS_FILE
+    ours = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "preprocess_hash": preprocess.fingerprint(),
+        "preprocess": preprocess.model_dump(mode="json"),
+    }
+    # A pulled cache has a manifest but no preprocess.json: the manifest then speaks for it.
+    existing = path if path.is_file() else split_dir / MANIFEST
+    if not existing.is_file():
+        write_json_atomic(path, ours)
+        return
+    try:
+        theirs = json.loads(existing.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{existing}: unreadable; delete {split_dir} to rebuild") from None
+    if (theirs.get("format"), theirs.get("format_version")) != (FORMAT, FORMAT_VERSION):
+        raise UserError(f"{existing}: a cache of another format; build into an empty folder")
+    if theirs.get("preprocess_hash") != ours["preprocess_hash"]:
+        raise UserError(
+            f"{split_dir}: built with preprocess settings {theirs.get('preprocess_hash')}, these "
+            f"are {ours['preprocess_hash']}; use another --out (recordings are never mixed)"
+        )
+    if existing != path:
+        write_json_atomic(path, ours)
+
+
+def _run(
+    build: Callable[[RecordingFiles], dict[str, Any]], todo: list[RecordingFiles], workers: int
+) -> Iterator[dict[str, Any]]:
+    """Build records in completion order, in this process or in a pool of ``workers``."""
+    if workers <= 1 or len(todo) <= 1:
+        yield from map(build, todo)
+        return
+    # forkserver: workers start from a clean process, not a fork of one running threads (tqdm)
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["szdet.data.cache", "mne.io"])  # imported once, not per worker
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context)
+    try:
+        futures = [pool.submit(build, files) for files in todo]
+        for future in as_completed(futures):
+            yield future.result()
+    finally:  # on Ctrl-C or an error, do not wait for the queued recordings
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _record_path(split_dir: Path, files: RecordingFiles) -> Path:
+    return split_dir / files.patient / f"{files.name}.json"
+
+
+def _source_sizes(files: RecordingFiles) -> dict[str, int]:
+    """Sizes of the source files: a record is reused only while they are unchanged. (Not mtimes:
+    a corpus copied to a fresh cloud machine has new ones, and must not be rebuilt for it.)"""
+    paths = [files.edf, files.csv, files.csv_bi]
+    return {p.name: p.stat().st_size for p in paths if p is not None}
+
+
+def reusable_record(
+    split_dir: Path, files: RecordingFiles, preprocess: PreprocessConfig
+) -> dict[str, Any] | None:
+    """The build record of an earlier run if it is complete and current, else None."""
+    try:
+        record = json.loads(_record_path(split_dir, files).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if record.get("preprocess_hash") != preprocess.fingerprint():
+        return None
+    if record.get("source_sizes") != _source_sizes(files):
+        return None
+    if "recording" in record:
+        array = split_dir / record["recording"]["file"]
+        if not array.is_file() or array.stat().st_size != record["recording"]["bytes"]:
+            return None
+    return record
+
+
+def build_recording(
+    files: RecordingFiles, split_dir: Path, root: Path, preprocess: PreprocessConfig
+) -> dict[str, Any]:
+    """Preprocess one recording into its array and build record; a bad input becomes a skip."""
+    record: dict[str, Any] = {
+        "source": files.edf.relative_to(root).as_posix(),
+        "source_sizes": _source_sizes(files),
+        "preprocess_hash": preprocess.fingerprint(),
+    }
+    try:
+        annotated = annotated_seizures(files)  # cheap: a bad annotation skips before the EDF
+        pre = load_edf(files.edf, preprocess)
+    except UserError as e:
+        record["skipped"] = str(e).replace(f"{root}/", "")
+    else:
+        events = clip_intervals(annotated, pre.duration_s)
+        notes = []
+        if annotated and annotated[-1][1] > pre.duration_s + CLIP_NOTE_TOLERANCE_S:
+            notes.append(
+                f"annotation ends at {annotated[-1][1]:.2f} s, past the recording's end "
+                f"({pre.duration_s:.2f} s): clipped"
+            )
+        file = f"{files.patient}/{files.name}.npy"
+        nbytes, sha256 = write_array(split_dir / file, pre.signal)
+        record["recording"] = CachedRecording(
+            name=files.name,
+            patient=files.patient,
+            session=files.session,
+            montage=files.montage,
+            n_samples=pre.signal.shape[1],
+            duration_s=pre.duration_s,
+            events=events,
+            file=file,
+            sha256=sha256,
+            bytes=nbytes,
+            interpolated=pre.interpolated,
+            source_bytes=files.edf.stat().st_size,
+            notes=notes,
+        ).to_json()
+    write_json_atomic(_record_path(split_dir, files), record)  # after the array: marks it done
+    return record
+
+
+def write_array(path: Path, signal: np.ndarray) -> tuple[int, str]:
+    """Save float16 ``signal`` as .npy atomically; return its size and sha256."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, signal.astype(np.float16))
+        return tmp.stat().st_size, sha256_file(tmp)
+
+
+# --- verifying --------------------------------------------------------------------------------
+
+
+def _split_dirs(cache_root: Path) -> list[Path]:
+    """Split folders under a cache root (or the root itself when it is a split folder)."""
+    if (cache_root / MANIFEST).is_file() or shard_manifests(cache_root):
+        return [cache_root]
+    return sorted(
+        d
+        for d in cache_root.iterdir()
+        if d.is_dir()
+        and ((d / MANIFEST).is_file() or shard_manifests(d) or (d / PREPROCESS_FILE).is_file())
+    )
+
+
+def verify_cache(cache_root: Path, expect: dict[str, int]) -> tuple[bool, dict]:
+    """Re-check every array's size and sha256 against its manifest, and the recording counts
+    against ``expect``. Each problem is printed to stderr as one line naming the file."""
+    cache_root = Path(cache_root)
+    if not cache_root.is_dir():
+        raise UserError(f"{cache_root}: no such cache folder")
+    problems: list[str] = []
+    splits: dict[str, CacheSplit] = {}
+    for split_dir in _split_dirs(cache_root):
+        try:
+            split = CacheSplit.open(split_dir.parent, split_dir.name)
+        except UserError as e:
+            problems.append(str(e))
+        else:
+            splits[split.split] = split
+    if not splits and not problems:
+        problems.append(f"{cache_root}: no cache split folders (holding {MANIFEST}) here")
+
+    checks = [(split, r) for split in splits.values() for r in split.recordings]
+    for split, record in progress(checks, "verify", len(checks), unit="rec"):
+        if problem := _check_array(split.dir / record.file, record):
+            problems.append(problem)
+    for name, count in sorted(expect.items()):
+        found = len(splits[name].recordings) if name in splits else 0
+        if found != count:
+            problems.append(f"{cache_root / name}: {found} recordings, expected {count}")
+
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    summary = {
+        "ok": not problems,
+        "splits": {name: _split_summary(split) for name, split in splits.items()},
+    }
+    return not problems, summary
+
+
+def _check_array(path: Path, record: CachedRecording) -> str | None:
+    if not path.is_file():
+        return f"{path}: missing"
+    if (size := path.stat().st_size) != record.bytes:
+        return f"{path}: {size} bytes, the manifest says {record.bytes}"
+    if sha256_file(path) != record.sha256:
+        return f"{path}: sha256 differs from the manifest (contents changed since the build)"
+    return None
+
+
+def _split_summary(split: CacheSplit) -> dict[str, Any]:
+    return {
+        "recordings": len(split.recordings),
+        "hours": round(sum(r.duration_s for r in split.recordings) / 3600, 4),
+        "seizure_hours": round(sum(r.seizure_s for r in split.recordings) / 3600, 4),
+        "bytes": sum(r.bytes for r in split.recordings),
+        "skipped": [{"file": s["file"], "reason": s["reason"]} for s in split.skipped],
+    }
+
+
+def verify_command(cache_root: Path, expect: dict[str, int], as_json: bool) -> int:
+    """`szdet cache verify`: the summary as JSON or a table on stdout; exit code 1 on a problem."""
+    ok, summary = verify_cache(cache_root, expect)
+    if as_json:
+        print(json.dumps(summary))
+        return 0 if ok else 1
+    print(f"{'split':<8} {'recordings':>10} {'hours':>9} {'seizure h':>9} {'GB':>8} {'skipped':>7}")
+    for name, s in summary["splits"].items():
+        print(
+            f"{name:<8} {s['recordings']:>10} {s['hours']:>9.2f} {s['seizure_hours']:>9.2f} "
+            f"{s['bytes'] / 1e9:>8.3f} {len(s['skipped']):>7}"
+        )
+        for skip in s["skipped"]:
+            print(f"  skipped {skip['file']}: {skip['reason']}")
+    print("cache verify: ok" if ok else "cache verify: FAILED (see the lines above on stderr)")
+    return 0 if ok else 1

@@ -1,0 +1,226 @@
+"""The cache's on-disk format: one float16 array per recording and a manifest.json per split.
+
+::
+
+    <cache_root>/<split>/manifest.json                 # what CacheSplit.open reads
+    <cache_root>/<split>/manifest.shard-I-of-N.json    # one per shard, merged into manifest.json
+    <cache_root>/<split>/preprocess.json               # the settings this folder is built with
+    <cache_root>/<split>/<patient>/<name>.npy          # float16 (19, n_samples), np.load(mmap_mode="r")
+    <cache_root>/<split>/<patient>/<name>.json         # build record, written after the array
+
+A manifest holds the format version, the channels, the sample rate, the preprocessing settings and
+their hash, every CachedRecording and the skipped source files with their reasons. Its content is
+a pure function of the corpus and the settings (no dates, no worker counts), so a sharded build
+merges into exactly the manifest a single build writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from szdet.config import CHANNELS_19
+from szdet.errors import UserError
+from szdet.fileio import write_json_atomic
+
+FORMAT = "szdet-cache"
+FORMAT_VERSION = 1
+DTYPE = "float16"
+MANIFEST = "manifest.json"
+_SHARD_MANIFEST = re.compile(r"^manifest\.shard-(\d+)-of-(\d+)\.json$")
+
+
+def shard_manifest_name(index: int, count: int) -> str:
+    return f"manifest.shard-{index}-of-{count}.json"
+
+
+@dataclass(frozen=True)
+class CachedRecording:
+    name: str  # aaaaaaac_s001_t000
+    patient: str
+    session: str  # s001_2002
+    montage: str  # 01_tcp_ar
+    n_samples: int
+    duration_s: float
+    events: list[tuple[float, float]]  # seizure intervals in seconds, clipped to the recording
+    file: str  # cache array path relative to the split folder
+    sha256: str
+    bytes: int
+    interpolated: list[str]
+    source_bytes: int
+    notes: list[str] = field(default_factory=list)  # e.g. an annotation clipped at the end
+
+    @property
+    def seizure_s(self) -> float:
+        return sum(stop - start for start, stop in self.events)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["events"] = [[start, stop] for start, stop in self.events]
+        return out
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> CachedRecording:
+        return cls(**{**obj, "events": [(float(a), float(b)) for a, b in obj["events"]]})
+
+
+def make_manifest(
+    split: str,
+    sample_rate_hz: float,
+    preprocess: dict[str, Any],
+    preprocess_hash: str,
+    recordings: list[CachedRecording],
+    skipped: list[dict[str, str]],
+) -> dict[str, Any]:
+    """The manifest document; recordings and skipped files sorted, so the order is canonical."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "split": split,
+        "channels": list(CHANNELS_19),
+        "sample_rate_hz": sample_rate_hz,
+        "dtype": DTYPE,
+        "preprocess": preprocess,
+        "preprocess_hash": preprocess_hash,
+        "recordings": [r.to_json() for r in sorted(recordings, key=lambda r: r.file)],
+        "skipped": sorted(skipped, key=lambda s: s["file"]),
+    }
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """A manifest (or shard manifest) checked for format and version; UserError names the file."""
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such manifest") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not a valid manifest ({e})") from None
+    if not isinstance(manifest, dict):
+        raise UserError(f"{path}: not a valid manifest (expected a JSON object)")
+    found = (manifest.get("format"), manifest.get("format_version"))
+    if found != (FORMAT, FORMAT_VERSION):
+        raise UserError(
+            f"{path}: cache format {found[0]} v{found[1]}, expected {FORMAT} v{FORMAT_VERSION}; "
+            "rebuild the cache"
+        )
+    return manifest
+
+
+def manifest_recordings(manifest: dict[str, Any], path: Path) -> list[CachedRecording]:
+    try:
+        return [CachedRecording.from_json(r) for r in manifest["recordings"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{path}: malformed recording entry ({e!r})") from None
+
+
+def shard_manifests(split_dir: Path) -> dict[tuple[int, int], Path]:
+    """{(index, count): path} of the shard manifests in a split folder."""
+    found = {}
+    if split_dir.is_dir():
+        for path in split_dir.iterdir():
+            if m := _SHARD_MANIFEST.match(path.name):
+                found[int(m.group(1)), int(m.group(2))] = path
+    return found
+
+
+def merge_shards(cache_root: Path, split: str) -> None:
+    """Combine manifest.shard-I-of-N.json (all N of them, one preprocess hash) into manifest.json."""
+    split_dir = Path(cache_root) / split
+    shards = shard_manifests(split_dir)
+    if not shards:
+        raise UserError(f"{split_dir}: no shard manifests (manifest.shard-I-of-N.json) to merge")
+    counts = sorted({count for _, count in shards})
+    if len(counts) > 1:
+        raise UserError(f"{split_dir}: shard manifests of different shard counts {counts}")
+    count = counts[0]
+    if missing := [i for i in range(count) if (i, count) not in shards]:
+        names = ", ".join(shard_manifest_name(i, count) for i in missing)
+        raise UserError(f"{split_dir}: cannot merge, missing {names}")
+
+    manifests = [read_manifest(shards[i, count]) for i in range(count)]
+    first = manifests[0]
+    for i, other in enumerate(manifests[1:], start=1):
+        for key in ("split", "sample_rate_hz", "preprocess_hash"):
+            if other.get(key) != first.get(key):
+                raise UserError(
+                    f"{shards[i, count]}: {key} {other.get(key)!r} differs from "
+                    f"{first.get(key)!r} in {shards[0, count].name}; shards must match to merge"
+                )
+    recordings = [
+        r for i, m in enumerate(manifests) for r in manifest_recordings(m, shards[i, count])
+    ]
+    merged = make_manifest(
+        split=first["split"],
+        sample_rate_hz=first["sample_rate_hz"],
+        preprocess=first["preprocess"],
+        preprocess_hash=first["preprocess_hash"],
+        recordings=recordings,
+        skipped=[s for m in manifests for s in m["skipped"]],
+    )
+    write_json_atomic(split_dir / MANIFEST, merged)
+    print(f"merged {count} shards: {len(recordings)} recordings -> {split_dir / MANIFEST}")
+
+
+class CacheSplit:
+    """One built split: its manifest, and its arrays opened as memory maps on first use."""
+
+    def __init__(
+        self, split_dir: Path, manifest: dict[str, Any], recordings: list[CachedRecording]
+    ):
+        self.dir = split_dir
+        self.split: str = manifest["split"]
+        self.sample_rate_hz = float(manifest["sample_rate_hz"])
+        self.preprocess_hash: str = manifest["preprocess_hash"]
+        self.preprocess: dict[str, Any] = manifest["preprocess"]
+        self.recordings = recordings
+        self.skipped: list[dict[str, str]] = manifest.get("skipped", [])
+        self._arrays: dict[int, np.ndarray] = {}
+        self._pid = os.getpid()
+
+    @classmethod
+    def open(cls, cache_root: Path, split: str, max_recordings: int | None = None) -> CacheSplit:
+        split_dir = Path(cache_root) / split
+        path = split_dir / MANIFEST
+        if not path.is_file():
+            if shards := shard_manifests(split_dir):
+                raise UserError(
+                    f"{split_dir}: incomplete cache, {len(shards)} shard manifest(s) not merged "
+                    f"(run: szdet cache merge {cache_root} --split {split})"
+                )
+            raise UserError(f"{split_dir}: no cache here (no {MANIFEST}; run szdet cache build)")
+        manifest = read_manifest(path)
+        recordings = manifest_recordings(manifest, path)
+        return cls(split_dir, manifest, recordings[:max_recordings])
+
+    def signal(self, i: int) -> np.ndarray:
+        """Recording ``i`` as a read-only float16 (19, n_samples) memory map."""
+        if self._pid != os.getpid():  # a forked worker maps the files afresh
+            self._arrays, self._pid = {}, os.getpid()
+        array = self._arrays.get(i)
+        if array is None:
+            record = self.recordings[i]
+            path = self.dir / record.file
+            try:
+                array = np.load(path, mmap_mode="r")
+            except (OSError, ValueError) as e:
+                raise UserError(f"{path}: cannot open cache array ({e})") from None
+            if array.shape != (len(CHANNELS_19), record.n_samples) or array.dtype != np.float16:
+                raise UserError(
+                    f"{path}: array {array.dtype}{array.shape} does not match the manifest "
+                    f"(float16{(len(CHANNELS_19), record.n_samples)})"
+                )
+            self._arrays[i] = array
+        return array
+
+    def __len__(self) -> int:
+        return len(self.recordings)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # DataLoader workers started by spawn get a pickled copy: never pickle the mapped data.
+        return {**self.__dict__, "_arrays": {}}
