@@ -1,0 +1,219 @@
+"""Fixed-length windows over the cached recordings, their labels, and the balanced sampler.
+
+Window index (the tail rule). A recording of ``n`` samples gets windows starting at
+``0, stride, 2*stride, ...`` while they fit, plus one final window aligned to the recording's end
+(starting at ``n - length``) when the last fitting one stops short of it, so every sample is
+covered and no window reads past the end. A recording shorter than one window gets a single window
+at 0, zero-padded past its end (padding is labelled background). Each window is BACKGROUND (no
+seizure sample), PARTIAL (some) or FULL (every sample seizure).
+
+Balanced sampling (DESIGN §6). Each epoch draws every PARTIAL window, ``full_ratio`` times their
+count of FULL windows and ``background_ratio`` times their count of BACKGROUND windows. A class
+with fewer windows than wanted contributes each of them once and the remainder drawn with
+replacement; a class with enough is drawn without replacement. With no PARTIAL windows the FULL
+windows stand in for them (all FULL, ``background_ratio`` x as many background); with no seizure
+windows at all, an epoch is every background window once. The draw is shuffled and is a pure
+function of (seed, epoch); every DDP rank computes the same draw, cut to a multiple of the world
+size, and takes every ``world_size``-th window from its rank on, so ranks are disjoint and equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from szdet.data.manifest import CacheSplit
+
+BACKGROUND, PARTIAL, FULL = 0, 1, 2
+
+
+def _event_bounds(events: Sequence[tuple[float, float]], sample_rate_hz: float) -> np.ndarray:
+    """Events as (k, 2) int64 sample ranges [first, stop)."""
+    return np.round(np.asarray(events, dtype=np.float64).reshape(-1, 2) * sample_rate_hz).astype(
+        np.int64
+    )
+
+
+def sample_labels(
+    events: Sequence[tuple[float, float]], start: int, length: int, sample_rate_hz: float
+) -> np.ndarray:
+    """Per-sample seizure labels (float32 0/1) of the window [start, start + length)."""
+    labels = np.zeros(length, dtype=np.float32)
+    for first, stop in _event_bounds(events, sample_rate_hz):
+        lo, hi = max(first - start, 0), min(stop - start, length)
+        if lo < hi:
+            labels[lo:hi] = 1.0
+    return labels
+
+
+def window_starts(n_samples: int, length: int, stride: int) -> np.ndarray:
+    """First samples of a recording's windows, by the tail rule of the module docstring."""
+    if n_samples <= length:
+        return np.zeros(1, dtype=np.int64)
+    starts = np.arange(0, n_samples - length + 1, stride, dtype=np.int64)
+    if starts[-1] + length < n_samples:
+        starts = np.append(starts, n_samples - length)
+    return starts
+
+
+def window_kinds(bounds: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+    """BACKGROUND / PARTIAL / FULL per window, from the seizure samples each one holds."""
+    seizure = np.zeros(len(starts), dtype=np.int64)
+    for first, stop in bounds:  # events are disjoint (merged when read), so overlaps add up
+        seizure += np.clip(np.minimum(stop, starts + length) - np.maximum(first, starts), 0, None)
+    kinds = np.full(len(starts), PARTIAL, dtype=np.int8)
+    kinds[seizure == 0] = BACKGROUND
+    kinds[seizure >= length] = FULL
+    return kinds
+
+
+@dataclass
+class WindowIndex:
+    recording: np.ndarray  # int32, index into CacheSplit.recordings
+    start: np.ndarray  # int64, first sample
+    kind: np.ndarray  # int8: BACKGROUND / PARTIAL / FULL
+    length: int  # samples per window
+
+    @classmethod
+    def build(cls, split: CacheSplit, length_s: float, stride_s: float) -> WindowIndex:
+        length = round(length_s * split.sample_rate_hz)
+        stride = max(1, round(stride_s * split.sample_rate_hz))
+        recordings, starts, kinds = [], [], []
+        for i, record in enumerate(split.recordings):
+            rec_starts = window_starts(record.n_samples, length, stride)
+            bounds = _event_bounds(record.events, split.sample_rate_hz)
+            recordings.append(np.full(len(rec_starts), i, dtype=np.int32))
+            starts.append(rec_starts)
+            kinds.append(window_kinds(bounds, rec_starts, length))
+        if not recordings:
+            return cls(np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int8), length)
+        return cls(
+            np.concatenate(recordings), np.concatenate(starts), np.concatenate(kinds), length
+        )
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            name: int((self.kind == kind).sum())
+            for name, kind in (("background", BACKGROUND), ("partial", PARTIAL), ("full", FULL))
+        }
+
+
+def _draw(rng: np.random.Generator, pool: np.ndarray, wanted: int) -> np.ndarray:
+    """``wanted`` windows of ``pool``: without replacement if it has enough, else all of it once
+    and the rest with replacement (nothing from an empty pool)."""
+    if wanted <= len(pool):
+        return rng.choice(pool, wanted, replace=False)
+    if len(pool) == 0:
+        return pool
+    return np.concatenate([pool, rng.choice(pool, wanted - len(pool), replace=True)])
+
+
+class BalancedSampler(Sampler[int]):
+    """The per-epoch balanced draw of the module docstring, this rank's share of it, resumable.
+
+    Call ``set_epoch(epoch)`` before each epoch (as with DistributedSampler). To resume mid-epoch,
+    save ``state_dict(consumed)`` with the number of samples this rank has consumed in the epoch
+    (a DataLoader prefetches, so what the iterator has yielded can run ahead of what was used;
+    without ``consumed`` that yielded count is taken), and ``load_state_dict`` it on resume: the
+    rest of the same draw follows. A resume on another world size continues at the same global
+    position, rounded down to a multiple of the new world size.
+    """
+
+    def __init__(
+        self,
+        index: WindowIndex,
+        full_ratio: float,
+        background_ratio: float,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world size {world_size}")
+        self.pools = {
+            kind: np.flatnonzero(index.kind == kind) for kind in (BACKGROUND, PARTIAL, FULL)
+        }
+        self.full_ratio, self.background_ratio = full_ratio, background_ratio
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.set_epoch(0)
+
+    def class_counts(self) -> dict[int, int]:
+        """Windows drawn per kind each epoch (before the cut to a multiple of the world size)."""
+        n_partial, n_full = len(self.pools[PARTIAL]), len(self.pools[FULL])
+        if n_partial:
+            wanted = (n_partial, round(self.full_ratio * n_partial))
+            return {
+                PARTIAL: wanted[0],
+                FULL: wanted[1],
+                BACKGROUND: round(self.background_ratio * n_partial),
+            }
+        if n_full:
+            return {PARTIAL: 0, FULL: n_full, BACKGROUND: round(self.background_ratio * n_full)}
+        return {PARTIAL: 0, FULL: 0, BACKGROUND: len(self.pools[BACKGROUND])}
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """The whole epoch's shuffled draw (every rank's), a pure function of seed and epoch."""
+        rng = np.random.default_rng([self.seed, epoch])
+        drawn = [_draw(rng, self.pools[kind], n) for kind, n in sorted(self.class_counts().items())]
+        order = np.concatenate(drawn)
+        rng.shuffle(order)
+        return order[: len(order) // self.world_size * self.world_size]
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch = epoch
+        self._share = self.epoch_order(epoch)[self.rank :: self.world_size]
+        if not 0 <= start <= len(self._share):
+            raise ValueError(f"start {start} outside this epoch's {len(self._share)} samples")
+        self.start = start
+        self._yielded = 0
+
+    def __iter__(self) -> Iterator[int]:
+        self._yielded = 0
+        for i in self._share[self.start :]:
+            self._yielded += 1
+            yield int(i)
+
+    def __len__(self) -> int:
+        return len(self._share)
+
+    def state_dict(self, consumed: int | None = None) -> dict[str, Any]:
+        position = self.start + (self._yielded if consumed is None else consumed)
+        return {
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "global_position": position * self.world_size,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["seed"] != self.seed:
+            raise ValueError(f"sampler state has seed {state['seed']}, this sampler {self.seed}")
+        self.set_epoch(state["epoch"], start=state["global_position"] // self.world_size)
+
+
+class WindowDataset(Dataset):
+    """Windows of a cached split as (x float32 (19, L), y float32 (L,), index)."""
+
+    def __init__(self, split: CacheSplit, index: WindowIndex) -> None:
+        self.split, self.index = split, index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        recording, start = int(self.index.recording[i]), int(self.index.start[i])
+        length = self.index.length
+        signal = self.split.signal(recording)  # a memory map: the slice reads only this window
+        piece = signal[:, start : start + length]
+        x = np.zeros((signal.shape[0], length), dtype=np.float32)
+        x[:, : piece.shape[1]] = piece
+        events = self.split.recordings[recording].events
+        y = sample_labels(events, start, length, self.split.sample_rate_hz)
+        return torch.from_numpy(x), torch.from_numpy(y), i
