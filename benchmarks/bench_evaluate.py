@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from szdet.config import EvaluateConfig, WindowsConfig
+from szdet.data.windows import window_starts
 from szdet.evaluate.metrics import evaluate_tracks, threshold_grid
 from szdet.evaluate.postprocess import EventRules, track_events
 from szdet.evaluate.scoring import Events, score_ovlp
@@ -54,11 +55,6 @@ def sample_probs(rng: np.random.Generator, duration_s: float, seizures: list) ->
         at = int(rng.uniform(0, duration_s - 20))
         coarse[at : at + int(rng.uniform(5, 20))] = rng.uniform(0.3, 0.95)
     return np.repeat(coarse, int(RATE_HZ))[:n].astype(np.float32)
-
-
-def window_starts(n_samples: int, length: int, stride: int) -> np.ndarray:
-    starts = np.arange(0, max(n_samples - length, 0) + 1, stride)
-    return starts if starts[-1] + length >= n_samples else np.append(starts, n_samples - length)
 
 
 def run_pipeline(recordings, rng, windows: WindowsConfig, cfg: EvaluateConfig):
