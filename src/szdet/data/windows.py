@@ -211,9 +211,10 @@ class WindowDataset(Dataset):
         recording, start = int(self.index.recording[i]), int(self.index.start[i])
         length = self.index.length
         signal = self.split.signal(recording)  # a memory map: the slice reads only this window
-        piece = signal[:, start : start + length]
-        x = np.zeros((signal.shape[0], length), dtype=np.float32)
-        x[:, : piece.shape[1]] = piece
+        # torch converts float16 with vector instructions, several times faster than numpy
+        x = torch.from_numpy(np.array(signal[:, start : start + length], order="C")).float()
+        if x.shape[1] < length:
+            x = torch.nn.functional.pad(x, (0, length - x.shape[1]))
         events = self.split.recordings[recording].events
         y = sample_labels(events, start, length, self.split.sample_rate_hz)
-        return torch.from_numpy(x), torch.from_numpy(y), i
+        return x, torch.from_numpy(y), i
