@@ -35,7 +35,7 @@ RUN uv python install "${PYTHON_VERSION}" \
 # Runtime dependencies exactly as pinned for CPU (requirements/train.txt as constraints); torch
 # resolves to the CUDA 13.0 build of the same version. einops and transformers are what
 # mamba_ssm imports at runtime (its other declared dependencies serve models we do not use).
-COPY pyproject.toml /tmp/szdet/pyproject.toml
+COPY pyproject.toml README.md /tmp/szdet/
 COPY requirements/train.txt /tmp/szdet/constraints.txt
 RUN uv pip install -r /tmp/szdet/pyproject.toml -c /tmp/szdet/constraints.txt \
         einops==0.8.2 transformers==5.23.0 setuptools==84.2.1 \
@@ -75,10 +75,11 @@ LABEL org.opencontainers.image.title="szdet" \
       org.opencontainers.image.revision="${COMMIT}"
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # Triton (mamba_ssm's Mamba-2 kernels) compiles a small C launcher the first time a kernel runs:
-# gcc and the C headers are the one toolchain the runtime needs. Versions follow the base image.
+# gcc and the C headers are the one toolchain the runtime needs. CA certificates for W&B and S3.
+# Versions follow the base image.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && apt-get install -y --no-install-recommends gcc libc6-dev ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=builder /opt/python /opt/python
 COPY --from=builder /opt/venv /opt/venv
