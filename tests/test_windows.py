@@ -163,6 +163,10 @@ def test_mid_epoch_resume_continues_the_same_draw():
     assert first + list(resumed) == whole
     resumed.load_state_dict(sampler.state_dict(consumed=10))  # what a prefetching loader used
     assert list(resumed) == whole[10:]
+    resumed.set_epoch(4, start=20)  # a resumed epoch, checkpointed again 5 samples later
+    again = BalancedSampler(index, 0.3, 2.5, seed=3)
+    again.load_state_dict(resumed.state_dict(consumed=5))
+    assert list(again) == whole[25:]
     with pytest.raises(ValueError, match="seed"):
         BalancedSampler(index, 0.3, 2.5, seed=4).load_state_dict(state)
 

@@ -291,7 +291,7 @@ def verify_cache(cache_root: Path, expect: dict[str, int]) -> tuple[bool, dict]:
         except UserError as e:
             problems.append(str(e))
         else:
-            splits[split.split] = split
+            splits[split_dir.name] = split
     if not splits and not problems:
         problems.append(f"{cache_root}: no cache split folders (holding {MANIFEST}) here")
 

@@ -135,7 +135,7 @@ def unusable_channels(
 
 def _read_raw(path: Path, include: list[str] | None):  # -> mne.io.BaseRaw
     """Open an EDF with mne; any failure becomes one EdfError line (garbage can fail anywhere)."""
-    import mne  # imported here: `szdet --help` and the cache's parent process never pay for it
+    import mne  # imported on first use: `szdet --help` and the tests of other stages never pay
 
     if not path.is_file():
         raise EdfError(f"{path}: no such EDF file")

@@ -120,10 +120,9 @@ class BalancedSampler(Sampler[int]):
     """The per-epoch balanced draw of the module docstring, this rank's share of it, resumable.
 
     Call ``set_epoch(epoch)`` before each epoch (as with DistributedSampler). To resume mid-epoch,
-    save ``state_dict(consumed)`` with the number of samples this rank has consumed in the epoch
-    (a DataLoader prefetches, so what the iterator has yielded can run ahead of what was used;
-    without ``consumed`` that yielded count is taken), and ``load_state_dict`` it on resume: the
-    rest of the same draw follows. A resume on another world size continues at the same global
+    save ``state_dict(consumed)`` with the number of samples this rank has used since ``start``
+    (a DataLoader prefetches, so what the iterator has yielded runs ahead of what was used), and
+    ``load_state_dict`` it on resume: the rest of the same draw follows. A resume on another world size continues at the same global
     position, rounded down to a multiple of the new world size.
     """
 
@@ -149,12 +148,8 @@ class BalancedSampler(Sampler[int]):
         """Windows drawn per kind each epoch (before the cut to a multiple of the world size)."""
         n_partial, n_full = len(self.pools[PARTIAL]), len(self.pools[FULL])
         if n_partial:
-            wanted = (n_partial, round(self.full_ratio * n_partial))
-            return {
-                PARTIAL: wanted[0],
-                FULL: wanted[1],
-                BACKGROUND: round(self.background_ratio * n_partial),
-            }
+            full, background = self.full_ratio * n_partial, self.background_ratio * n_partial
+            return {PARTIAL: n_partial, FULL: round(full), BACKGROUND: round(background)}
         if n_full:
             return {PARTIAL: 0, FULL: n_full, BACKGROUND: round(self.background_ratio * n_full)}
         return {PARTIAL: 0, FULL: 0, BACKGROUND: len(self.pools[BACKGROUND])}
@@ -185,6 +180,8 @@ class BalancedSampler(Sampler[int]):
         return len(self._share)
 
     def state_dict(self, consumed: int | None = None) -> dict[str, Any]:
+        """``consumed``: samples this rank has used since ``start`` (where this epoch's iteration
+        began, 0 unless resumed); by default what the iterator has yielded."""
         position = self.start + (self._yielded if consumed is None else consumed)
         return {
             "seed": self.seed,
