@@ -26,6 +26,10 @@ TEXT
 }
 
 smoke() {
+  if ! command -v nvidia-smi >/dev/null; then  # the NVIDIA runtime puts it there with --gpus
+    echo "smoke: no GPU in this container: run it with docker run --gpus all (CPU smoke: make smoke)" >&2
+    exit 1
+  fi
   echo "== smoke: CUDA kernels (mamba_ssm vs the pure-PyTorch path)"
   szdet check-kernels --require-cuda-kernels
   cd "$repo"

@@ -11,6 +11,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from szdet.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
@@ -175,3 +177,13 @@ def test_entrypoint_knows_every_szdet_command():
     assert listed
     names = {n.strip() for n in listed.group(1).split("|")} - {"--version"}
     assert names == set(subparsers.choices)
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="checks the no-GPU path")
+def test_entrypoint_smoke_without_a_gpu_stops_at_once_with_one_line():
+    proc = run_entrypoint("smoke")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "smoke: no GPU in this container: run it with docker run --gpus all (CPU smoke: make smoke)"
+    ]
+    assert proc.stdout == ""
