@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from edf_factory import write_corpus, write_recording
 from szdet.cli import main
@@ -357,3 +358,40 @@ def test_bad_inputs_are_skipped_with_one_line_reasons_and_the_build_goes_on(tmp_
 
     assert main([*argv, "--strict"]) == 1  # rerun: nothing rebuilt, the skips remembered
     assert "7 file(s) skipped (--strict)" in capsys.readouterr().err
+
+
+# --- the synthetic corpus end to end ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_synthetic_corpus_builds_verifies_and_feeds_windows(tmp_path, capsys):
+    from szdet.data.synth import write_corpus as write_synthetic
+    from szdet.data.tusz import find_recordings, read_annotation
+    from szdet.data.windows import BalancedSampler, WindowDataset, WindowIndex
+
+    corpus, out = tmp_path / "corpus", tmp_path / "cache"
+    write_synthetic(corpus, patients=4, minutes=6, seed=1)
+    for split in ("train", "dev"):
+        argv = ["cache", "build", "--data-root", str(corpus), "--split", split, "--out", str(out)]
+        assert main([*argv, "--workers", "2"]) == 0
+    capsys.readouterr()
+    assert main(["cache", "verify", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    sources = find_recordings(corpus, "train")
+    assert summary["splits"]["train"]["recordings"] == len(sources)
+    assert summary["splits"]["train"]["skipped"] == []
+
+    split = CacheSplit.open(out, "train")
+    by_name = {r.name: r for r in split.recordings}
+    for files in sources:  # events are the .csv_bi's seizures, clipped to the recording
+        annotated = read_annotation(files.csv_bi).seizure_intervals()
+        expected = [(a, min(b, by_name[files.name].duration_s)) for a, b in annotated]
+        np.testing.assert_allclose(by_name[files.name].events, expected, atol=1e-6)
+    assert sum(r.seizure_s for r in split.recordings) > 0
+
+    index = WindowIndex.build(split, 60.0, 10.0)
+    sampler = BalancedSampler(index, 0.3, 2.5, seed=0)
+    loader = torch.utils.data.DataLoader(WindowDataset(split, index), batch_size=4, sampler=sampler)
+    x, y, _ = next(iter(loader))
+    assert x.shape == (4, 19, 15360) and y.shape == (4, 15360) and torch.isfinite(x).all()
+    assert x.abs().max() <= PRE.clip and set(y.unique().tolist()) <= {0.0, 1.0}
