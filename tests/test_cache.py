@@ -209,6 +209,22 @@ def test_kill_9_mid_build_then_rerun_completes_without_rebuilding(tmp_path):
     assert ok
 
 
+def test_a_rerun_deletes_its_own_stale_temporary_files_but_not_other_shards(corpus, tmp_path):
+    _build(corpus, tmp_path, shard=(0, 2))
+    split_dir = tmp_path / "train"
+    ours = [  # as a killed writer leaves them: shard 0 holds t000 of every patient
+        split_dir / "aaaaaaaa" / ".aaaaaaaa_s001_t000.npy.999.tmp",
+        split_dir / "aaaaaaab" / ".aaaaaaab_s001_t000.json.999.tmp",
+        split_dir / ".manifest.shard-0-of-2.json.999.tmp",
+        split_dir / ".preprocess.json.999.tmp",
+    ]
+    theirs = [split_dir / "aaaaaaaa" / ".aaaaaaaa_s001_t001.npy.998.tmp"]
+    for path in ours + theirs:
+        path.write_bytes(b"half written")
+    _build(corpus, tmp_path, shard=(0, 2))
+    assert [p.exists() for p in ours + theirs] == [False] * len(ours) + [True]
+
+
 def test_two_shards_merged_equal_a_single_build(corpus, tmp_path):
     single, sharded = tmp_path / "single", tmp_path / "sharded"
     _build(corpus, single)

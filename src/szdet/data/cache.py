@@ -1,7 +1,7 @@
 """Build and verify the preprocessed cache (layout and manifest format: szdet.data.manifest).
 
 Building is resumable at any moment: each recording's array is written under a temporary name and
-renamed into place, then its build record (``<name>.json``: the CachedRecording, or the reason it
+renamed into place (a rerun deletes the temporary files a killed run left), then its build record (``<name>.json``: the CachedRecording, or the reason it
 was skipped) is written the same way. A rerun reuses every recording whose record exists and whose
 source files still have the sizes it names, and builds the rest; the manifest is written last.
 A split folder remembers its preprocessing hash (preprocess.json) and refuses any other.
@@ -42,7 +42,7 @@ from szdet.data.tusz import (
     find_recordings,
 )
 from szdet.errors import UserError
-from szdet.fileio import atomic_path, remove_stale_tmp, sha256_file, write_json_atomic
+from szdet.fileio import TMP_SUFFIX, atomic_path, sha256_file, write_json_atomic
 from szdet.progress import progress
 
 __all__ = [
@@ -87,7 +87,11 @@ def build_cache(
         selected = selected[shard[0] :: shard[1]]
     split_dir = out / split
     split_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_tmp(split_dir)
+    manifest_path = split_dir / (MANIFEST if shard is None else shard_manifest_name(*shard))
+    # Only the leftovers of what this run writes: other shards may be building into this folder.
+    _remove_stale_tmp(split_dir, [PREPROCESS_FILE, manifest_path.name])
+    for files in selected:
+        _remove_stale_tmp(split_dir / files.patient, [f"{files.name}.npy", f"{files.name}.json"])
     claim_split_dir(split_dir, preprocess)
 
     records: list[dict[str, Any]] = []
@@ -107,7 +111,6 @@ def build_cache(
 
     recordings = [CachedRecording.from_json(r["recording"]) for r in records if "recording" in r]
     skipped = [{"file": r["source"], "reason": r["skipped"]} for r in records if "skipped" in r]
-    manifest_path = split_dir / (MANIFEST if shard is None else shard_manifest_name(*shard))
     manifest = make_manifest(
         split=split,
         sample_rate_hz=preprocess.sample_rate_hz,
@@ -131,6 +134,13 @@ def build_cache(
         f"{sum(r.bytes for r in recordings) / 1e9:.3f} GB -> {manifest_path}"
     )
     return report
+
+
+def _remove_stale_tmp(folder: Path, names: list[str]) -> None:
+    """Delete the temporary files a killed writer of ``names`` left in ``folder``."""
+    for name in names:
+        for stale in folder.glob(f".{name}.*{TMP_SUFFIX}"):
+            stale.unlink(missing_ok=True)
 
 
 def claim_split_dir(split_dir: Path, preprocess: PreprocessConfig) -> None:
