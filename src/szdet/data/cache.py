@@ -82,16 +82,11 @@ def build_cache(
     """Preprocess every recording of ``split`` (or every n-th: ``shard=(i, n)``) into ``out``."""
     data_root, out = Path(data_root), Path(out)
     check_patient_disjoint(data_root)
-    selected = find_recordings(data_root, split)[:max_recordings]
-    if shard is not None:
-        selected = selected[shard[0] :: shard[1]]
+    selected = select_recordings(data_root, split, shard, max_recordings)
     split_dir = out / split
     split_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = split_dir / (MANIFEST if shard is None else shard_manifest_name(*shard))
-    # Only the leftovers of what this run writes: other shards may be building into this folder.
-    _remove_stale_tmp(split_dir, [PREPROCESS_FILE, manifest_path.name])
-    for files in selected:
-        _remove_stale_tmp(split_dir / files.patient, [f"{files.name}.npy", f"{files.name}.json"])
+    _remove_stale_tmp(split_dir, manifest_path.name, selected)
     claim_split_dir(split_dir, preprocess)
 
     records: list[dict[str, Any]] = []
@@ -136,9 +131,22 @@ def build_cache(
     return report
 
 
-def _remove_stale_tmp(folder: Path, names: list[str]) -> None:
-    """Delete the temporary files a killed writer of ``names`` left in ``folder``."""
-    for name in names:
+def select_recordings(
+    data_root: Path, split: str, shard: tuple[int, int] | None, max_recordings: int | None
+) -> list[RecordingFiles]:
+    """The split's first ``max_recordings`` (sorted by path), then every n-th from i of a shard."""
+    selected = find_recordings(data_root, split)[:max_recordings]
+    return selected if shard is None else selected[shard[0] :: shard[1]]
+
+
+def _remove_stale_tmp(split_dir: Path, manifest_name: str, selected: list[RecordingFiles]) -> None:
+    """Delete the temporary files a killed run left, only of what this run writes: other shards
+    may be building into the same folder."""
+    leftovers = [(split_dir, PREPROCESS_FILE), (split_dir, manifest_name)]
+    for files in selected:
+        folder = split_dir / files.patient
+        leftovers += [(folder, f"{files.name}.npy"), (folder, f"{files.name}.json")]
+    for folder, name in leftovers:
         for stale in folder.glob(f".{name}.*{TMP_SUFFIX}"):
             stale.unlink(missing_ok=True)
 
