@@ -100,7 +100,11 @@ class ModelConfig(Section):
     edge_headdim: int = Field(4, ge=1)
     d_conv: int = Field(4, ge=1)
     expand: int = Field(2, ge=1)
-    chunk_size: int = Field(64, ge=1)
+    chunk_size: int = Field(64, ge=16)  # mamba_ssm kernels' SSD chunk (tested there: 64, 128)
+    pure_chunk_size: int = Field(16, ge=1)  # the pure-PyTorch scan's chunk: 16 is fastest, leanest
+    # Pure path only: recompute each Mamba-2's activations in backward instead of storing them
+    # (about 9 KB per token and mixer otherwise: ~260 GB for a batch of 64 windows).
+    recompute_pure_mamba: bool = True
     edge_init_gain: float = Field(0.1, gt=0)
     edge_clamp: float = Field(3.0, gt=0)
     top_k: int = Field(3, ge=1)
@@ -110,6 +114,24 @@ class ModelConfig(Section):
     pe_dim: int = Field(16, ge=1)
     pe_grad: bool = False  # False: stop gradients through eigh (stable, cheaper)
     dropout: float = Field(0.1, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sizes_fit(self) -> ModelConfig:
+        for stream, dim, headdim in (
+            ("node", self.node_dim, self.node_headdim),
+            ("edge", self.edge_dim, self.edge_headdim),
+        ):
+            if (self.expand * dim) % headdim:
+                raise ValueError(
+                    f"expand * {stream}_dim ({self.expand * dim}) must be a multiple of "
+                    f"{stream}_headdim ({headdim})"
+                )
+        if not self.tcn_channels or self.tcn_kernel_size % 2 == 0:
+            raise ValueError("tcn_channels must be non-empty and tcn_kernel_size odd")
+        for name, value in (("pe_dim", self.pe_dim), ("top_k", self.top_k)):
+            if value > self.in_channels - 1:
+                raise ValueError(f"{name} ({value}) must be at most in_channels - 1")
+        return self
 
 
 class TrainConfig(Section):

@@ -1,0 +1,163 @@
+"""Pure-PyTorch Mamba-2: exact against a step-by-step recurrence, mamba_ssm's layout, any dtype."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from szdet.models.kernels import AutoMamba2, describe_path, uses_cuda_kernels
+from szdet.models.mamba2 import BiMamba2Layer, Mamba2, ssd_chunked
+
+
+def recurrence(x, dt, A, B, C):
+    """Written here, independently of the package: one head, one step at a time, float64."""
+    b, length, h, p = x.shape
+    g = B.shape[2]
+    y = torch.zeros(b, length, h, p, dtype=torch.float64)
+    for head in range(h):
+        group = head // (h // g)
+        state = torch.zeros(b, p, B.shape[-1], dtype=torch.float64)
+        for t in range(length):
+            decay = torch.exp(dt[:, t, head].double() * A[head].double())
+            inp = (dt[:, t, head].double()[:, None] * x[:, t, head].double())[:, :, None]
+            state = decay[:, None, None] * state + inp * B[:, t, group].double()[:, None, :]
+            y[:, t, head] = (state @ C[:, t, group].double()[:, :, None])[..., 0]
+    return y
+
+
+def random_scan_inputs(length, heads=4, headdim=3, groups=2, d_state=5, batch=2):
+    g = torch.Generator().manual_seed(length)
+    x = torch.randn(batch, length, heads, headdim, generator=g)
+    dt = F.softplus(torch.randn(batch, length, heads, generator=g) - 1)
+    A = -torch.rand(heads, generator=g) * 4 - 0.5
+    B = torch.randn(batch, length, groups, d_state, generator=g)
+    C = torch.randn(batch, length, groups, d_state, generator=g)
+    return x, dt, A, B, C
+
+
+@pytest.mark.parametrize("length", [16, 64, 37, 100])
+@pytest.mark.parametrize("chunk_size", [8, 16])
+def test_chunked_scan_matches_recurrence(length, chunk_size):
+    x, dt, A, B, C = random_scan_inputs(length)
+    got = ssd_chunked(x, dt, A, B, C, chunk_size)
+    assert got.shape == x.shape and got.dtype == torch.float32
+    ref = recurrence(x, dt, A, B, C)
+    assert (got.double() - ref).abs().max() <= 1e-4 * max(1.0, ref.abs().max().item())
+
+
+def reference_mamba2(m: Mamba2, u):
+    """The module's computation from its parameters: nn.Conv1d, then the test's recurrence."""
+    length = u.shape[1]
+    z, xbc, dt = torch.split(
+        m.in_proj(u), [m.d_inner, m.d_inner + 2 * m.ngroups * m.d_state, m.nheads], dim=-1
+    )
+    xbc = F.silu(m.conv1d(xbc.transpose(1, 2))[..., :length].transpose(1, 2))
+    x, B, C = torch.split(xbc, [m.d_inner, m.ngroups * m.d_state, m.ngroups * m.d_state], -1)
+    x = x.reshape(*x.shape[:2], m.nheads, m.headdim)
+    dt = F.softplus(dt + m.dt_bias)
+    B = B.reshape(*B.shape[:2], m.ngroups, m.d_state)
+    C = C.reshape(*C.shape[:2], m.ngroups, m.d_state)
+    y = recurrence(x, dt, -torch.exp(m.A_log), B, C).float() + x * m.D[:, None]
+    y = y.flatten(-2) * F.silu(z)  # gated RMSNorm, norm_before_gate=False, per group
+    grouped = y.unflatten(-1, (m.ngroups, -1))
+    y = (grouped / torch.sqrt(grouped.pow(2).mean(-1, keepdim=True) + 1e-5)).flatten(-2)
+    return m.out_proj(y * m.norm.weight)
+
+
+@pytest.mark.parametrize("length", [48, 50])
+def test_module_matches_reference(length):
+    torch.manual_seed(0)
+    m = Mamba2(d_model=8, d_state=4, headdim=4, ngroups=2, chunk_size=16)
+    with torch.no_grad():
+        m.dt_bias.normal_()
+        m.D.normal_()
+        m.norm.weight.normal_(1, 0.3)
+    u = torch.randn(2, length, 8)
+    with torch.no_grad():
+        assert torch.allclose(m(u), reference_mamba2(m, u), atol=1e-4)
+
+
+def test_parameter_names_shapes_and_init_follow_mamba_ssm():
+    m = Mamba2(d_model=64, d_state=16, d_conv=4, expand=2, headdim=8)
+    d_inner, nheads = 128, 16
+    conv_dim = d_inner + 2 * 16
+    assert {k: tuple(v.shape) for k, v in m.state_dict().items()} == {
+        "dt_bias": (nheads,),
+        "A_log": (nheads,),
+        "D": (nheads,),
+        "in_proj.weight": (2 * d_inner + 2 * 16 + nheads, 64),
+        "conv1d.weight": (conv_dim, 1, 4),
+        "conv1d.bias": (conv_dim,),
+        "norm.weight": (d_inner,),
+        "out_proj.weight": (64, d_inner),
+    }
+    A = torch.exp(m.A_log)
+    dt = F.softplus(m.dt_bias)
+    assert A.min() >= 1 and A.max() <= 16
+    assert dt.min() >= 1e-3 * (1 - 1e-5) and dt.max() <= 0.1 * (1 + 1e-5)
+    assert torch.equal(m.D, torch.ones(nheads)) and torch.equal(m.norm.weight, torch.ones(d_inner))
+    assert all(getattr(p, "_no_weight_decay", False) for p in (m.A_log, m.D, m.dt_bias))
+
+
+def test_bfloat16_module_and_autocast_stay_close_to_float32():
+    torch.manual_seed(0)
+    m = Mamba2(d_model=16, d_state=8, headdim=4, chunk_size=16)
+    u = torch.randn(2, 70, 16)
+    ref = m(u)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = m(u)
+    half = Mamba2(d_model=16, d_state=8, headdim=4, chunk_size=16).to(torch.bfloat16)
+    half.load_state_dict(m.state_dict())
+    pure_bf16 = half(u.bfloat16())
+    scale = ref.abs().max()
+    for out in (auto, pure_bf16):
+        assert out.dtype == torch.bfloat16
+        assert (out.float() - ref).abs().max() <= 0.05 * scale
+
+
+def test_forward_mixer_is_causal_and_bidirectional_layer_sees_the_future():
+    torch.manual_seed(0)
+    layer = BiMamba2Layer(8, lambda: Mamba2(8, d_state=4, headdim=4, chunk_size=16), 0.0)
+    u = torch.randn(1, 40, 8)
+    changed = u.clone()
+    changed[:, 30] += torch.randn(8)  # perturb step 30 only (not a constant: LayerNorm drops those)
+    with torch.no_grad():
+        fwd_delta = (layer.fwd(changed) - layer.fwd(u)).abs().sum(-1)[0]
+        bi_delta = (layer(changed) - layer(u)).abs().sum(-1)[0]
+    assert fwd_delta[:30].max() == 0 and fwd_delta[30:].min() > 0  # causal
+    assert bi_delta[25:30].min() > 0  # earlier steps hear of step 30 via the reversed mixer
+
+
+def test_auto_module_runs_pure_on_cpu_and_shares_the_state_dict():
+    torch.manual_seed(0)
+    pure = Mamba2(16, d_state=8, headdim=4, chunk_size=16)
+    auto = AutoMamba2(16, d_state=8, headdim=4, chunk_size=16, kernels="auto", recompute=True)
+    auto.load_state_dict(pure.state_dict(), strict=True)
+    pure.load_state_dict(auto.state_dict(), strict=True)
+    u = torch.randn(3, 33, 16, requires_grad=True)
+    assert not uses_cuda_kernels("auto", "cpu")
+    assert "pure" in describe_path("auto", "cpu") and "'pure'" in describe_path("pure", "cuda")
+    out_auto = auto(u)
+    (g_auto,) = torch.autograd.grad(out_auto.square().sum(), u)
+    out_pure = pure(u)
+    (g_pure,) = torch.autograd.grad(out_pure.square().sum(), u)
+    assert torch.allclose(out_auto, out_pure) and torch.allclose(g_auto, g_pure, atol=1e-6)
+
+
+def test_decays_never_overflow_for_long_strong_sequences():
+    x, dt, A, B, C = random_scan_inputs(300)
+    y = ssd_chunked(x, dt * 50, A * 10, B, C, 64)  # exp(cum) spans e^-1e5 .. 1
+    assert torch.isfinite(y).all()
+    assert math.isfinite(float(y.abs().max()))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (CPU counterpart above)")
+def test_cuda_pure_path_matches_cpu():
+    torch.manual_seed(0)
+    m = Mamba2(64, d_state=16, headdim=8, chunk_size=16)
+    u = torch.randn(4, 130, 64)
+    ref = m(u)
+    got = m.cuda()(u.cuda()).cpu()
+    assert (got - ref).abs().max() <= 1e-4 * max(1.0, ref.abs().max().item())
