@@ -93,6 +93,30 @@ class CheckpointTimer:
         self.last_time = time.monotonic()
 
 
+def resolve_resume(resume: str, directory: Path) -> Path | None:
+    """The checkpoint ``--resume auto|true|false|PATH`` names, or None to start fresh."""
+    latest = latest_checkpoint(directory)
+    if resume == "auto":
+        return latest
+    if resume == "true":
+        if latest is None:
+            raise UserError(f"{directory}: --resume true, but there is no checkpoint to resume")
+        return latest
+    if resume == "false":
+        if latest is not None or (directory / BEST_NAME).exists():
+            raise UserError(
+                f"{directory}: holds checkpoints of an earlier run; continue it with --resume auto, "
+                "or start over under another paths.run_name (or delete that folder)"
+            )
+        return None
+    path = Path(resume)
+    if not path.is_file():
+        raise UserError(
+            f"{path}: --resume checkpoint not found (expected auto, true, false or a file)"
+        )
+    return path
+
+
 # --- reading ----------------------------------------------------------------------------------
 
 

@@ -1,0 +1,114 @@
+"""One process or many: the same `szdet train` under `torchrun --nproc_per_node N [--nnodes M]`.
+
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK (and the rendezvous address) for every process it
+starts; without them the run is a single process and every collective below is a local no-op.
+DDP uses gloo on CPU and nccl on CUDA. Only rank 0 writes files, logs to W&B and draws progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from szdet.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# Collectives wait this long for a slow rank before failing the run (a stuck rank must not hang a
+# paid GPU forever, but a long validation on rank 0 must not trip it either).
+COLLECTIVE_TIMEOUT = timedelta(minutes=60)
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def pick_device(requested: str, local_rank: int) -> torch.device:
+    """``auto`` takes this process's GPU when CUDA is available, else the CPU."""
+    has_cuda = torch.cuda.is_available()
+    if requested == "cuda" and not has_cuda:
+        raise UserError("train.device: cuda requested but no CUDA device is available")
+    if requested == "cpu" or not has_cuda:
+        return torch.device("cpu")
+    if local_rank >= torch.cuda.device_count():
+        raise UserError(
+            f"train: local rank {local_rank} has no GPU ({torch.cuda.device_count()} visible)"
+        )
+    return torch.device("cuda", local_rank)
+
+
+def setup_distributed(requested_device: str) -> DistInfo:
+    """Read torchrun's environment, pick the device and join the process group if there is one."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(requested_device, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(
+            backend,
+            timeout=COLLECTIVE_TIMEOUT,
+            device_id=device if device.type == "cuda" else None,
+        )
+        log.info("rank %d of %d joined (%s on %s)", rank, world_size, backend, device)
+    return DistInfo(rank, world_size, local_rank, device)
+
+
+def shutdown_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def sum_across_ranks(values: list[float], info: DistInfo) -> list[float]:
+    """Element-wise sum of ``values`` over all ranks (one small all-reduce), in float64."""
+    if not info.is_distributed:
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.float64, device=info.device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor.tolist()
+
+
+def min_across_ranks(value: int, info: DistInfo) -> int:
+    if not info.is_distributed:
+        return value
+    tensor = torch.tensor([value], dtype=torch.int64, device=info.device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return int(tensor.item())
+
+
+def gather_to_main(obj: Any, info: DistInfo) -> list[Any] | None:
+    """Every rank's ``obj``, in rank order, on rank 0; None elsewhere."""
+    if not info.is_distributed:
+        return [obj]
+    gathered: list[Any] | None = [None] * info.world_size if info.is_main else None
+    dist.gather_object(obj, gathered, dst=0)
+    return gathered
+
+
+def broadcast_from_main(obj: Any, info: DistInfo) -> Any:
+    """Rank 0's ``obj`` on every rank."""
+    if not info.is_distributed:
+        return obj
+    box = [obj if info.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

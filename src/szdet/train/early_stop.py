@@ -1,0 +1,60 @@
+"""When to stop: no better sensitivity at 10 FA/24h for ``patience`` epochs, or a collapsed model."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Verdict:
+    improved: bool  # this epoch is the best so far: save it as best.pt
+    stop: str | None  # None, or why training ends now ("early_stop" or "collapse")
+    reason: str = ""
+
+
+@dataclass
+class EarlyStopping:
+    patience: int
+    collapse_floor: float
+    collapse_after_epochs: int
+    best_score: float = -math.inf
+    best_epoch: int = -1
+    epochs_without_improvement: int = 0
+
+    def update(self, epoch: int, score: float, auroc: float) -> Verdict:
+        """Judge epoch ``epoch`` (0-based) from its dev sens@10FA/24h ``score`` and sample AUROC.
+
+        A NaN score (no seizure on dev, say) never counts as an improvement.
+        """
+        improved = not math.isnan(score) and score > self.best_score
+        if improved:
+            self.best_score, self.best_epoch = score, epoch
+            self.epochs_without_improvement = 0
+        else:
+            self.epochs_without_improvement += 1
+        epochs_done = epoch + 1
+        # NaN AUROC means the model outputs one constant: that is a collapse as well.
+        if epochs_done >= self.collapse_after_epochs and not auroc >= self.collapse_floor:
+            return Verdict(
+                improved,
+                "collapse",
+                f"dev AUROC {auroc:.3f} below the floor {self.collapse_floor} after "
+                f"{epochs_done} epochs: the model has collapsed",
+            )
+        if self.epochs_without_improvement >= self.patience:
+            return Verdict(
+                improved,
+                "early_stop",
+                f"no better dev sensitivity at 10 FA/24h for {self.patience} epochs "
+                f"(best {self.best_score:.3f} at epoch {self.best_epoch})",
+            )
+        return Verdict(improved, None)
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key in ("best_score", "best_epoch", "epochs_without_improvement"):
+            setattr(self, key, state[key])

@@ -1,0 +1,370 @@
+"""`szdet train`: the training loop, resumable to the step, on one process or many (DESIGN §6).
+
+``--resume`` decides where a run starts:
+
+- ``auto``: from the latest checkpoint of this run directory if there is one, else fresh;
+- ``true``: from the latest checkpoint, which must exist (the Modal re-spawn after exit 75);
+- ``false``: fresh, and refused if the run directory already holds checkpoints, so a finished or
+  interrupted run is never overwritten by accident (pick a new ``paths.run_name`` or delete it);
+- a path: from that checkpoint (its model config must match), writing into this run directory.
+
+Exit codes: 0 done (or stopped early), 3 too many non-finite steps in a row, 4 collapsed (dev
+AUROC under the floor), 75 stopped at ``train.time_limit_s`` or on SIGTERM after a checkpoint, so
+a launcher can start it again with ``--resume true``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from szdet.cloud.tracking import Tracker
+from szdet.config import Config
+from szdet.models import build_model, param_groups
+from szdet.progress import progress
+from szdet.train import checkpoint as ckpt
+from szdet.train.data import TrainData
+from szdet.train.distributed import (
+    DistInfo,
+    broadcast_from_main,
+    gather_to_main,
+    setup_distributed,
+    shutdown_distributed,
+)
+from szdet.train.early_stop import EarlyStopping, Verdict
+from szdet.train.monitor import StepMonitor, format_duration
+from szdet.train.rng import capture_rng_state, restore_rng_state, seed_everything
+from szdet.train.run_dir import MetricsLog, RunDir
+from szdet.train.schedule import WarmupCosine
+from szdet.train.step import Stepper, StepResult
+from szdet.train.validate import Validator
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_NONFINITE, EXIT_COLLAPSE, EXIT_STOPPED = 0, 3, 4, 75
+
+
+def run_training(cfg: Config, resume: str) -> int:
+    """Train as ``cfg`` says; returns the process exit code (see the module docstring)."""
+    info = setup_distributed(cfg.train.device)
+    try:
+        trainer = Trainer(cfg, info, resume)
+        code = 1  # an exception on the way out marks the W&B run failed
+        try:
+            code = trainer.fit()
+        finally:
+            trainer.close(code)
+        return code
+    finally:
+        shutdown_distributed()
+
+
+class Trainer:
+    """Holds a run's state; ``fit`` trains epochs from wherever that state stands."""
+
+    def __init__(self, cfg: Config, info: DistInfo, resume: str) -> None:
+        self.cfg, self.info, self.device = cfg, info, info.device
+        self.start_time = time.monotonic()
+        self.run = RunDir(cfg.run_dir)
+        resume_from = ckpt.resolve_resume(resume, self.run.checkpoints) if info.is_main else None
+        resume_from = broadcast_from_main(resume_from, info)  # every rank loads the same file
+        state = self._read_state(resume_from) if resume_from else None
+
+        seed_everything(cfg.train.seed + info.rank)
+        self.model = build_model(cfg.model).to(self.device)
+        ddp_model = (
+            DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None
+            )
+            if info.is_distributed
+            else self.model
+        )
+        self.optimizer = torch.optim.AdamW(
+            param_groups(self.model, cfg.train.weight_decay),
+            lr=cfg.train.lr,
+            fused=self.device.type == "cuda",
+        )
+        self.data = TrainData.build(cfg, info, self.device)
+        total_steps = cfg.train.epochs * self.data.steps_per_epoch
+        self.scheduler = WarmupCosine(
+            self.optimizer, cfg.train.warmup_steps, total_steps, cfg.train.min_lr_ratio
+        )
+        autocast_dtype = (
+            torch.bfloat16 if self.device.type == "cuda" and cfg.train.precision == "bf16" else None
+        )
+        self.stepper = Stepper(
+            cfg.train, info, self.model, ddp_model, self.optimizer, self.scheduler, autocast_dtype
+        )
+        self.early_stop = EarlyStopping(
+            cfg.train.early_stop_patience,
+            cfg.train.collapse_auroc_floor,
+            cfg.train.collapse_after_epochs,
+        )
+        self.monitor = StepMonitor(
+            total_steps,
+            cfg.train.batch_size * info.world_size,
+            self.device,
+            cfg.train.gpu_memory_warn_gb,
+        )
+        self.step = self.epoch = self.epoch_step = 0
+        self.wandb_run_id: str | None = None
+        metrics_rows = self._restore(state) if state is not None else 0
+        self.timer = ckpt.CheckpointTimer(
+            cfg.train.checkpoint_every_min, cfg.train.checkpoint_every_steps
+        )
+        self.stop_requested = False
+        self.last_bad_batch = ""  # recordings and window starts of this rank's last bad batch
+        self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+        self.metrics: MetricsLog | None = None
+        self.validator: Validator | None = None
+        if info.is_main:
+            self.run.write_config(cfg)
+            ckpt.prepare_directory(self.run.checkpoints)
+            self.metrics = MetricsLog(self.run.metrics, keep_rows=metrics_rows)
+            self.validator = Validator(cfg, self.device, autocast_dtype, self.run.plots)
+        self.tracker = Tracker.start(
+            cfg.tracking,
+            self.run.root,
+            cfg.paths.run_name,
+            cfg.model_dump(mode="json"),
+            run_id=self.wandb_run_id,
+            enabled=info.is_main,
+        )
+        self.wandb_run_id = self.tracker.run_id
+        if info.is_main:
+            log.info(
+                "%s: step %d of %d (epoch %d, step %d of %d), %s x%d, run directory %s",
+                f"resuming from {resume_from}" if resume_from else "starting",
+                self.step,
+                total_steps,
+                self.epoch + 1,
+                self.epoch_step,
+                self.data.steps_per_epoch,
+                self.device,
+                info.world_size,
+                self.run.root,
+            )
+
+    def _read_state(self, path: Path) -> dict[str, Any]:
+        state = ckpt.read_checkpoint(path)
+        ckpt.check_same_model(state, self.cfg, path)
+        changed = ckpt.config_differences(state["config"], self.cfg.model_dump(mode="json"))
+        if changed and self.info.is_main:
+            log.warning("resuming with a changed config: %s", "; ".join(changed))
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> int:
+        """Load a checkpoint's state; returns how many metrics rows it had seen."""
+        self.model.load_state_dict(state["model"])  # strict: every key, every shape
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.early_stop.load_state_dict(state["early_stop"])
+        self.monitor.load_state_dict(state["monitor"], start_step=state["step"])
+        self.step, self.epoch, self.epoch_step = state["step"], state["epoch"], state["epoch_step"]
+        self.wandb_run_id = state["wandb_run_id"]
+        sampler, batch_size = self.data.sampler, self.cfg.train.batch_size
+        sampler.load_state_dict(state["sampler"])
+        rng_states = state["rng"]
+        if len(rng_states) == self.info.world_size:
+            restore_rng_state(rng_states[self.info.rank], self.device)
+        else:  # the sampler kept the global position; continue from the batch it falls in
+            self.epoch_step = sampler.start // batch_size
+            sampler.set_epoch(sampler.epoch, start=self.epoch_step * batch_size)
+            seed_everything(self.cfg.train.seed + self.info.rank + self.step)
+            log.warning(
+                "checkpoint written by %d process(es), resuming on %d: random streams are "
+                "re-seeded, so this run will not repeat the original exactly",
+                len(rng_states),
+                self.info.world_size,
+            )
+        return int(state["metrics_rows"])
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self.stop_requested = True  # checkpoint at the end of the current step, then exit 75
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def fit(self) -> int:
+        for epoch in range(self.epoch, self.cfg.train.epochs):
+            code = self.train_epoch(epoch)
+            if code is not None:
+                return code
+            verdict = self.end_epoch(epoch)
+            if verdict.stop is not None:
+                if self.info.is_main:
+                    log.warning("stopping: %s", verdict.reason)
+                return EXIT_COLLAPSE if verdict.stop == "collapse" else EXIT_OK
+        return EXIT_OK
+
+    def train_epoch(self, epoch: int) -> int | None:
+        """Train the rest of epoch ``epoch``; returns an exit code when the run must stop now.
+
+        The sampler already stands at the epoch's next window: set at the end of the previous
+        epoch, or restored from the checkpoint.
+        """
+        steps_left = self.data.steps_per_epoch - self.epoch_step
+        self.stepper.ddp_model.train()
+        batches = progress(
+            itertools.islice(self.data.loader, steps_left),
+            desc=f"epoch {epoch + 1}/{self.cfg.train.epochs}",
+            total=steps_left,
+            unit="step",
+            disable=not self.info.is_main,
+        )
+        for x, y, ids in batches:
+            result = self.stepper(x, y, *self._wishes())
+            self.step += 1
+            self.epoch_step += 1
+            self.monitor.record(result.loss)
+            if result.bad_here:
+                self.last_bad_batch = self.data.describe_batch(ids)
+            if self.step % self.cfg.train.log_every_steps == 0:
+                self._log_step(result)
+            if self.monitor.nonfinite_in_row >= self.cfg.train.max_nonfinite_in_row:
+                return self._stop_nonfinite()
+            last_of_epoch = self.epoch_step == self.data.steps_per_epoch
+            if result.stop_now or (result.save_now and not last_of_epoch):
+                self.save()
+            if result.stop_now:
+                why = "SIGTERM" if self.stop_requested else "train.time_limit_s reached"
+                if self.info.is_main:
+                    log.warning(
+                        "stopping at step %d (%s); resume with --resume true", self.step, why
+                    )
+                return EXIT_STOPPED
+        return None
+
+    def _wishes(self) -> tuple[bool, bool]:
+        """Rank 0's (checkpoint due after this step, stop after this step); the step shares them."""
+        if not self.info.is_main:
+            return False, False
+        limit_s = self.cfg.train.time_limit_s
+        timed_out = limit_s is not None and time.monotonic() - self.start_time > limit_s
+        return self.timer.due(self.step + 1), timed_out or self.stop_requested
+
+    def end_epoch(self, epoch: int) -> Verdict:
+        """Validate on dev, log, checkpoint (and best.pt), decide whether to stop."""
+        train_loss = self.monitor.end_epoch()
+        verdict: Verdict | None = None
+        if self.info.is_main:
+            assert self.validator is not None
+            summary = self.validator.run(self.model, epoch)
+            verdict = self.early_stop.update(epoch, summary.sens_at_10fa, summary.auroc)
+            row: dict[str, Any] = {
+                "kind": "epoch",
+                "step": self.step,
+                "epoch": epoch,
+                "train_loss": train_loss,
+                **summary.scalars,
+                "nonfinite_total": self.monitor.nonfinite_total,
+                "best": verdict.improved,
+                "elapsed_s": time.monotonic() - self.start_time,
+            }
+            if (peak_gb := self.monitor.gpu_peak_gb()) is not None:
+                row["gpu_peak_gb"] = peak_gb
+            self._write_row(row)
+            log.info(
+                "epoch %d: train loss %s, dev AUROC %s, sens@10FA/24h %s%s",
+                epoch + 1,
+                _fmt(train_loss),
+                _fmt(summary.auroc),
+                _fmt(summary.sens_at_10fa),
+                " (best so far)" if verdict.improved else "",
+            )
+            plots = self.validator.write_plots(self.run.metrics, summary)
+            self.tracker.log_images(plots, self.step)
+        verdict = broadcast_from_main(verdict, self.info)
+        assert verdict is not None
+        self.epoch, self.epoch_step = epoch + 1, 0
+        self.data.sampler.set_epoch(self.epoch)  # the checkpoint says: next epoch, from its start
+        self.save(best=verdict.improved)
+        return verdict
+
+    # --- bookkeeping -----------------------------------------------------------------------
+
+    def _log_step(self, result: StepResult) -> None:
+        if not self.info.is_main:
+            return
+        row = self.monitor.step_row(self.step, self.epoch, result.lr, result.grad_norm)
+        self._write_row(row)
+        log.info(
+            "step %d/%d loss %s lr %.2e %.1f windows/s ETA %s non-finite %d",
+            self.step,
+            self.monitor.total_steps,
+            _fmt(row["loss"]),
+            row["lr"],
+            row["windows_per_s"],
+            format_duration(row["eta_s"]),
+            row["nonfinite_total"],
+        )
+
+    def _write_row(self, row: dict[str, Any]) -> None:
+        assert self.metrics is not None
+        self.metrics.append(row)
+        scalars = {
+            key if "/" in key else f"{row['kind']}/{key}": value
+            for key, value in row.items()
+            if key not in ("kind", "step") and isinstance(value, int | float)
+        }
+        self.tracker.log(scalars, row["step"])
+
+    def _stop_nonfinite(self) -> int:
+        batches = gather_to_main(self.last_bad_batch or "(finite on this rank)", self.info)
+        if self.info.is_main and batches is not None:
+            log.error(
+                "stopping: %d non-finite losses or gradients in a row (train.max_nonfinite_in_row"
+                "=%d) at step %d; last batch (recording@window start): %s",
+                self.monitor.nonfinite_in_row,
+                self.cfg.train.max_nonfinite_in_row,
+                self.step,
+                "; ".join(f"rank {rank}: {b}" for rank, b in enumerate(batches)),
+            )
+        return EXIT_NONFINITE
+
+    def save(self, best: bool = False) -> None:
+        """Checkpoint everything that decides the rest of the run (rank 0 writes)."""
+        rng_states = gather_to_main(capture_rng_state(self.device), self.info)
+        if self.info.is_main:
+            assert self.metrics is not None and rng_states is not None
+            self.metrics.sync()  # the rows the checkpoint counts are on disk before it is
+            sampler = self.data.sampler
+            consumed = self.epoch_step * self.cfg.train.batch_size - sampler.start
+            state = {
+                "step": self.step,
+                "epoch": self.epoch,
+                "epoch_step": self.epoch_step,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "sampler": sampler.state_dict(consumed=consumed),  # counted from its start
+                "rng": rng_states,
+                "early_stop": self.early_stop.state_dict(),
+                "monitor": self.monitor.state_dict(),
+                "metrics_rows": self.metrics.rows,
+                "wandb_run_id": self.wandb_run_id,
+                "world_size": self.info.world_size,
+                "config": self.cfg.model_dump(mode="json"),
+                "fingerprint": self.cfg.fingerprint(),
+                "torch_version": str(torch.__version__),
+            }
+            path = ckpt.save_checkpoint(state, self.run.checkpoints, self.cfg.train.keep_last, best)
+            log.info("checkpoint %s%s", path, " (best)" if best else "")
+        self.timer.saved()
+
+    def close(self, exit_code: int) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+        self.tracker.finish(exit_code)
+        signal.signal(signal.SIGTERM, self._previous_sigterm)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{value:.4f}"

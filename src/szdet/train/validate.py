@@ -1,0 +1,116 @@
+"""Validation on dev after each epoch: the same stitched, per-recording evaluation as `evaluate`."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from szdet.config import Config
+from szdet.data.manifest import CacheSplit
+from szdet.data.windows import WindowIndex
+from szdet.evaluate.metrics import evaluate_tracks
+from szdet.evaluate.plots import plot_training_curves, write_split_plots
+from szdet.evaluate.stitch import predict_tracks
+
+log = logging.getLogger(__name__)
+
+EARLY_STOP_FA_TARGET = "10"  # early stopping follows sensitivity at 10 FA/24h (DESIGN §6)
+
+
+@dataclass
+class ValidationSummary:
+    epoch: int
+    metrics: dict[str, Any]  # evaluate_tracks' full dict
+    tracks: list[np.ndarray] = field(repr=False)
+
+    @property
+    def auroc(self) -> float:
+        return _float(self.metrics.get("auroc"))
+
+    @property
+    def sens_at_10fa(self) -> float:
+        at = self.metrics["sens_at_fa"].get(EARLY_STOP_FA_TARGET, {})
+        return _float(at.get("sensitivity"))
+
+    @property
+    def scalars(self) -> dict[str, float]:
+        """Flat ``val/...`` numbers for metrics.jsonl and W&B."""
+        out = {
+            "val/auroc": self.auroc,
+            "val/auprc": _float(self.metrics.get("auprc")),
+            "val/fa_per_24h": _float(self.metrics.get("fa_per_24h")),
+            "val/ovlp_sensitivity": _float(self.metrics["ovlp"].get("sensitivity")),
+        }
+        for target, at in self.metrics["sens_at_fa"].items():
+            out[f"val/sens_at_{target}fa"] = _float(at.get("sensitivity"))
+            out[f"val/threshold_at_{target}fa"] = _float(at.get("threshold"))
+        return out
+
+
+class Validator:
+    """Opens dev once; ``run`` scores a model on it, ``write_plots`` draws the run's figures."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        device: torch.device,
+        autocast_dtype: torch.dtype | None,
+        plots_dir: Path,
+    ) -> None:
+        self.cfg, self.device, self.autocast_dtype = cfg, device, autocast_dtype
+        self.plots_dir = plots_dir
+        self.split = CacheSplit.open(
+            cfg.paths.cache_dir, cfg.data.dev_split, cfg.data.max_recordings
+        )
+        self.index = WindowIndex.build(self.split, cfg.windows.length_s, cfg.windows.eval_stride_s)
+
+    def run(self, model: torch.nn.Module, epoch: int) -> ValidationSummary:
+        tracks = predict_tracks(
+            model,
+            self.split,
+            self.index,
+            self.cfg.evaluate.batch_size,
+            self.device,
+            self.autocast_dtype,
+            frame_hz=self.cfg.evaluate.frame_hz,
+            num_workers=self.cfg.train.num_workers,
+        )
+        recordings = self.split.recordings
+        metrics = evaluate_tracks(
+            tracks,
+            [r.events for r in recordings],
+            [r.duration_s for r in recordings],
+            self.cfg.evaluate,
+        )
+        return ValidationSummary(epoch, metrics, tracks)
+
+    def write_plots(self, metrics_path: Path, summary: ValidationSummary) -> dict[str, Path]:
+        """Training curves, and dev ROC, sensitivity vs FA/24h and timelines of this epoch, as PNGs
+        in the run's plots/ (each epoch replaces the last); returns {W&B key: path}."""
+        recordings = self.split.recordings
+        written = {
+            "training_curves": plot_training_curves(
+                metrics_path, self.plots_dir / "training_curves.png"
+            ),
+            **write_split_plots(
+                self.plots_dir,
+                summary.metrics,
+                summary.tracks,
+                [r.events for r in recordings],
+                [r.name for r in recordings],
+                self.cfg.evaluate,
+                split=self.split.split,
+            ),
+        }
+        return {f"plots/{name}": path for name, path in written.items()}
+
+
+def _float(value: Any) -> float:
+    """Metrics are None when undefined (no seizure on dev, say): NaN keeps them numeric."""
+    return math.nan if value is None else float(value)

@@ -1,0 +1,292 @@
+"""`szdet train` end to end on a tiny synthetic corpus: the run directory, kill -9 and resume to the
+same weights, 2-process DDP, non-finite steps skipped and counted, bad resume requests refused.
+
+Every run is a real `szdet train` subprocess (the V3 model at tiny widths, the real cache, sampler
+and evaluation); the corpus and cache are built once for the module.
+"""
+
+import json
+import logging
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from szdet.config import Config, load_config
+from szdet.data.cache import build_cache
+from szdet.data.synth import write_corpus
+from szdet.train.checkpoint import BEST_NAME, list_checkpoints, read_checkpoint
+from szdet.train.distributed import DistInfo
+from szdet.train.loop import EXIT_NONFINITE, Trainer
+from szdet.train.run_dir import read_metrics
+
+pytestmark = pytest.mark.slow
+
+# The V3 structure at the smallest widths, on 2 s windows: seconds per run on 2 CPU cores.
+TINY = {
+    "windows": {"length_s": 2.0, "train_stride_s": 1.0, "eval_stride_s": 2.0},
+    "model": {
+        "tcn_channels": [8] * 8,
+        "node_dim": 8, "node_layers": 1, "node_d_state": 4, "node_headdim": 4,
+        "edge_dim": 4, "edge_layers": 1, "edge_d_state": 4, "edge_headdim": 2,
+        "pe_dim": 4, "gnn_layers": 1,
+    },
+    "train": {
+        "epochs": 2, "batch_size": 2, "max_steps_per_epoch": 3, "warmup_steps": 2,
+        "precision": "fp32", "device": "cpu", "num_workers": 0, "log_every_steps": 1,
+        "checkpoint_every_steps": 1, "keep_last": 2,
+    },
+    "evaluate": {"timeline_recordings": 1, "sweep_points": 20},
+    "tracking": {"mode": "disabled"},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    write_corpus(root / "corpus", patients=5, minutes=2, seed=3)
+    for split in ("train", "dev"):
+        build_cache(root / "corpus", split, root / "cache", Config().preprocess, 1, None, None)
+    return root / "cache"
+
+
+def write_config(tmp_path: Path, cache_dir: Path, **sections) -> Path:
+    cfg = json.loads(json.dumps(TINY))
+    cfg["paths"] = {"cache_dir": str(cache_dir), "runs_dir": str(tmp_path / "runs")}
+    for name, values in sections.items():
+        cfg.setdefault(name, {}).update(values)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def train_cmd(config: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "szdet.cli", "train", "--config", str(config), *args]
+
+
+def train(config: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        train_cmd(config, *args), capture_output=True, text=True, timeout=300, env=env
+    )
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return read_checkpoint(list_checkpoints(run_dir / "checkpoints")[-1])["model"]
+
+
+def step_sequence(run_dir: Path) -> list[int]:
+    return [r["step"] for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "step"]
+
+
+def test_train_writes_a_complete_run_directory(tmp_path, cache_dir):
+    config = write_config(tmp_path, cache_dir, tracking={"mode": "offline"})
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
+    proc = train(config, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "szdet"
+
+    assert load_config(run_dir / "config.yaml") == load_config(config)  # resolved, equal
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    assert step_sequence(run_dir) == list(range(1, 7))
+    epochs = [r for r in rows if r["kind"] == "epoch"]
+    assert [(r["epoch"], r["step"]) for r in epochs] == [(0, 3), (1, 6)]
+    for r in epochs:
+        assert 0.0 <= r["val/auroc"] <= 1.0
+        assert "val/sens_at_10fa" in r and r["nonfinite_total"] == 0
+    assert all(r["windows_per_s"] > 0 and r["eta_s"] >= 0 for r in rows if r["kind"] == "step")
+
+    checkpoints = list_checkpoints(run_dir / "checkpoints")
+    assert [p.name for p in checkpoints] == ["step-000000005.pt", "step-000000006.pt"]
+    last = read_checkpoint(checkpoints[-1])
+    assert (last["epoch"], last["epoch_step"], last["metrics_rows"]) == (2, 0, len(rows))
+    best = read_checkpoint(run_dir / "checkpoints" / BEST_NAME)
+    best_epoch = max(epochs, key=lambda r: (r["val/sens_at_10fa"], -r["epoch"]))["epoch"]
+    assert best["epoch"] == best_epoch + 1 and [r["best"] for r in epochs][best_epoch]
+
+    plots = sorted(p.name for p in (run_dir / "plots").glob("*.png"))
+    assert plots[:3] == ["roc.png", "sens_vs_fa.png", "timeline_" + plots[2][9:]]
+    assert "training_curves.png" in plots
+    run_id = last["wandb_run_id"]
+    assert run_id and list((run_dir / "wandb").glob(f"offline-run-*-{run_id}"))
+
+    # A finished run: resuming does no more steps; starting it over is refused, nothing touched.
+    before = (run_dir / "metrics.jsonl").read_bytes()
+    again = train(config, "--resume", "true", env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (run_dir / "metrics.jsonl").read_bytes() == before
+    fresh = train(config, "--resume", "false")
+    assert fresh.returncode == 1
+    assert fresh.stderr.strip().splitlines() == [
+        f"szdet: error: {run_dir / 'checkpoints'}: holds checkpoints of an earlier run; continue"
+        " it with --resume auto, or start over under another paths.run_name (or delete that "
+        "folder)"
+    ]
+    assert [p.name for p in list_checkpoints(run_dir / "checkpoints")] == [
+        p.name for p in checkpoints
+    ]
+
+
+def test_kill_minus_9_then_resume_auto_matches_an_uninterrupted_run(tmp_path, cache_dir):
+    (tmp_path / "a").mkdir()
+    reference = write_config(tmp_path / "a", cache_dir)
+    proc = train(reference)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    expected = final_weights(tmp_path / "a" / "runs" / "szdet")
+
+    (tmp_path / "b").mkdir()
+    config = write_config(tmp_path / "b", cache_dir, tracking={"mode": "offline"})
+    run_dir = tmp_path / "b" / "runs" / "szdet"
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
+    seed = random.randrange(10**6)
+    delay_s = random.Random(seed).uniform(0.0, 3.0)
+    victim = subprocess.Popen(
+        train_cmd(config), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
+    deadline = time.monotonic() + 240
+    while not list_checkpoints(run_dir / "checkpoints") and victim.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    time.sleep(delay_s)
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate()
+    assert victim.returncode == -signal.SIGKILL, f"run ended before the kill (seed {seed})"
+    first_id = read_checkpoint(list_checkpoints(run_dir / "checkpoints")[0])["wandb_run_id"]
+
+    resumed = train(config, "--resume", "auto", env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stderr
+    got = final_weights(run_dir)
+    assert got.keys() == expected.keys()
+    worst = max((got[k].double() - expected[k].double()).abs().max().item() for k in got)
+    assert worst <= 1e-6, f"weights differ by {worst} (kill seed {seed}, delay {delay_s:.2f} s)"
+    assert step_sequence(run_dir) == list(range(1, 7)), f"kill seed {seed}"
+    epoch_rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epoch_rows] == [0, 1]
+    assert (
+        read_checkpoint(list_checkpoints(run_dir / "checkpoints")[-1])["wandb_run_id"] == first_id
+    )
+
+
+def test_two_process_ddp_trains_and_only_rank_0_writes(tmp_path, cache_dir):
+    config = write_config(tmp_path, cache_dir, train={"epochs": 1, "max_steps_per_epoch": 3})
+    logs = tmp_path / "ranks"
+    torchrun = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "--log-dir", str(logs), "--redirects", "3", "-m", "szdet.cli",
+    ]  # fmt: skip
+    proc = subprocess.run(
+        [*torchrun, "train", "--config", str(config)], capture_output=True, text=True, timeout=300
+    )
+    rank_logs = {
+        int(p.parent.name): p.read_text() for p in logs.rglob("stderr.log")
+    }  # <log-dir>/<run id>/attempt_0/<rank>/stderr.log
+    assert proc.returncode == 0, proc.stderr[-2000:] + rank_logs.get(1, "")[-2000:]
+    run_dir = tmp_path / "runs" / "szdet"
+    assert step_sequence(run_dir) == [1, 2, 3]
+    last = read_checkpoint(list_checkpoints(run_dir / "checkpoints")[-1])
+    assert last["world_size"] == 2 and len(last["rng"]) == 2  # both ranks' random streams
+    assert not torch.equal(last["rng"][0]["torch"], last["rng"][1]["torch"])
+    # Each rank drew its own half of the epoch: position counts both ranks' windows.
+    assert last["sampler"]["global_position"] == 0 and last["epoch"] == 1
+    assert "step 3/3" in rank_logs[0] and "epoch 1/1" in rank_logs[0]
+    assert "step 3/3" not in rank_logs[1] and "epoch 1/1" not in rank_logs[1]
+    assert "checkpoint" not in rank_logs[1]
+
+
+def in_process_trainer(tmp_path: Path, cache_dir: Path, **train) -> Trainer:
+    cfg = load_config(write_config(tmp_path, cache_dir, train=train))
+    return Trainer(cfg, DistInfo(0, 1, 0, torch.device("cpu")), resume="auto")
+
+
+def nan_output_on(steps: set[int], trainer: Trainer):
+    """A numerical blow-up at the model's output on the given (1-based) steps."""
+
+    def hook(module, inputs, output):
+        return output * math.nan if trainer.step + 1 in steps and module.training else output
+
+    return trainer.model.register_forward_hook(hook)
+
+
+def test_k_nonfinite_steps_in_a_row_stop_with_a_diagnostic(tmp_path, cache_dir, caplog):
+    trainer = in_process_trainer(tmp_path, cache_dir, max_nonfinite_in_row=3)
+    nan_output_on({1, 2, 3}, trainer)
+    with caplog.at_level(logging.ERROR, logger="szdet.train.loop"):
+        code = trainer.fit()
+    trainer.close(code)
+    assert code == EXIT_NONFINITE
+    message = caplog.records[-1].getMessage()
+    assert "3 non-finite losses or gradients in a row" in message and "at step 3" in message
+    names = {r.name for r in trainer.data.split.recordings}
+    windows = message.split("rank 0: ")[1].split(", ")
+    assert len(windows) == 2  # the batch: recording@start for each of its windows
+    assert all(w.split("@")[0] in names and w.endswith("s") for w in windows)
+    rows = read_metrics(tmp_path / "runs" / "szdet" / "metrics.jsonl")
+    assert [(r["step"], r["loss"] is None, r["nonfinite_total"]) for r in rows] == [
+        (1, True, 1), (2, True, 2), (3, True, 3),
+    ]  # fmt: skip
+    after_1, after_2 = (read_checkpoint(p) for p in list_checkpoints(trainer.run.checkpoints))
+    assert after_2["step"] == 2 and after_2["monitor"]["nonfinite_in_row"] == 2
+    assert all(torch.equal(after_1["model"][k], after_2["model"][k]) for k in after_1["model"])
+    assert after_2["optimizer"]["state"] == {}  # no update ever happened
+
+
+def test_isolated_nonfinite_steps_are_skipped_and_training_goes_on(tmp_path, cache_dir):
+    trainer = in_process_trainer(
+        tmp_path, cache_dir, max_nonfinite_in_row=3, epochs=1, max_steps_per_epoch=5
+    )
+    nan_output_on({2, 5}, trainer)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    lrs = []
+    trainer.optimizer.register_step_post_hook(lambda opt, *_: lrs.append(trainer.step + 1))
+    code = trainer.fit()
+    trainer.close(code)
+    assert code == 0
+    steps = [r for r in read_metrics(trainer.run.metrics) if r["kind"] == "step"]
+    assert [r["step"] for r in steps if r["loss"] is None] == [2, 5]
+    assert [r["nonfinite_total"] for r in steps] == [0, 1, 1, 1, 2]
+    assert lrs == [1, 3, 4]  # AdamW stepped on every finite step only
+    assert steps[2]["lr"] == pytest.approx(
+        load_config(trainer.run.config).train.lr
+    )  # schedule ran on
+    after = trainer.model.state_dict()
+    assert all(torch.isfinite(v).all() for v in after.values())
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_nonfinite_gradient_with_a_finite_loss_is_skipped(tmp_path, cache_dir):
+    trainer = in_process_trainer(tmp_path, cache_dir)
+    first = next(p for p in trainer.model.parameters() if p.requires_grad)
+    handle = first.register_hook(lambda grad: grad * math.inf)
+    x, y, _ = next(iter(trainer.data.loader))
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    result = trainer.stepper(x, y, save_due=False, stop_due=False)
+    assert result.loss is None and result.grad_norm is None and result.bad_here
+    assert all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+    assert trainer.scheduler.last_epoch == 1  # the batch still counts as consumed
+    handle.remove()
+    result = trainer.stepper(x, y, save_due=True, stop_due=False)
+    assert result.loss is not None and math.isfinite(result.loss) and result.save_now
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+    trainer.close(0)
+
+
+def test_resume_requests_that_cannot_be_met_are_refused(tmp_path, cache_dir):
+    config = write_config(tmp_path, cache_dir)
+    proc = train(config, "--resume", "true")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"szdet: error: {tmp_path / 'runs/szdet/checkpoints'}: --resume true, but there is no "
+        "checkpoint to resume"
+    ]
+    missing = tmp_path / "nope.pt"
+    proc = train(config, "--resume", str(missing))
+    assert proc.returncode == 1 and f"{missing}: --resume checkpoint not found" in proc.stderr
+    assert not (tmp_path / "runs" / "szdet" / "metrics.jsonl").exists()
