@@ -103,6 +103,10 @@ class Tracker:
             self._run.log({STEP_KEY: step, **{k: wandb.Image(str(p)) for k, p in images.items()}})
 
     def finish(self, exit_code: int = 0) -> None:
+        """End the run and stop W&B's service process, which writes the run's last records."""
         if self._run is not None:
+            import wandb
+
             self._run.finish(exit_code=exit_code)
             self._run = None
+            wandb.teardown()
