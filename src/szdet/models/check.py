@@ -1,0 +1,183 @@
+"""`szdet check-kernels`: is the Mamba-2 in use correct and how fast, on this machine?
+
+For the node and edge Mamba-2 sizes of the reference model:
+- always: the pure chunked path against the naive step-by-step recurrence (float32, a length
+  that is not a multiple of any chunk), forward output and every gradient;
+- on CUDA with mamba_ssm: ``mamba_ssm.modules.mamba2.Mamba2`` loaded strictly from the pure
+  module's state dict, both run on the same input, forward and backward compared;
+- time per forward+backward call of each, at the window's 960 steps.
+Exit 1 when a difference exceeds its tolerance, or with ``--require-cuda-kernels`` when the
+mamba_ssm kernels cannot run here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from szdet.config import ModelConfig
+from szdet.models.kernels import describe_path, fused_mamba2_kernel, uses_cuda_kernels
+from szdet.models.mamba2 import Mamba2, ssd_naive
+
+PURE_VS_NAIVE_TOL = 1e-4  # float32: max |difference| / max(1, max |reference|)
+# mamba_ssm's Triton kernels take TF32/bf16 dot products (10-bit mantissa): relative 1e-2.
+KERNEL_VS_PURE_TOL = 1e-2
+PARITY_LENGTH = 200  # not a multiple of 16 or 64: the padded last chunk is exercised
+TIMING_LENGTH = 960  # steps per 60-s window after the stride-16 downsample
+
+
+@dataclass(frozen=True)
+class MixerSize:
+    name: str
+    d_model: int
+    d_state: int
+    headdim: int
+    sequences: int  # per window: 19 electrodes, or 171 electrode pairs
+
+    def kwargs(self, cfg: ModelConfig) -> dict[str, Any]:
+        return {
+            "d_model": self.d_model,
+            "d_state": self.d_state,
+            "headdim": self.headdim,
+            "d_conv": cfg.d_conv,
+            "expand": cfg.expand,
+        }
+
+
+def mixer_sizes(cfg: ModelConfig) -> list[MixerSize]:
+    n = cfg.in_channels
+    return [
+        MixerSize("node", cfg.node_dim, cfg.node_d_state, cfg.node_headdim, n),
+        MixerSize("edge", cfg.edge_dim, cfg.edge_d_state, cfg.edge_headdim, n * (n - 1) // 2),
+    ]
+
+
+def _randomise(module: Mamba2) -> Mamba2:
+    """Move dt_bias and D off their initial values so that every term is exercised."""
+    with torch.no_grad():
+        module.dt_bias.normal_(-2.0, 1.0)
+        module.D.normal_()
+        module.norm.weight.normal_(1.0, 0.2)
+    return module
+
+
+def _outputs_and_grads(module: nn.Module, u: Tensor, run: Callable[[Tensor], Tensor]) -> dict:
+    u = u.detach().clone().requires_grad_(True)
+    module.zero_grad(set_to_none=True)
+    out = run(u)
+    out.float().square().mean().backward()
+    grads = {
+        name: torch.zeros_like(p) if p.grad is None else p.grad.detach().clone()
+        for name, p in module.named_parameters()
+    }
+    assert u.grad is not None
+    return {"out": out.detach().float(), "input": u.grad.detach().float(), **grads}
+
+
+def _worst_relative(ref: dict, other: dict) -> tuple[str, float, float]:
+    """(tensor name, max |diff|, max |diff| / max(1, max |ref|)) of the worst tensor."""
+    worst = ("", 0.0, 0.0)
+    for name, ref_t in ref.items():
+        diff = (ref_t.float() - other[name].float()).abs().max().item()
+        scale = max(1.0, ref_t.float().abs().max().item())
+        if diff / scale >= worst[2]:
+            worst = (name, diff, diff / scale)
+    return worst
+
+
+def _time_per_call(
+    run: Callable[[Tensor], Tensor], u: Tensor, repeats: int = 3, backward: bool = True
+) -> float:
+    def once() -> None:
+        if not backward:
+            with torch.no_grad():
+                run(u)
+            return
+        x = u.detach().requires_grad_(True)
+        run(x).float().square().mean().backward()
+
+    once()  # warm-up: allocator, kernels' autotuning
+    if u.is_cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        once()
+    if u.is_cuda:
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / repeats
+
+
+def check_pure_vs_naive(size: MixerSize, cfg: ModelConfig, device: torch.device) -> bool:
+    torch.manual_seed(0)
+    pure = _randomise(Mamba2(**size.kwargs(cfg), chunk_size=cfg.pure_chunk_size)).to(device)
+    u = torch.randn(2, PARITY_LENGTH, size.d_model, device=device)
+    chunked = _outputs_and_grads(pure, u, pure)
+    naive = _outputs_and_grads(pure, u, lambda x: pure(x, scan=ssd_naive))
+    name, diff, rel = _worst_relative(naive, chunked)
+    ok = rel <= PURE_VS_NAIVE_TOL
+    print(
+        f"[{size.name}] pure chunked vs naive recurrence (float32, {device.type}, L={PARITY_LENGTH}):"
+        f" max |diff| {diff:.2e} (worst: {name}), relative {rel:.2e}, tol {PURE_VS_NAIVE_TOL:.0e}"
+        f" -> {'OK' if ok else 'FAIL'}"
+    )
+    timing_u = torch.randn(size.sequences, TIMING_LENGTH, size.d_model, device=device)
+    # Forward only: the naive loop's backward takes minutes at this length.
+    t_pure = _time_per_call(pure, timing_u, backward=False)
+    t_naive = _time_per_call(lambda x: pure(x, scan=ssd_naive), timing_u, 1, backward=False)
+    print(
+        f"    forward per call ({size.sequences} x {TIMING_LENGTH} steps): pure"
+        f" {t_pure * 1e3:.1f} ms, naive {t_naive * 1e3:.1f} ms ({t_naive / t_pure:.0f}x)"
+    )
+    return ok
+
+
+def check_kernel_vs_pure(size: MixerSize, cfg: ModelConfig, device: torch.device) -> bool:
+    from mamba_ssm.modules.mamba2 import Mamba2 as KernelMamba2
+
+    torch.manual_seed(0)
+    pure = _randomise(Mamba2(**size.kwargs(cfg), chunk_size=cfg.pure_chunk_size)).to(device)
+    kernel = KernelMamba2(**size.kwargs(cfg), chunk_size=cfg.chunk_size).to(device)
+    kernel.load_state_dict(pure.state_dict(), strict=True)  # the checkpoint contract itself
+    u = torch.randn(size.sequences, TIMING_LENGTH, size.d_model, device=device)
+    ref = _outputs_and_grads(pure, u, pure)
+    got = _outputs_and_grads(kernel, u, kernel)
+    name, diff, rel = _worst_relative(ref, got)
+    ok = rel <= KERNEL_VS_PURE_TOL
+    t_kernel = _time_per_call(kernel, u, repeats=10)
+    t_pure = _time_per_call(pure, u, repeats=10)
+    print(
+        f"[{size.name}] mamba_ssm Mamba2 vs pure (float32, state dict loaded strictly):"
+        f" max |diff| {diff:.2e} (worst: {name}), relative {rel:.2e}, tol {KERNEL_VS_PURE_TOL:.0e}"
+        f" -> {'OK' if ok else 'FAIL'}\n"
+        f"    fwd+bwd per call ({size.sequences} x {TIMING_LENGTH} steps): mamba_ssm"
+        f" {t_kernel * 1e3:.2f} ms, pure {t_pure * 1e3:.2f} ms"
+    )
+    return ok
+
+
+def check_kernels(require_cuda_kernels: bool) -> int:
+    cfg = ModelConfig()  # the reference sizes
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    where = torch.cuda.get_device_name(device) if cuda else "CPU (no CUDA device)"
+    print(f"torch {torch.__version__} on {where}")
+    print(f"Mamba-2 path with model.kernels=auto: {describe_path('auto', device)}")
+    kernels_usable = uses_cuda_kernels("auto", device)
+    ok = True
+    for size in mixer_sizes(cfg):
+        ok = check_pure_vs_naive(size, cfg, device) and ok
+        if kernels_usable:
+            ok = check_kernel_vs_pure(size, cfg, device) and ok
+    if cuda and not kernels_usable:
+        reason = "not importable" if fused_mamba2_kernel() is None else "not usable"
+        print(f"mamba_ssm kernels {reason}: only the pure path was checked")
+    if require_cuda_kernels and not kernels_usable:
+        print("FAIL: --require-cuda-kernels, but the mamba_ssm CUDA kernels cannot run here")
+        return 1
+    print("all checks passed" if ok else "FAIL: a difference exceeds its tolerance")
+    return 0 if ok else 1

@@ -1,0 +1,208 @@
+"""The graph half of V3: edge stream, learned adjacency, Laplacian PE and the SSGConv GNN.
+
+Every function works on all (batch x time) graphs at once as dense (N x N) tensors: N = 19
+electrodes is small, so batched matrix products beat any sparse gather, and there is no Python
+loop over graphs. Shapes: nodes (B, T, N, D); edge weights (B, T, P) with P = N (N - 1) / 2
+pairs in ``torch.triu_indices(N, N, 1)`` order; adjacency (B, T, N, N).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from szdet.models.mamba2 import BiMamba2Stack, Mamba2
+
+_EPS = 1e-6
+
+
+def pairwise_cosine(nodes: Tensor) -> Tensor:
+    """Cosine similarity of every electrode pair per step: (B, N, T, D) -> (B, T, P).
+
+    A zero vector (flat electrode) has similarity 0 with everything, with finite gradients.
+    """
+    n = nodes.shape[1]
+    unit = nodes * torch.rsqrt(nodes.square().sum(-1, keepdim=True) + _EPS)
+    gram = torch.einsum("bntd,bmtd->btnm", unit, unit)
+    rows, cols = torch.triu_indices(n, n, 1, device=nodes.device)
+    return gram[..., rows, cols]
+
+
+class EdgeStream(nn.Module):
+    """Similarity sequences of every pair -> one positive weight per pair and step.
+
+    The 1 -> dim lift starts small (Xavier, gain ``init_gain``) and is bounded smoothly to
+    (-bound, bound) by ``bound * tanh(v / bound)``: the same range as a clamp, but it never
+    stops gradients.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        layers: int,
+        make_mixer: Callable[[], Mamba2],
+        bound: float,
+        init_gain: float,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        self.lift = nn.Linear(1, dim)
+        nn.init.xavier_uniform_(self.lift.weight, gain=init_gain)
+        nn.init.zeros_(self.lift.bias)
+        self.bound = bound
+        self.stack = BiMamba2Stack(dim, layers, make_mixer, dropout)
+        self.readout = nn.Linear(dim, 1)
+
+    def forward(self, similarity: Tensor) -> Tensor:
+        b, t, p = similarity.shape
+        seq = similarity.transpose(1, 2).reshape(b * p, t, 1)
+        lifted = self.bound * torch.tanh(self.lift(seq) / self.bound)
+        weight = F.softplus(self.readout(self.stack(lifted)))  # (b * p, t, 1)
+        return weight.reshape(b, p, t).transpose(1, 2)
+
+
+def learned_adjacency(edge_weights: Tensor, n_nodes: int, top_k: int) -> Tensor:
+    """Symmetric, zero-diagonal adjacency keeping each node's ``top_k`` strongest edges.
+
+    An edge survives if either end keeps it (re-symmetrised); a node left with no edge of
+    non-zero weight gets a self-loop of weight 1 so that it stays part of the graph.
+    """
+    rows, cols = torch.triu_indices(n_nodes, n_nodes, 1, device=edge_weights.device)
+    upper = edge_weights.new_zeros(*edge_weights.shape[:-1], n_nodes, n_nodes)
+    upper[..., rows, cols] = edge_weights
+    adj = upper + upper.transpose(-1, -2)
+    eye = torch.eye(n_nodes, dtype=torch.bool, device=adj.device)
+    top = adj.masked_fill(eye, -torch.inf).topk(top_k, dim=-1).indices
+    keep = torch.zeros_like(adj, dtype=torch.bool).scatter_(-1, top, True)
+    adj = torch.where(keep | keep.transpose(-1, -2), adj, 0.0)
+    isolated = adj.sum(-1) == 0
+    return adj + torch.diag_embed(isolated.to(adj.dtype))
+
+
+class _StableEigh(torch.autograd.Function):
+    """``torch.linalg.eigh`` whose backward stays finite for repeated eigenvalues.
+
+    The exact gradient divides by eigenvalue gaps (lambda_j - lambda_i); identical electrodes give
+    zero gaps and so inf. Here 1 / gap becomes gap / (gap^2 + eps): the same for separated
+    eigenvalues, bounded for (near-)equal ones.
+    """
+
+    @staticmethod
+    def forward(ctx, sym: Tensor) -> tuple[Tensor, Tensor]:
+        evals, evecs = torch.linalg.eigh(sym)
+        ctx.save_for_backward(evals, evecs)
+        return evals, evecs
+
+    @staticmethod
+    def backward(ctx, g_evals: Tensor, g_evecs: Tensor) -> Tensor:
+        evals, evecs = ctx.saved_tensors
+        vt_g = evecs.mT @ g_evecs
+        skew = (vt_g - vt_g.mT) / 2
+        gap = evals[..., None, :] - evals[..., :, None]
+        inner = skew * gap / (gap.square() + 1e-10) + torch.diag_embed(g_evals)
+        return evecs @ inner @ evecs.mT
+
+
+def stable_eigh(sym: Tensor) -> tuple[Tensor, Tensor]:
+    evals, evecs = _StableEigh.apply(sym)
+    return evals, evecs
+
+
+def laplacian_pe(adj: Tensor, dim: int, grad: bool) -> Tensor:
+    """Eigenvectors 2 .. dim+1 of the normalised Laplacian, sign-fixed: (..., N, N) -> (..., N, dim).
+
+    Computed in float32 whatever the autocast. Sign rule: each eigenvector's entry of largest
+    magnitude is positive, so the result is deterministic and permuting the nodes permutes it
+    (for distinct eigenvalues). ``grad=False`` stops gradients through eigh.
+    """
+    n = adj.shape[-1]
+    device_type = adj.device.type
+    autocast_off = (
+        torch.autocast(device_type, enabled=False)
+        if torch.amp.is_autocast_available(device_type)
+        else contextlib.nullcontext()
+    )
+    with autocast_off:
+        a = adj.float() if grad else adj.detach().float()
+        eye = torch.eye(n, dtype=a.dtype, device=a.device)
+        a = a * (1 - eye)  # structure only: the isolated nodes' self-loops are not edges
+        deg = a.sum(-1)
+        inv_sqrt = torch.where(deg > 0, deg.clamp_min(1e-12).rsqrt(), 0.0)
+        lap = eye - inv_sqrt[..., :, None] * a * inv_sqrt[..., None, :]
+        _, evecs = stable_eigh(lap) if grad else torch.linalg.eigh(lap)
+        vecs = evecs[..., 1 : dim + 1]  # the first is trivial (D^1/2 1 for a connected graph)
+        peak = vecs.gather(-2, vecs.abs().argmax(dim=-2, keepdim=True))
+        return vecs * torch.where(peak < 0, -1.0, 1.0)
+
+
+def gcn_propagation(adj: Tensor) -> Tensor:
+    """PyG's ``gcn_norm`` as a dense matrix P, so that ``P @ x`` is one propagation step.
+
+    Self-loops of weight 1 are added where a node has none (add_remaining_self_loops), then
+    norm_ij = d_i^-1/2 a_ij d_j^-1/2 with d the in-degree; messages flow along i -> j, so P is the
+    transpose of the normalised adjacency.
+    """
+    n = adj.shape[-1]
+    eye = torch.eye(n, dtype=torch.bool, device=adj.device)
+    diag = adj.diagonal(dim1=-2, dim2=-1)
+    a_hat = adj.masked_fill(eye, 0.0) + torch.diag_embed(torch.where(diag != 0, diag, 1.0))
+    deg = a_hat.sum(-2)
+    inv_sqrt = torch.where(deg > 0, deg.clamp_min(1e-12).rsqrt(), 0.0)
+    return (inv_sqrt[..., :, None] * a_hat * inv_sqrt[..., None, :]).mT
+
+
+class DenseSSGConv(nn.Module):
+    """SSGConv (Zhu & Koniusz 2021; PyG semantics) on dense batched graphs.
+
+    h = alpha x + (1 - alpha) / K * sum_{k=1..K} P^k x, then a linear layer.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, alpha: float, hops: int) -> None:
+        super().__init__()
+        self.alpha, self.hops = alpha, hops
+        self.lin = nn.Linear(in_dim, out_dim)
+
+    def forward(self, x: Tensor, prop: Tensor) -> Tensor:
+        h = self.alpha * x
+        for _ in range(self.hops):
+            x = prop @ x
+            h = h + (1 - self.alpha) / self.hops * x
+        return self.lin(h)
+
+
+class GraphStage(nn.Module):
+    """Adjacency from edge weights, dynamic PE, GNN layers, residual + norm: nodes -> nodes."""
+
+    def __init__(
+        self,
+        node_dim: int,
+        pe_dim: int,
+        layers: int,
+        alpha: float,
+        hops: int,
+        top_k: int,
+        pe_grad: bool,
+    ) -> None:
+        super().__init__()
+        self.pe_dim, self.top_k, self.pe_grad = pe_dim, top_k, pe_grad
+        dims = [node_dim + pe_dim] + [node_dim] * layers
+        self.convs = nn.ModuleList(
+            DenseSSGConv(dims[i], dims[i + 1], alpha, hops) for i in range(layers)
+        )
+        self.act = nn.GELU()
+        self.norm = nn.LayerNorm(node_dim)
+
+    def forward(self, nodes: Tensor, edge_weights: Tensor) -> Tensor:
+        adj = learned_adjacency(edge_weights, nodes.shape[-2], self.top_k)
+        pe = laplacian_pe(adj, self.pe_dim, grad=self.pe_grad)
+        prop = gcn_propagation(adj)
+        h = torch.cat([nodes, pe.to(nodes.dtype)], dim=-1)
+        for i, conv in enumerate(self.convs):
+            h = conv(h, prop.to(h.dtype))
+            if i < len(self.convs) - 1:
+                h = self.act(h)
+        return self.norm(nodes + h)
