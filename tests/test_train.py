@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -27,12 +28,11 @@ from szdet.train.checkpoint import BEST_NAME, list_checkpoints, read_checkpoint
 from szdet.train.distributed import DistInfo
 from szdet.train.loop import EXIT_NONFINITE, Trainer
 from szdet.train.run_dir import read_metrics
-
-pytestmark = pytest.mark.slow
+from szdet.train.validate import assign_recordings
 
 # The V3 structure at the smallest widths, on 2 s windows: seconds per run on 2 CPU cores.
 TINY = {
-    "windows": {"length_s": 2.0, "train_stride_s": 1.0, "eval_stride_s": 2.0},
+    "windows": {"length_s": 2.0, "train_stride_s": 1.0, "eval_stride_s": 4.0},
     "model": {
         "tcn_channels": [8] * 8,
         "node_dim": 8, "node_layers": 1, "node_d_state": 4, "node_headdim": 4,
@@ -52,7 +52,7 @@ TINY = {
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("corpus")
-    write_corpus(root / "corpus", patients=5, minutes=2, seed=3)
+    write_corpus(root / "corpus", patients=5, minutes=4, seed=3)  # 2 dev recordings
     for split in ("train", "dev"):
         build_cache(root / "corpus", split, root / "cache", Config().preprocess, 1, None, None)
     return root / "cache"
@@ -86,6 +86,7 @@ def step_sequence(run_dir: Path) -> list[int]:
     return [r["step"] for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "step"]
 
 
+@pytest.mark.slow
 def test_train_writes_a_complete_run_directory(tmp_path, cache_dir):
     config = write_config(tmp_path, cache_dir, tracking={"mode": "offline"})
     env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
@@ -134,6 +135,7 @@ def test_train_writes_a_complete_run_directory(tmp_path, cache_dir):
     ]
 
 
+@pytest.mark.slow
 def test_kill_minus_9_then_resume_auto_matches_an_uninterrupted_run(tmp_path, cache_dir):
     (tmp_path / "a").mkdir()
     reference = write_config(tmp_path / "a", cache_dir)
@@ -175,6 +177,7 @@ def test_kill_minus_9_then_resume_auto_matches_an_uninterrupted_run(tmp_path, ca
     )
 
 
+@pytest.mark.slow
 def test_two_process_ddp_trains_and_only_rank_0_writes(tmp_path, cache_dir):
     config = write_config(tmp_path, cache_dir, train={"epochs": 1, "max_steps_per_epoch": 3})
     logs = tmp_path / "ranks"
@@ -201,6 +204,21 @@ def test_two_process_ddp_trains_and_only_rank_0_writes(tmp_path, cache_dir):
     assert "checkpoint" not in rank_logs[1]
 
 
+def test_dev_recordings_are_shared_out_by_window_count():
+    from szdet.data.windows import WindowIndex
+
+    counts = [50, 10, 10, 30, 5, 45]  # windows per recording
+    recording = np.repeat(np.arange(len(counts)), counts).astype(np.int32)
+    index = WindowIndex(
+        recording, np.zeros(len(recording), np.int64), np.zeros(len(recording), np.int8), 8
+    )
+    owner = assign_recordings(index, len(counts) + 1, world_size=2)  # the last has no window
+    assert owner.tolist() == [0, 0, 0, 1, 0, 1, 0]  # 50->0, 45->1, 30->1, then 10, 10, 5->0
+    loads = [sum(c for c, o in zip(counts, owner, strict=False) if o == rank) for rank in (0, 1)]
+    assert loads == [75, 75]
+    assert assign_recordings(index, len(counts), world_size=1).tolist() == [0] * len(counts)
+
+
 def in_process_trainer(tmp_path: Path, cache_dir: Path, **train) -> Trainer:
     cfg = load_config(write_config(tmp_path, cache_dir, train=train))
     return Trainer(cfg, DistInfo(0, 1, 0, torch.device("cpu")), resume="auto")
@@ -215,6 +233,7 @@ def nan_output_on(steps: set[int], trainer: Trainer):
     return trainer.model.register_forward_hook(hook)
 
 
+@pytest.mark.slow
 def test_k_nonfinite_steps_in_a_row_stop_with_a_diagnostic(tmp_path, cache_dir, caplog):
     trainer = in_process_trainer(tmp_path, cache_dir, max_nonfinite_in_row=3)
     nan_output_on({1, 2, 3}, trainer)
@@ -238,6 +257,7 @@ def test_k_nonfinite_steps_in_a_row_stop_with_a_diagnostic(tmp_path, cache_dir, 
     assert after_2["optimizer"]["state"] == {}  # no update ever happened
 
 
+@pytest.mark.slow
 def test_isolated_nonfinite_steps_are_skipped_and_training_goes_on(tmp_path, cache_dir):
     trainer = in_process_trainer(
         tmp_path, cache_dir, max_nonfinite_in_row=3, epochs=1, max_steps_per_epoch=5
@@ -261,6 +281,7 @@ def test_isolated_nonfinite_steps_are_skipped_and_training_goes_on(tmp_path, cac
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
+@pytest.mark.slow
 def test_a_nonfinite_gradient_with_a_finite_loss_is_skipped(tmp_path, cache_dir):
     trainer = in_process_trainer(tmp_path, cache_dir)
     first = next(p for p in trainer.model.parameters() if p.requires_grad)
@@ -278,6 +299,7 @@ def test_a_nonfinite_gradient_with_a_finite_loss_is_skipped(tmp_path, cache_dir)
     trainer.close(0)
 
 
+@pytest.mark.slow
 def test_resume_requests_that_cannot_be_met_are_refused(tmp_path, cache_dir):
     config = write_config(tmp_path, cache_dir)
     proc = train(config, "--resume", "true")

@@ -123,13 +123,12 @@ class Trainer:
         self.last_bad_batch = ""  # recordings and window starts of this rank's last bad batch
         self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
 
+        self.validator = Validator(cfg, info, autocast_dtype, self.run.plots)
         self.metrics: MetricsLog | None = None
-        self.validator: Validator | None = None
         if info.is_main:
             self.run.write_config(cfg)
             ckpt.prepare_directory(self.run.checkpoints)
             self.metrics = MetricsLog(self.run.metrics, keep_rows=metrics_rows)
-            self.validator = Validator(cfg, self.device, autocast_dtype, self.run.plots)
         self.tracker = Tracker.start(
             cfg.tracking,
             self.run.root,
@@ -254,9 +253,8 @@ class Trainer:
         """Validate on dev, log, checkpoint (and best.pt), decide whether to stop."""
         train_loss = self.monitor.end_epoch()
         verdict: Verdict | None = None
-        if self.info.is_main:
-            assert self.validator is not None
-            summary = self.validator.run(self.model, epoch)
+        summary = self.validator.run(self.model, epoch)
+        if summary is not None:  # rank 0
             verdict = self.early_stop.update(epoch, summary.sens_at_10fa, summary.auroc)
             row: dict[str, Any] = {
                 "kind": "epoch",
