@@ -26,8 +26,9 @@ from szdet.data.cache import build_cache
 from szdet.data.synth import write_corpus
 from szdet.train.checkpoint import BEST_NAME, list_checkpoints, read_checkpoint
 from szdet.train.distributed import DistInfo
-from szdet.train.loop import EXIT_NONFINITE, Trainer
-from szdet.train.run_dir import read_metrics
+from szdet.train.early_stop import EarlyStopping
+from szdet.train.loop import EXIT_NONFINITE, EXIT_STOPPED, Trainer
+from szdet.train.run_dir import MetricsLog, read_metrics
 from szdet.train.validate import assign_recordings
 
 # The V3 structure at the smallest widths, on 2 s windows: seconds per run on 2 CPU cores.
@@ -219,9 +220,42 @@ def test_dev_recordings_are_shared_out_by_window_count():
     assert assign_recordings(index, len(counts), world_size=1).tolist() == [0] * len(counts)
 
 
+def test_early_stopping_patience_and_collapse():
+    stop = EarlyStopping(patience=2, collapse_floor=0.55, collapse_after_epochs=3)
+    history = [(0.2, 0.5), (0.4, 0.6), (0.4, 0.7), (math.nan, 0.8)]  # (sens@10FA, AUROC)
+    verdicts = [stop.update(epoch, *scores) for epoch, scores in enumerate(history)]
+    assert [v.improved for v in verdicts] == [True, True, False, False]  # ties and NaN don't count
+    assert [v.stop for v in verdicts[:3]] == [None, None, None]  # AUROC 0.5 came before epoch 3
+    assert verdicts[3].stop == "early_stop" and "best 0.400 at epoch 1" in verdicts[3].reason
+    restored = EarlyStopping(patience=2, collapse_floor=0.55, collapse_after_epochs=3)
+    restored.load_state_dict(stop.state_dict())
+    assert restored == stop
+    collapsed = EarlyStopping(patience=10, collapse_floor=0.55, collapse_after_epochs=2)
+    assert collapsed.update(0, 0.1, 0.3).stop is None
+    assert collapsed.update(1, 0.2, math.nan).stop == "collapse"  # a constant model: NaN AUROC
+
+
+def test_metrics_log_keeps_only_the_rows_a_checkpoint_counted(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    log = MetricsLog(path, keep_rows=0)
+    for step in (1, 2, 3):
+        log.append({"kind": "step", "step": step, "loss": math.nan if step == 2 else 0.5})
+    log.close()
+    with open(path, "a") as f:
+        f.write('{"kind": "step", "st')  # a row cut off by kill -9
+    assert [r["loss"] for r in read_metrics(path)] == [0.5, None, 0.5]  # strict JSON: NaN->null
+    resumed = MetricsLog(path, keep_rows=2)
+    resumed.append({"kind": "step", "step": 3, "loss": 0.25})
+    resumed.close()
+    assert [(r["step"], r["loss"]) for r in read_metrics(path)] == [(1, 0.5), (2, None), (3, 0.25)]
+    assert path.read_text().endswith("\n")
+
+
 def in_process_trainer(tmp_path: Path, cache_dir: Path, **train) -> Trainer:
+    tmp_path.mkdir(exist_ok=True)
     cfg = load_config(write_config(tmp_path, cache_dir, train=train))
-    return Trainer(cfg, DistInfo(0, 1, 0, torch.device("cpu")), resume="auto")
+    device = torch.device("cuda" if cfg.train.device == "cuda" else "cpu")
+    return Trainer(cfg, DistInfo(0, 1, 0, device), resume="auto")
 
 
 def nan_output_on(steps: set[int], trainer: Trainer):
@@ -297,6 +331,40 @@ def test_a_nonfinite_gradient_with_a_finite_loss_is_skipped(tmp_path, cache_dir)
     assert result.loss is not None and math.isfinite(result.loss) and result.save_now
     assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
     trainer.close(0)
+
+
+@pytest.mark.slow
+def test_time_limit_and_sigterm_checkpoint_then_exit_75(tmp_path, cache_dir):
+    trainer = in_process_trainer(tmp_path / "limit", cache_dir, time_limit_s=1e-6)
+    code = trainer.fit()
+    trainer.close(code)
+    assert code == EXIT_STOPPED
+    (only,) = list_checkpoints(trainer.run.checkpoints)
+    assert read_checkpoint(only)["step"] == 1  # the step in flight finished, then a checkpoint
+
+    resumed = in_process_trainer(tmp_path / "limit", cache_dir)
+    assert (resumed.step, resumed.epoch_step) == (1, 1)
+    os.kill(os.getpid(), signal.SIGTERM)  # what a preempted cloud machine gets first
+    code = resumed.fit()
+    resumed.close(code)
+    assert code == EXIT_STOPPED
+    assert read_checkpoint(list_checkpoints(resumed.run.checkpoints)[-1])["step"] == 2
+    assert step_sequence(resumed.run.root) == [1, 2]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (CPU counterparts above)")
+def test_cuda_bf16_training_reports_gpu_memory(tmp_path, cache_dir):
+    trainer = in_process_trainer(
+        tmp_path, cache_dir, device="cuda", precision="bf16", epochs=1, gpu_memory_warn_gb=1e-6
+    )
+    code = trainer.fit()
+    trainer.close(code)
+    assert code == 0
+    rows = read_metrics(trainer.run.metrics)
+    assert all(r["loss"] is not None and r["gpu_peak_gb"] > 0 for r in rows if r["kind"] == "step")
+    last = read_checkpoint(list_checkpoints(trainer.run.checkpoints)[-1])
+    assert last["rng"][0]["cuda"] is not None
 
 
 @pytest.mark.slow
