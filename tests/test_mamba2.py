@@ -145,11 +145,14 @@ def test_auto_module_runs_pure_on_cpu_and_shares_the_state_dict():
     assert torch.allclose(out_auto, out_pure) and torch.allclose(g_auto, g_pure, atol=1e-6)
 
 
-def test_decays_never_overflow_for_long_strong_sequences():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_decays_never_overflow_for_long_strong_sequences(dtype):
     x, dt, A, B, C = random_scan_inputs(300)
-    y = ssd_chunked(x, dt * 50, A * 10, B, C, 64)  # exp(cum) spans e^-1e5 .. 1
+    y = ssd_chunked(x.to(dtype), dt * 50, A * 10, B.to(dtype), C.to(dtype), 16)  # e^-700 a step
     assert torch.isfinite(y).all()
     assert math.isfinite(float(y.abs().max()))
+    with pytest.raises(ValueError, match="chunk_size 32"):
+        ssd_chunked(x, dt, A, B, C, 32)
 
 
 @pytest.mark.gpu

@@ -101,7 +101,7 @@ class ModelConfig(Section):
     d_conv: int = Field(4, ge=1)
     expand: int = Field(2, ge=1)
     chunk_size: int = Field(64, ge=16)  # mamba_ssm kernels' SSD chunk (tested there: 64, 128)
-    pure_chunk_size: int = Field(16, ge=1)  # the pure-PyTorch scan's chunk: 16 is fastest, leanest
+    pure_chunk_size: int = Field(16, ge=1, le=16)  # the pure-PyTorch scan's chunk (mamba2.py)
     # Pure path only: recompute each Mamba-2's activations in backward instead of storing them
     # (about 9 KB per token and mixer otherwise: ~260 GB for a batch of 64 windows).
     recompute_pure_mamba: bool = True
