@@ -3,6 +3,7 @@
 import json
 
 import matplotlib
+import pytest
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -81,3 +82,21 @@ def test_offline_run_resumes_with_same_id_and_leaks_no_secret(tmp_path, monkeypa
     if metadata.exists():  # meta capture is off: no environment, command line or host dump
         meta = json.loads(metadata.read_text())
         assert not {"args", "host", "username", "env", "executable"} & meta.keys()
+
+
+@pytest.mark.slow
+def test_unreachable_server_falls_back_to_offline_without_leaking_the_key(tmp_path, monkeypatch):
+    api_key = "sentinel" + "k" * 32
+    monkeypatch.setenv("WANDB_API_KEY", api_key)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "5")
+    tracker = Tracker.start(TrackingConfig(mode="auto"), tmp_path, "t", {"train": {}})
+    run_id = tracker.run_id
+    assert run_id
+    tracker.log({"train/loss": 1.0}, step=1)
+    run_dir = tracker.run_dir
+    tracker.finish()
+    assert run_dir.name.startswith("offline-run-")
+    assert b"train/loss" in (run_dir / f"run-{run_id}.wandb").read_bytes()
+    for path in (p for p in (tmp_path / "wandb").rglob("*") if p.is_file()):
+        assert api_key.encode() not in path.read_bytes(), f"the API key leaked into {path}"

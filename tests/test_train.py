@@ -27,7 +27,7 @@ from szdet.data.synth import write_corpus
 from szdet.train.checkpoint import BEST_NAME, list_checkpoints, read_checkpoint
 from szdet.train.distributed import DistInfo
 from szdet.train.early_stop import EarlyStopping
-from szdet.train.loop import EXIT_NONFINITE, EXIT_STOPPED, Trainer
+from szdet.train.loop import EXIT_COLLAPSE, EXIT_NONFINITE, EXIT_STOPPED, Trainer
 from szdet.train.run_dir import MetricsLog, read_metrics
 from szdet.train.validate import assign_recordings
 
@@ -350,6 +350,29 @@ def test_time_limit_and_sigterm_checkpoint_then_exit_75(tmp_path, cache_dir):
     assert code == EXIT_STOPPED
     assert read_checkpoint(list_checkpoints(resumed.run.checkpoints)[-1])["step"] == 2
     assert step_sequence(resumed.run.root) == [1, 2]
+
+
+@pytest.mark.slow
+def test_collapse_stops_the_run_and_a_resume_stays_stopped(tmp_path, cache_dir, caplog):
+    # AUROC is always below a floor of 1.0: the run collapses after its first epoch.
+    trainer = in_process_trainer(
+        tmp_path, cache_dir, collapse_auroc_floor=1.0, collapse_after_epochs=1
+    )
+    code = trainer.fit()
+    trainer.close(code)
+    assert code == EXIT_COLLAPSE
+    rows = read_metrics(trainer.run.metrics)
+    assert [r["epoch"] for r in rows if r["kind"] == "epoch"] == [0]
+    assert read_checkpoint(list_checkpoints(trainer.run.checkpoints)[-1])["stopped"] == "collapse"
+
+    again = in_process_trainer(
+        tmp_path, cache_dir, collapse_auroc_floor=1.0, collapse_after_epochs=1
+    )
+    with caplog.at_level(logging.WARNING, logger="szdet.train.loop"):
+        code = again.fit()
+    again.close(code)
+    assert code == EXIT_COLLAPSE and "already stopped (collapse)" in caplog.text
+    assert read_metrics(again.run.metrics) == rows  # nothing trained, nothing logged
 
 
 @pytest.mark.gpu

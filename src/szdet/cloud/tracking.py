@@ -74,17 +74,36 @@ class Tracker:
             console="off",  # stdout/stderr are not uploaded
             silent=True,
         )
-        run = wandb.init(
-            project=cfg.project,
-            entity=cfg.entity,
-            name=run_name,
-            id=run_id,
-            resume="allow" if run_id else None,
-            dir=run_dir,
-            mode=mode,
-            config=config,
-            settings=settings,
-        )
+
+        def init(mode: Mode) -> Any:
+            return wandb.init(
+                project=cfg.project,
+                entity=cfg.entity,
+                name=run_name,
+                id=run_id,
+                resume="allow" if run_id else None,
+                dir=run_dir,
+                mode=mode,
+                config=config,
+                settings=settings,
+            )
+
+        try:
+            run = init(mode)
+        except Exception as e:
+            if mode != "online":
+                raise
+            # Hours of training must not die with W&B's servers: keep the records offline.
+            first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            log.warning(
+                "W&B online start failed (%s: %s); logging offline instead, upload later with "
+                "`wandb sync %s`",
+                type(e).__name__,
+                first_line[:200],
+                run_dir / "wandb",
+            )
+            mode = "offline"
+            run = init(mode)
         # Charts use our step, not W&B's own counter: after a resume from step S, W&B's counter has
         # moved past the rows it already holds, while ours goes on from S + 1 as the run does.
         run.define_metric(STEP_KEY)

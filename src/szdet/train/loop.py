@@ -114,6 +114,7 @@ class Trainer:
             cfg.train.gpu_memory_warn_gb,
         )
         self.step = self.epoch = self.epoch_step = 0
+        self.stopped: str | None = None  # why an earlier epoch ended the run, if one did
         self.wandb_run_id: str | None = None
         metrics_rows = self._restore(state) if state is not None else 0
         self.timer = ckpt.CheckpointTimer(
@@ -169,6 +170,7 @@ class Trainer:
         self.monitor.load_state_dict(state["monitor"], start_step=state["step"])
         self.step, self.epoch, self.epoch_step = state["step"], state["epoch"], state["epoch_step"]
         self.wandb_run_id = state["wandb_run_id"]
+        self.stopped = state["stopped"]
         sampler, batch_size = self.data.sampler, self.cfg.train.batch_size
         sampler.load_state_dict(state["sampler"])
         rng_states = state["rng"]
@@ -192,6 +194,10 @@ class Trainer:
     # --- the loop --------------------------------------------------------------------------
 
     def fit(self) -> int:
+        if self.stopped is not None:  # resumed after early stopping or collapse: stay stopped
+            if self.info.is_main:
+                log.warning("this run already stopped (%s); nothing to train", self.stopped)
+            return EXIT_COLLAPSE if self.stopped == "collapse" else EXIT_OK
         for epoch in range(self.epoch, self.cfg.train.epochs):
             code = self.train_epoch(epoch)
             if code is not None:
@@ -242,9 +248,10 @@ class Trainer:
         return None
 
     def _wishes(self) -> tuple[bool, bool]:
-        """Rank 0's (checkpoint due after this step, stop after this step); the step shares them."""
+        """(checkpoint due after this step, stop after this step) as this rank sees them: rank 0
+        keeps the clocks, any rank may have had SIGTERM; the step shares them out."""
         if not self.info.is_main:
-            return False, False
+            return False, self.stop_requested
         limit_s = self.cfg.train.time_limit_s
         timed_out = limit_s is not None and time.monotonic() - self.start_time > limit_s
         return self.timer.due(self.step + 1), timed_out or self.stop_requested
@@ -283,6 +290,7 @@ class Trainer:
         assert verdict is not None
         self.epoch, self.epoch_step = epoch + 1, 0
         self.data.sampler.set_epoch(self.epoch)  # the checkpoint says: next epoch, from its start
+        self.stopped = verdict.stop
         self.save(best=verdict.improved)
         return verdict
 
@@ -348,6 +356,7 @@ class Trainer:
                 "monitor": self.monitor.state_dict(),
                 "metrics_rows": self.metrics.rows,
                 "wandb_run_id": self.wandb_run_id,
+                "stopped": self.stopped,
                 "world_size": self.info.world_size,
                 "config": self.cfg.model_dump(mode="json"),
                 "fingerprint": self.cfg.fingerprint(),
