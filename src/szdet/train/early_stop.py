@@ -1,4 +1,9 @@
-"""When to stop: no better sensitivity at 10 FA/24h for ``patience`` epochs, or a collapsed model."""
+"""When to stop: no better sensitivity at 10 FA/24h for ``patience`` epochs, or a collapsed model.
+
+Sensitivity at a fixed FA rate moves in steps of one seizure and saturates on easy data, so equal
+sensitivities are ranked by sample AUROC: the best epoch is the first with the highest
+(sensitivity, AUROC) pair.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ class EarlyStopping:
     collapse_floor: float
     collapse_after_epochs: int
     best_score: float = -math.inf
+    best_auroc: float = -math.inf
     best_epoch: int = -1
     epochs_without_improvement: int = 0
 
@@ -28,9 +34,11 @@ class EarlyStopping:
 
         A NaN score (no seizure on dev, say) never counts as an improvement.
         """
-        improved = not math.isnan(score) and score > self.best_score
+        improved = not math.isnan(score) and (
+            score > self.best_score or (score == self.best_score and auroc > self.best_auroc)
+        )
         if improved:
-            self.best_score, self.best_epoch = score, epoch
+            self.best_score, self.best_auroc, self.best_epoch = score, auroc, epoch
             self.epochs_without_improvement = 0
         else:
             self.epochs_without_improvement += 1
@@ -56,5 +64,5 @@ class EarlyStopping:
         return asdict(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key in ("best_score", "best_epoch", "epochs_without_improvement"):
+        for key in ("best_score", "best_auroc", "best_epoch", "epochs_without_improvement"):
             setattr(self, key, state[key])
