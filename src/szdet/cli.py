@@ -55,6 +55,17 @@ def _add_config_args(p: argparse.ArgumentParser, required: bool) -> None:
     )
 
 
+def _add_evaluate_overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an evaluate.* setting of the checkpoint's config, e.g. thresholds",
+    )
+
+
 def _config(args: argparse.Namespace):  # -> szdet.config.Config
     from szdet.config import load_config
 
@@ -140,7 +151,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_detect(args: argparse.Namespace) -> int:
     from szdet.evaluate.detect import detect_command
 
-    return detect_command(args.edf, checkpoint=args.checkpoint, out=args.out, plot=args.plot)
+    return detect_command(
+        args.edf, checkpoint=args.checkpoint, out=args.out, plot=args.plot, overrides=args.overrides
+    )
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -236,10 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, required=True, help="cache root holding <split>/")
     p.add_argument("--split", default="dev")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override an evaluate.* setting of the checkpoint's config",
-    )  # fmt: skip
+    _add_evaluate_overrides(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("detect", help="seizure events of EDF recordings as TUSZ .csv_bi files")
@@ -247,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--plot", action="store_true", help="also write a PNG timeline per recording")
+    _add_evaluate_overrides(p)
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("score", help="score .csv_bi hypotheses against references")

@@ -332,6 +332,27 @@ def load_config(
     """Load a config file (following `extends:`), apply ``section.field=value`` overrides, validate."""
     sources: dict[str, str] = {}
     raw = _load_raw(Path(path), sources) if path is not None else {}
+    return _validated(raw, overrides, sources, str(path or "<defaults>"))
+
+
+def with_overrides(
+    cfg: Config, overrides: list[str] | tuple[str, ...], sections: tuple[str, ...] | None = None
+) -> Config:
+    """``cfg`` with ``section.field=value`` overrides applied (only in ``sections`` when given),
+    e.g. the evaluate settings of a checkpoint's config for `szdet evaluate --set ...`."""
+    for assignment in overrides:
+        if sections is not None and assignment.split(".", 1)[0] not in sections:
+            allowed = ", ".join(f"{s}.*" for s in sections)
+            raise UserError(f"--set {assignment!r}: only {allowed} can be changed here")
+    return _validated(cfg.model_dump(mode="json"), overrides, {}, "<checkpoint config>")
+
+
+def _validated(
+    raw: dict[str, Any],
+    overrides: list[str] | tuple[str, ...],
+    sources: dict[str, str],
+    origin: str,
+) -> Config:
     for assignment in overrides:
         _apply_override(raw, assignment, sources)
     try:
@@ -339,4 +360,4 @@ def load_config(
     except ValidationError as e:
         first = e.errors()[0]
         more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        raise UserError(_describe_error(first, sources, str(path or "<defaults>")) + more) from None
+        raise UserError(_describe_error(first, sources, origin) + more) from None

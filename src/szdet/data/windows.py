@@ -21,15 +21,30 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from szdet.data.manifest import CacheSplit
-
 BACKGROUND, PARTIAL, FULL = 0, 1, 2
+
+
+class RecordingLike(Protocol):
+    @property
+    def n_samples(self) -> int: ...
+    @property
+    def events(self) -> list[tuple[float, float]]: ...
+
+
+class SplitLike(Protocol):
+    """What windows need of a split: a CacheSplit, or one recording in memory (`szdet detect`)."""
+
+    @property
+    def sample_rate_hz(self) -> float: ...
+    @property
+    def recordings(self) -> Sequence[RecordingLike]: ...
+    def signal(self, i: int) -> np.ndarray: ...
 
 
 def _event_bounds(events: Sequence[tuple[float, float]], sample_rate_hz: float) -> np.ndarray:
@@ -80,7 +95,7 @@ class WindowIndex:
     length: int  # samples per window
 
     @classmethod
-    def build(cls, split: CacheSplit, length_s: float, stride_s: float) -> WindowIndex:
+    def build(cls, split: SplitLike, length_s: float, stride_s: float) -> WindowIndex:
         length = round(length_s * split.sample_rate_hz)
         stride = max(1, round(stride_s * split.sample_rate_hz))
         recordings, starts, kinds = [], [], []
@@ -198,7 +213,7 @@ class BalancedSampler(Sampler[int]):
 class WindowDataset(Dataset):
     """Windows of a cached split as (x float32 (19, L), y float32 (L,), index)."""
 
-    def __init__(self, split: CacheSplit, index: WindowIndex) -> None:
+    def __init__(self, split: SplitLike, index: WindowIndex) -> None:
         self.split, self.index = split, index
 
     def __len__(self) -> int:

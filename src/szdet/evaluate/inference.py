@@ -1,0 +1,85 @@
+"""A trained detector ready to run: checkpoint -> config, model on the best device, autocast.
+
+Shared by `szdet evaluate` and `szdet detect`, so both see the model exactly as training left it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from szdet.config import Config, with_overrides
+from szdet.data.manifest import CacheSplit
+from szdet.data.windows import WindowIndex
+from szdet.errors import UserError
+from szdet.evaluate.stitch import predict_tracks
+from szdet.models import build_model
+from szdet.train.checkpoint import load_for_inference
+from szdet.train.distributed import pick_device
+
+
+@dataclass(frozen=True)
+class MemoryRecording:
+    name: str
+    n_samples: int
+    events: list[tuple[float, float]]
+
+
+class MemorySplit:
+    """One preprocessed recording held in memory, shaped like a CacheSplit so the same windows,
+    batches and stitching run over it (`szdet detect` on an EDF that is not in any cache)."""
+
+    def __init__(self, name: str, signal: np.ndarray, sample_rate_hz: float) -> None:
+        # Round through float16 as the cache does, so detect sees what training saw.
+        self._signal = signal.astype(np.float16)
+        self.sample_rate_hz = sample_rate_hz
+        self.recordings = [MemoryRecording(name, signal.shape[1], [])]
+
+    def signal(self, i: int) -> np.ndarray:
+        return self._signal
+
+
+@dataclass
+class Detector:
+    cfg: Config
+    model: torch.nn.Module
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    checkpoint: Path
+
+    def predict(self, split: CacheSplit | MemorySplit) -> list[np.ndarray]:
+        """Stitched per-recording probability tracks at ``evaluate.frame_hz``."""
+        cfg = self.cfg
+        index = WindowIndex.build(split, cfg.windows.length_s, cfg.windows.eval_stride_s)
+        return predict_tracks(
+            self.model,
+            split,
+            index,
+            cfg.evaluate.batch_size,
+            self.device,
+            self.autocast_dtype,
+            frame_hz=cfg.evaluate.frame_hz,
+        )
+
+
+def load_detector(checkpoint: str | Path, overrides: Sequence[str] = ()) -> Detector:
+    """The checkpoint's model in eval mode; ``overrides`` may change only ``evaluate.*``."""
+    path = Path(checkpoint)
+    cfg, weights = load_for_inference(path)
+    cfg = with_overrides(cfg, list(overrides), sections=("evaluate",))
+    model = build_model(cfg.model)
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as e:
+        reason = str(e).strip().splitlines()[0][:160]
+        raise UserError(
+            f"{path}: weights do not fit the model its config describes ({reason})"
+        ) from None
+    device = pick_device("auto", local_rank=0)
+    model.to(device).eval()
+    bf16 = device.type == "cuda" and cfg.train.precision == "bf16"
+    return Detector(cfg, model, device, torch.bfloat16 if bf16 else None, path)
