@@ -21,10 +21,11 @@ import pytest
 import torch
 import yaml
 
+from szdet.cli import main
 from szdet.config import Config, load_config
 from szdet.data.cache import build_cache
 from szdet.data.synth import write_corpus
-from szdet.train.checkpoint import BEST_NAME, list_checkpoints, read_checkpoint
+from szdet.train.checkpoint import BEST_NAME, FORMAT, list_checkpoints, read_checkpoint
 from szdet.train.distributed import DistInfo
 from szdet.train.early_stop import EarlyStopping
 from szdet.train.loop import EXIT_COLLAPSE, EXIT_NONFINITE, EXIT_STOPPED, Trainer
@@ -392,16 +393,46 @@ def test_cuda_bf16_training_reports_gpu_memory(tmp_path, cache_dir):
     assert last["rng"][0]["cuda"] is not None
 
 
-@pytest.mark.slow
-def test_resume_requests_that_cannot_be_met_are_refused(tmp_path, cache_dir):
+def cli_error(capsys, *argv: str) -> str:
+    """Run `szdet` in this process; the one stderr line of a refused command (exit 1)."""
+    assert main(list(argv)) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("szdet: error: "), lines
+    return lines[0].removeprefix("szdet: error: ")
+
+
+def test_bad_input_is_refused_in_one_line_before_anything_is_written(tmp_path, cache_dir, capsys):
     config = write_config(tmp_path, cache_dir)
-    proc = train(config, "--resume", "true")
-    assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines() == [
-        f"szdet: error: {tmp_path / 'runs/szdet/checkpoints'}: --resume true, but there is no "
-        "checkpoint to resume"
-    ]
+    run_dir = tmp_path / "runs" / "szdet"
+    args = ("train", "--config", str(config))
+    assert cli_error(capsys, *args, "--resume", "true") == (
+        f"{run_dir / 'checkpoints'}: --resume true, but there is no checkpoint to resume"
+    )
     missing = tmp_path / "nope.pt"
-    proc = train(config, "--resume", str(missing))
-    assert proc.returncode == 1 and f"{missing}: --resume checkpoint not found" in proc.stderr
-    assert not (tmp_path / "runs" / "szdet" / "metrics.jsonl").exists()
+    assert cli_error(capsys, *args, "--resume", str(missing)) == (
+        f"{missing}: --resume checkpoint not found (expected auto, true, false or a file)"
+    )
+    assert cli_error(capsys, *args, "--set", f"paths.cache_dir={tmp_path / 'no-cache'}") == (
+        f"{tmp_path / 'no-cache' / 'train'}: no cache here (no manifest.json; run szdet cache build)"
+    )
+    foreign_cfg = Config.model_validate({"model": {**TINY["model"], "node_dim": 16}})
+    foreign = tmp_path / "foreign" / "step-000000001.pt"
+    foreign.parent.mkdir()
+    torch.save(
+        {"format": FORMAT, "config": foreign_cfg.model_dump(mode="json"),
+         "fingerprint": foreign_cfg.fingerprint()},
+        foreign,
+    )  # fmt: skip
+    assert cli_error(capsys, *args, "--resume", str(foreign)) == (
+        f"{foreign}: checkpoint is for a different model (model.node_dim: 16 in the checkpoint, "
+        "8 now)"
+    )
+    assert not run_dir.exists()  # nothing written for any refused command
+
+    corrupt = run_dir / "checkpoints" / "step-000000005.pt"
+    corrupt.parent.mkdir(parents=True)
+    corrupt.write_bytes(b"PK\x03\x04" + bytes(100))
+    assert cli_error(capsys, *args).startswith(
+        f"{corrupt}: unreadable checkpoint, truncated or corrupt"
+    )
+    assert sorted(p.name for p in run_dir.rglob("*")) == ["checkpoints", corrupt.name]

@@ -122,9 +122,9 @@ class Trainer:
         )
         self.stop_requested = False
         self.last_bad_batch = ""  # recordings and window starts of this rank's last bad batch
-        self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
-
         self.validator = Validator(cfg, info, autocast_dtype, self.run.plots)
+
+        # Bad input has been refused by now (resume request, checkpoint, caches): start writing.
         self.metrics: MetricsLog | None = None
         if info.is_main:
             self.run.write_config(cfg)
@@ -139,6 +139,7 @@ class Trainer:
             enabled=info.is_main,
         )
         self.wandb_run_id = self.tracker.run_id
+        self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
         if info.is_main:
             log.info(
                 "%s: step %d of %d (epoch %d, step %d of %d), %s x%d, run directory %s",
