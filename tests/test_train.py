@@ -181,30 +181,38 @@ def test_kill_minus_9_then_resume_auto_matches_an_uninterrupted_run(tmp_path, ca
 
 
 @pytest.mark.slow
-def test_two_process_ddp_trains_and_only_rank_0_writes(tmp_path, cache_dir):
-    config = write_config(tmp_path, cache_dir, train={"epochs": 1, "max_steps_per_epoch": 3})
-    logs = tmp_path / "ranks"
-    torchrun = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "--log-dir", str(logs), "--redirects", "3", "-m", "szdet.cli",
-    ]  # fmt: skip
-    proc = subprocess.run(
-        [*torchrun, "train", "--config", str(config)], capture_output=True, text=True, timeout=300
-    )
-    rank_logs = {
-        int(p.parent.name): p.read_text() for p in logs.rglob("stderr.log")
-    }  # <log-dir>/<run id>/attempt_0/<rank>/stderr.log
-    assert proc.returncode == 0, proc.stderr[-2000:] + rank_logs.get(1, "")[-2000:]
+def test_two_process_ddp_trains_resumes_mid_epoch_and_only_rank_0_writes(tmp_path, cache_dir):
+    config = write_config(tmp_path, cache_dir)
     run_dir = tmp_path / "runs" / "szdet"
-    assert step_sequence(run_dir) == [1, 2, 3]
+
+    def torchrun(attempt: str, *args: str) -> tuple[subprocess.CompletedProcess, dict[int, str]]:
+        logs = tmp_path / attempt
+        command = [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+            "--log-dir", str(logs), "--redirects", "3",
+            "-m", "szdet.cli", "train", "--config", str(config), *args,
+        ]  # fmt: skip
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        # torchrun writes <log-dir>/<run id>/attempt_0/<local rank>/stderr.log
+        return proc, {int(p.parent.name): p.read_text() for p in logs.rglob("stderr.log")}
+
+    # Stop after the first step (time limit: checkpoint, exit 75), then resume to the end.
+    stopped, _ = torchrun("first", "--set", "train.time_limit_s=1e-6")
+    assert stopped.returncode != 0  # torchrun reports a worker's exit 75 as a failure
+    (first,) = [read_checkpoint(p) for p in list_checkpoints(run_dir / "checkpoints")]
+    assert (first["step"], first["world_size"], len(first["rng"])) == (1, 2, 2)
+    assert first["sampler"]["global_position"] == 4  # one batch of 2 on each of 2 ranks
+    assert not torch.equal(first["rng"][0]["torch"], first["rng"][1]["torch"])
+
+    proc, rank_logs = torchrun("second")
+    assert proc.returncode == 0, proc.stderr[-2000:] + rank_logs.get(1, "")[-2000:]
+    assert "resuming from" in rank_logs[0] and "step 6/6" in rank_logs[0]
+    assert step_sequence(run_dir) == list(range(1, 7))
     last = read_checkpoint(list_checkpoints(run_dir / "checkpoints")[-1])
-    assert last["world_size"] == 2 and len(last["rng"]) == 2  # both ranks' random streams
-    assert not torch.equal(last["rng"][0]["torch"], last["rng"][1]["torch"])
-    # Each rank drew its own half of the epoch: position counts both ranks' windows.
-    assert last["sampler"]["global_position"] == 0 and last["epoch"] == 1
-    assert "step 3/3" in rank_logs[0] and "epoch 1/1" in rank_logs[0]
-    assert "step 3/3" not in rank_logs[1] and "epoch 1/1" not in rank_logs[1]
-    assert "checkpoint" not in rank_logs[1]
+    assert (last["step"], last["epoch"], len(last["rng"])) == (6, 2, 2)
+    # Only rank 0 logs steps, draws the progress bar and writes checkpoints.
+    assert "epoch 2/2" in rank_logs[0] and "checkpoint" in rank_logs[0]
+    assert not any(s in rank_logs[1] for s in ("step 6/6", "epoch 2/2", "checkpoint"))
 
 
 def test_dev_recordings_are_shared_out_by_window_count():

@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from szdet.cloud.tracking import Tracker
 from szdet.config import Config
+from szdet.errors import UserError
 from szdet.models import build_model, param_groups
 from szdet.progress import progress
 from szdet.train import checkpoint as ckpt
@@ -73,9 +74,7 @@ class Trainer:
         self.cfg, self.info, self.device = cfg, info, info.device
         self.start_time = time.monotonic()
         self.run = RunDir(cfg.run_dir)
-        resume_from = ckpt.resolve_resume(resume, self.run.checkpoints) if info.is_main else None
-        resume_from = broadcast_from_main(resume_from, info)  # every rank loads the same file
-        state = self._read_state(resume_from) if resume_from else None
+        resume_from, state = self._load_resume_state(resume)
 
         seed_everything(cfg.train.seed + info.rank)
         self.model = build_model(cfg.model).to(self.device)
@@ -153,6 +152,25 @@ class Trainer:
                 info.world_size,
                 self.run.root,
             )
+
+    def _load_resume_state(self, resume: str) -> tuple[Path | None, dict[str, Any] | None]:
+        """The checkpoint ``--resume`` names and its state, or (None, None) for a fresh start.
+
+        Rank 0 reads it and shares it, so other nodes need no view of its disk; a refusal on
+        rank 0 is raised on every rank, so none waits for a broadcast that never comes.
+        """
+        found: tuple[Path | None, dict[str, Any] | None] = (None, None)
+        refusal = None
+        if self.info.is_main:
+            try:
+                path = ckpt.resolve_resume(resume, self.run.checkpoints)
+                found = (path, self._read_state(path) if path else None)
+            except UserError as e:
+                refusal = str(e)
+        refusal, found = broadcast_from_main((refusal, found), self.info)
+        if refusal is not None:
+            raise UserError(refusal)
+        return found
 
     def _read_state(self, path: Path) -> dict[str, Any]:
         state = ckpt.read_checkpoint(path)
