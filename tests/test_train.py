@@ -303,6 +303,20 @@ def test_k_nonfinite_steps_in_a_row_stop_with_a_diagnostic(tmp_path, cache_dir, 
 
 
 @pytest.mark.slow
+def test_a_diverging_run_stops_with_the_diagnostic_instead_of_crashing(tmp_path, cache_dir):
+    # A learning rate of 1e30 wrecks the weights at step 1; every later forward fails numerically
+    # (NaN, or an eigendecomposition refusing non-finite input), is skipped and counted.
+    trainer = in_process_trainer(
+        tmp_path, cache_dir, lr=1e30, warmup_steps=0, max_nonfinite_in_row=2
+    )
+    code = trainer.fit()
+    trainer.close(code)
+    assert code == EXIT_NONFINITE
+    rows = read_metrics(trainer.run.metrics)
+    assert [(r["step"], r["loss"] is None) for r in rows] == [(1, False), (2, True), (3, True)]
+
+
+@pytest.mark.slow
 def test_isolated_nonfinite_steps_are_skipped_and_training_goes_on(tmp_path, cache_dir):
     trainer = in_process_trainer(
         tmp_path, cache_dir, max_nonfinite_in_row=3, epochs=1, max_steps_per_epoch=5

@@ -50,10 +50,16 @@ class Stepper:
             if self.autocast_dtype is not None
             else contextlib.nullcontext()
         )
-        with autocast:
-            logits = self.ddp_model(x)
-        loss = focal_loss(logits, y, self.cfg.focal_alpha, self.cfg.focal_gamma)
-        loss_value = float(loss.detach())
+        loss: torch.Tensor | None = None
+        try:
+            with autocast:
+                logits = self.ddp_model(x)
+            loss = focal_loss(logits, y, self.cfg.focal_alpha, self.cfg.focal_gamma)
+            loss_value = float(loss.detach())
+        except torch.linalg.LinAlgError:
+            # eigh/solve on non-finite activations raise instead of returning NaN: the same
+            # numerical failure as a NaN loss, counted and skipped alike.
+            loss_value = math.nan
         finite = math.isfinite(loss_value)
         # One small all-reduce agrees on what every rank must do alike: skip the update if any
         # rank's loss is non-finite (DDP's gradient all-reduce would spread its NaN to all), and
@@ -64,6 +70,7 @@ class Stepper:
         )
         skip, grad_norm = bad_ranks > 0, None
         if not skip:
+            assert loss is not None
             loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip_norm)
             grad_norm = float(norm)
