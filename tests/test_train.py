@@ -1,8 +1,10 @@
 """`szdet train` end to end on a tiny synthetic corpus: the run directory, kill -9 and resume to the
-same weights, 2-process DDP, non-finite steps skipped and counted, bad resume requests refused.
+same weights, 2-process DDP, non-finite steps skipped and counted, bad input refused.
 
-Every run is a real `szdet train` subprocess (the V3 model at tiny widths, the real cache, sampler
-and evaluation); the corpus and cache are built once for the module.
+Runs are real: the V3 model at tiny widths, the real cache, sampler and evaluation, through
+`szdet train` subprocesses (torchrun for DDP) or, where a test must reach inside (a forward hook
+that injects NaN, SIGTERM to itself), the same `Trainer` in this process. The corpus and cache are
+built once for the module.
 """
 
 import json
@@ -115,9 +117,9 @@ def test_train_writes_a_complete_run_directory(tmp_path, cache_dir):
     best_epoch = max(r["epoch"] for r in epochs if r["best"])
     assert best["epoch"] == best_epoch + 1  # saved at that epoch's end
 
-    plots = sorted(p.name for p in (run_dir / "plots").glob("*.png"))
-    assert plots[:3] == ["roc.png", "sens_vs_fa.png", "timeline_" + plots[2][9:]]
-    assert "training_curves.png" in plots
+    plots = {p.name for p in (run_dir / "plots").glob("*.png")}
+    assert {"training_curves.png", "roc.png", "sens_vs_fa.png"} < plots
+    assert len([p for p in plots if p.startswith("timeline_")]) == 1  # timeline_recordings: 1
     run_id = last["wandb_run_id"]
     assert run_id and list((run_dir / "wandb").glob(f"offline-run-*-{run_id}"))
 
@@ -152,9 +154,8 @@ def test_kill_minus_9_then_resume_auto_matches_an_uninterrupted_run(tmp_path, ca
     env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
     seed = random.randrange(10**6)
     delay_s = random.Random(seed).uniform(0.0, 3.0)
-    victim = subprocess.Popen(
-        train_cmd(config), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
-    )
+    with open(tmp_path / "victim.log", "w") as log_file:
+        victim = subprocess.Popen(train_cmd(config), stdout=log_file, stderr=log_file, env=env)
     deadline = time.monotonic() + 240
     while not list_checkpoints(run_dir / "checkpoints") and victim.poll() is None:
         assert time.monotonic() < deadline, "no checkpoint appeared"
