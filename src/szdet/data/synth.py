@@ -1,0 +1,403 @@
+"""`szdet synth`: a synthetic corpus laid out exactly like TUSZ v2.0.x, for smoke runs and tests.
+
+``OUT/edf/{train,dev,eval}/<patient>/<session>_<year>/<montage>/<patient>_<session>_<token>.edf``
+with ``.csv`` (per TCP channel) and ``.csv_bi`` (TERM) annotations beside each EDF. The EDFs are
+written with pyEDFlib like clinical files: 16-bit samples in microvolts, TUH channel labels
+(``EEG FP1-REF``, ``EEG FP1-LE``), extra and non-EEG channels, per-session sampling rates. The
+signals come from `synth_eeg`; this module plans the corpus (patients, splits, sessions, seizure
+timing), applies each montage's reference and writes the files. Same arguments, same bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import string
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyedflib
+
+from szdet.config import CHANNELS_19
+from szdet.data import synth_eeg
+from szdet.data.synth_eeg import POSTICTAL_GAP_S
+from szdet.data.synth_seizure import (
+    FOCAL_LABELS,
+    GENERALISED_LABELS,
+    VISIBLE_WEIGHT,
+    Seizure,
+    draw_seizure,
+)
+from szdet.data.tusz import MONTAGES, SPLITS, Event, term_events, write_annotation
+from szdet.errors import UserError
+from szdet.fileio import atomic_path
+from szdet.progress import progress
+
+RATES_HZ = (250, 256, 400, 512)
+MONTAGE_SHARE = (0.6, 0.25, 0.15)  # of 01_tcp_ar, 02_tcp_le, 03_tcp_ar_a sessions
+# TUH's channel order; A1/A2 are absent from 03_tcp_ar_a files.
+EEG_ORDER = ("FP1", "FP2", "F3", "F4", "C3", "C4", "P3", "P4", "O1", "O2", "F7", "F8", "T3", "T4",
+             "T5", "T6", "A1", "A2", "FZ", "CZ", "PZ")  # fmt: skip
+MODERN_NAMES = {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}
+# The TCP bipolar channels the .csv annotations name (03_tcp_ar_a drops the two with A1/A2).
+TCP_PAIRS = (("FP1", "F7"), ("F7", "T3"), ("T3", "T5"), ("T5", "O1"), ("FP2", "F8"), ("F8", "T4"),
+             ("T4", "T6"), ("T6", "O2"), ("A1", "T3"), ("T3", "C3"), ("C3", "CZ"), ("CZ", "C4"),
+             ("C4", "T4"), ("T4", "A2"), ("FP1", "F3"), ("F3", "C3"), ("C3", "P3"), ("P3", "O1"),
+             ("FP2", "F4"), ("F4", "C4"), ("C4", "P4"), ("P4", "O2"))  # fmt: skip
+TREND_CHANNELS = ("IBI", "BURSTS", "SUPPR")
+DIGITAL_MAX = 32767
+EEG_PREFILTER = "HP:0.000 Hz LP:0.0 Hz N:0.0"
+MIN_RECORDING_S = 60  # one model window
+SEIZURE_MARGIN_S = 15.0  # seizures keep this far from a recording's edges
+_BASE26_LETTERS = str.maketrans("0123456789ABCDEFGHIJKLMNOP", string.ascii_lowercase)
+
+
+@dataclass(frozen=True)
+class SessionLayout:
+    """What one recording session's equipment writes: montage, rate, channels, ranges."""
+
+    montage: str
+    rate_hz: int
+    lacks_fz_pz: bool
+    modern_names: bool  # T7/T8/P7/P8 in place of T3/T4/T5/T6
+    extras: tuple[str, ...]  # ROC, LOC, T1, T2, EMG, PHOTIC PH, IBI, BURSTS, SUPPR (EKG1 always)
+    trend_rate_hz: int  # IBI/BURSTS/SUPPR are slow trend channels on some machines
+    physical_max_uv: float
+    digital_min: int
+
+
+@dataclass
+class RecordingPlan:
+    split: str
+    patient: str
+    session: str  # s001_2003
+    token: str  # t000
+    duration_s: int
+    start: dt.datetime
+    layout: SessionLayout
+    sex: int  # 1 male, 0 female (EDF convention of pyEDFlib)
+    birth_year: int
+    index: int  # position in the corpus: seeds this recording's signals
+    seizures: list[tuple[float, float, str]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.patient}_{self.session.split('_')[0]}_{self.token}"
+
+    def edf_path(self, root: Path) -> Path:
+        folder = root / "edf" / self.split / self.patient / self.session / self.layout.montage
+        return folder / f"{self.name}.edf"
+
+
+@dataclass(frozen=True)
+class SplitSummary:
+    patients: int
+    recordings: int
+    hours: float
+    seizure_hours: float
+    seizures: int
+
+
+@dataclass(frozen=True)
+class CorpusSummary:
+    root: Path
+    splits: dict[str, SplitSummary]
+
+
+# --- planning ---------------------------------------------------------------------------------
+
+
+def plan_corpus(patients: int, minutes: float, seed: int) -> list[RecordingPlan]:
+    """Every recording of the corpus with its layout and seizure timing (no signals yet)."""
+    rng = np.random.default_rng([seed, 0])
+    ids = _patient_ids(rng, patients)
+    n_dev = n_eval = max(1, round(0.2 * patients))
+    splits = ["dev"] * n_dev + ["eval"] * n_eval + ["train"] * (patients - n_dev - n_eval)
+    split_of = dict(zip(ids, splits, strict=True))
+    per_patient = [
+        (p, _session_sizes(rng, _durations(rng, round(minutes * 60)))) for p in sorted(ids)
+    ]
+    layouts = iter(_session_layouts(rng, sum(len(s) for _, s in per_patient)))
+    plans: list[RecordingPlan] = []
+    for patient, sessions in per_patient:
+        sex, birth_year = int(rng.integers(0, 2)), int(rng.integers(1930, 1990))
+        day = dt.datetime(int(rng.integers(2002, 2012)), 1, 1) + dt.timedelta(
+            days=int(rng.integers(365))
+        )
+        for number, durations in enumerate(sessions, start=1):
+            layout = next(layouts)
+            start = day.replace(hour=int(rng.integers(7, 17)), minute=int(rng.integers(60)))
+            for token, duration_s in enumerate(durations):
+                plans.append(
+                    RecordingPlan(
+                        split=split_of[patient], patient=patient,
+                        session=f"s{number:03d}_{day.year}", token=f"t{token:03d}",
+                        duration_s=duration_s, start=start, layout=layout, sex=sex,
+                        birth_year=birth_year, index=len(plans),
+                    )
+                )  # fmt: skip
+                start += dt.timedelta(seconds=duration_s + int(rng.integers(5, 600)))
+            day += dt.timedelta(days=int(rng.integers(1, 500)))
+    plans.sort(key=lambda p: (SPLITS.index(p.split), p.patient, p.session, p.token))
+    for split in SPLITS:
+        _plan_seizures(rng, [p for p in plans if p.split == split])
+    return plans
+
+
+def _patient_ids(rng: np.random.Generator, count: int) -> list[str]:
+    """Distinct 8-letter ids like TUSZ's (aaaaaaac, aaaaaphw): base-26 numbers padded with 'a',
+    in random order."""
+    numbers = rng.choice(26**5, size=count, replace=False)
+    return [np.base_repr(int(n), 26).rjust(8, "0").translate(_BASE26_LETTERS) for n in numbers]
+
+
+def _durations(rng: np.random.Generator, total_s: int) -> list[int]:
+    """Recording lengths of a few minutes each (TUSZ files vary widely) summing to total_s."""
+    durations: list[int] = []
+    while total_s > 0:
+        length = int(np.clip(rng.lognormal(np.log(240), 0.5), 90, 900))
+        if total_s - length < MIN_RECORDING_S:
+            length = total_s
+        durations.append(length)
+        total_s -= length
+    return durations
+
+
+def _session_sizes(rng: np.random.Generator, durations: list[int]) -> list[list[int]]:
+    """Consecutive recordings grouped into sessions of one to three recordings."""
+    sessions, i = [], 0
+    while i < len(durations):
+        size = int(rng.integers(1, 4))
+        sessions.append(durations[i : i + size])
+        i += size
+    return sessions
+
+
+def _session_layouts(rng: np.random.Generator, count: int) -> list[SessionLayout]:
+    """Per-session equipment; the first sessions cycle through every montage and rate so a corpus
+    of a few patients holds them all, and the rarer variants are forced to appear at least once."""
+    montages = [*rng.permutation(MONTAGES), *rng.choice(MONTAGES, count, p=MONTAGE_SHARE)][:count]
+    rates = [*rng.permutation(RATES_HZ), *rng.choice(RATES_HZ, count)][:count]
+    layouts = []
+    for montage, rate in zip(montages, rates, strict=True):
+        extras = ["EKG1"]
+        for group, chance in ((("ROC", "LOC"), 0.6), (("T1", "T2"), 0.4), (("EMG",), 0.3),
+                              (("PHOTIC PH",), 0.7), (TREND_CHANNELS, 0.5)):  # fmt: skip
+            if rng.random() < chance:
+                extras += group
+        ar = montage != "02_tcp_le"
+        layouts.append(
+            SessionLayout(
+                montage=str(montage), rate_hz=int(rate),
+                lacks_fz_pz=bool(ar and rng.random() < 0.15),
+                modern_names=bool(rng.random() < 0.1), extras=tuple(extras),
+                trend_rate_hz=int(rng.choice([1, int(rate)])),
+                physical_max_uv=float(rng.choice([4999.84, 3276.7])),
+                digital_min=int(rng.choice([-32767, -32768])),
+            )
+        )  # fmt: skip
+    ar_sessions = [i for i, lay in enumerate(layouts) if lay.montage != "02_tcp_le"]
+    if len(ar_sessions) > 1 and not any(layouts[i].lacks_fz_pz for i in ar_sessions):
+        layouts[ar_sessions[-1]] = replace(layouts[ar_sessions[-1]], lacks_fz_pz=True)
+    if count > 1 and not any(lay.modern_names for lay in layouts):
+        layouts[-2] = replace(layouts[-2], modern_names=True)
+    return layouts
+
+
+def _plan_seizures(rng: np.random.Generator, plans: list[RecordingPlan]) -> None:
+    """Seizures of 10-120 s filling about 9-13% of the split's time, at most two per recording,
+    more likely in some patients than others; every split gets at least one."""
+    total_s = sum(p.duration_s for p in plans)
+    target_s, placed_s = rng.uniform(0.09, 0.13) * total_s, 0.0
+    propensity = {p.patient: rng.gamma(0.7) + 0.05 for p in plans}
+    weights = np.array([p.duration_s * propensity[p.patient] for p in plans])
+    for _ in range(50 * len(plans)):
+        if placed_s >= target_s and placed_s > 0:
+            break
+        plan = plans[rng.choice(len(plans), p=weights / weights.sum())]
+        label = str(rng.choice(GENERALISED_LABELS if rng.random() < 0.25 else FOCAL_LABELS))
+        length = (
+            rng.uniform(10, 20) if label == "absz" else np.exp(rng.uniform(np.log(10), np.log(120)))
+        )
+        length = round(float(np.clip(min(length, target_s - placed_s), 10, 120)), 2)
+        start = _seizure_start(rng, plan, length)
+        if len(plan.seizures) < 2 and start is not None:
+            plan.seizures.append((start, round(start + length, 4), label))
+            plan.seizures.sort()
+            placed_s += length
+
+
+def _seizure_start(rng: np.random.Generator, plan: RecordingPlan, length_s: float) -> float | None:
+    latest = plan.duration_s - SEIZURE_MARGIN_S - length_s
+    for _ in range(20):
+        start = (
+            round(rng.uniform(SEIZURE_MARGIN_S, latest), 4) if latest > SEIZURE_MARGIN_S else -1.0
+        )
+        if start >= 0 and all(
+            start + length_s + POSTICTAL_GAP_S <= a or start >= b + POSTICTAL_GAP_S
+            for a, b, _ in plan.seizures
+        ):
+            return start
+    return None
+
+
+# --- signals and files ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Signal:
+    label: str
+    samples_uv: np.ndarray  # float32
+    rate_hz: int
+    prefilter: str = ""
+
+
+def montage_signals(plan: RecordingPlan, eeg: synth_eeg.SimulatedEEG) -> list[Signal]:
+    """The EDF's channels: scalp potentials re-referenced as the montage records them (average
+    of the 19 scalp electrodes for AR, linked ears for LE), then the extra and non-EEG channels."""
+    layout, v = plan.layout, eeg.potentials_uv
+    row = synth_eeg.INDEX
+    if layout.montage == "02_tcp_le":
+        reference, suffix = 0.5 * (v[row["A1"]] + v[row["A2"]]), "-LE"
+    else:
+        reference, suffix = v[[row[e] for e in CHANNELS_19]].mean(axis=0), "-REF"
+    electrodes = [e for e in EEG_ORDER if not (layout.lacks_fz_pz and e in ("FZ", "PZ"))]
+    if layout.montage == "03_tcp_ar_a":
+        electrodes = [e for e in electrodes if e not in ("A1", "A2")]
+    electrodes += [e for e in ("ROC", "LOC", "T1", "T2") if e in layout.extras]
+
+    def eeg_label(name: str) -> str:
+        return f"EEG {MODERN_NAMES.get(name, name) if layout.modern_names else name}{suffix}"
+
+    rate = layout.rate_hz
+    signals = [Signal(eeg_label(e), v[row[e]] - reference, rate, EEG_PREFILTER) for e in electrodes]
+    signals.append(Signal(eeg_label("EKG1"), eeg.ecg_uv, rate))
+    if "EMG" in layout.extras:
+        signals.append(Signal(f"EMG{suffix}", eeg.emg_uv, rate))
+    if "PHOTIC PH" in layout.extras:
+        signals.append(Signal("PHOTIC PH", eeg.photic_uv, rate))
+    trend_samples = plan.duration_s * layout.trend_rate_hz
+    for name in TREND_CHANNELS if TREND_CHANNELS[0] in layout.extras else ():
+        signals.append(Signal(name, np.zeros(trend_samples, np.float32), layout.trend_rate_hz))
+    return signals
+
+
+def write_edf(path: Path, plan: RecordingPlan, signals: list[Signal]) -> None:
+    """A plain EDF with 1 s data records and 16-bit samples, atomically."""
+    layout = plan.layout
+    p_max, d_min = layout.physical_max_uv, layout.digital_min
+    gain = (DIGITAL_MAX - d_min) / (2 * p_max)  # digital steps per microvolt
+    records = []
+    for s in signals:
+        digital = np.rint((np.clip(s.samples_uv, -p_max, p_max) + p_max) * gain + d_min)
+        records.append(digital.astype(np.int16).reshape(plan.duration_s, s.rate_hz))
+    data = np.ascontiguousarray(np.concatenate(records, axis=1))
+    with atomic_path(path) as tmp:
+        writer = pyedflib.EdfWriter(str(tmp), len(signals), file_type=pyedflib.FILETYPE_EDF)
+        try:
+            writer.setSignalHeaders([_signal_header(s, layout) for s in signals])
+            writer.setHeader(_file_header(plan))
+            for record in data:
+                if writer.blockWriteDigitalShortSamples(record) < 0:
+                    raise OSError(f"{path}: pyEDFlib failed to write a data record")
+        finally:
+            writer.close()
+
+
+def _signal_header(s: Signal, layout: SessionLayout) -> dict[str, str | int | float | None]:
+    return {
+        "label": s.label, "dimension": "uV", "sample_frequency": s.rate_hz,
+        "physical_max": layout.physical_max_uv, "physical_min": -layout.physical_max_uv,
+        "digital_max": DIGITAL_MAX, "digital_min": layout.digital_min,
+        "prefilter": s.prefilter, "transducer": "",
+    }  # fmt: skip
+
+
+def _file_header(plan: RecordingPlan) -> dict[str, Any]:
+    """Patient and recording fields as TUH's clinical EDFs fill them."""
+    return {
+        "patientcode": plan.patient, "patientname": plan.patient, "sex": plan.sex,
+        "birthdate": dt.date(plan.birth_year, 1, 1),
+        "patient_additional": f"Age:{plan.start.year - plan.birth_year}",
+        "admincode": plan.name.rsplit("_", 1)[0], "technician": "", "equipment": "",
+        "recording_additional": "", "startdate": plan.start,
+    }  # fmt: skip
+
+
+def channel_events(plan: RecordingPlan, seizures: list[Seizure]) -> list[Event]:
+    """The .csv rows: per TCP channel, each seizure (labelled with its type) from the moment either
+    electrode is recruited, on the channels where it shows (and always on those through the
+    electrode where it starts); ``bckg`` elsewhere, covering the whole recording."""
+    no_ears = plan.layout.montage == "03_tcp_ar_a"
+    pairs = [p for p in TCP_PAIRS if not (no_ears and {"A1", "A2"} & set(p))]
+    events: list[Event] = []
+    for a, b in pairs:
+        channel, labels, spans = f"{a}-{b}", {}, []
+        for sz in seizures:
+            delays = [sz.onset_delay_s[e] for e in (a, b) if e in sz.onset_delay_s]
+            if delays and (min(delays) == 0 or sz.bipolar_weight(a, b) >= VISIBLE_WEIGHT):
+                start = round(sz.start_s + min(delays), 4)
+                spans.append((start, sz.stop_s))
+                labels[start] = sz.label
+        for e in term_events(spans, plan.duration_s):
+            label = labels[e.start_s] if e.is_seizure else e.label
+            events.append(replace(e, channel=channel, label=label))
+    return events
+
+
+def write_recording(root: Path, plan: RecordingPlan, seed: int) -> None:
+    rng = np.random.default_rng([seed, 1, plan.index])
+    seizures = [draw_seizure(rng, a, b, label) for a, b, label in plan.seizures]
+    eeg = synth_eeg.simulate(rng, plan.duration_s, plan.layout.rate_hz, seizures)
+    edf = plan.edf_path(root)
+    write_edf(edf, plan, montage_signals(plan, eeg))
+    duration_s = float(plan.duration_s)
+    spans = [(a, b) for a, b, _ in plan.seizures]
+    write_annotation(edf.with_suffix(".csv"), channel_events(plan, seizures), duration_s, plan.name)
+    write_annotation(
+        edf.with_suffix(".csv_bi"), term_events(spans, duration_s), duration_s, plan.name
+    )
+
+
+def write_corpus(out: Path, patients: int, minutes: float, seed: int) -> CorpusSummary:
+    """Write the corpus under ``out/edf/``; print one summary line per split."""
+    _check_arguments(Path(out), patients, minutes, seed)
+    plans = plan_corpus(patients, minutes, seed)
+    for plan in progress(plans, desc="synth", total=len(plans), unit="rec"):
+        write_recording(Path(out), plan, seed)
+    summary = CorpusSummary(
+        Path(out), {s: _summarise([p for p in plans if p.split == s]) for s in SPLITS}
+    )
+    for split, s in summary.splits.items():
+        print(
+            f"synth {split}: {s.patients} patients, {s.recordings} recordings, {s.hours:.2f} h, "
+            f"{s.seizures} seizures, {s.seizure_hours:.2f} seizure h "
+            f"({100 * s.seizure_hours / s.hours:.1f}%)"
+        )
+    return summary
+
+
+def _summarise(plans: list[RecordingPlan]) -> SplitSummary:
+    seizures = [b - a for p in plans for a, b, _ in p.seizures]
+    return SplitSummary(
+        patients=len({p.patient for p in plans}),
+        recordings=len(plans),
+        hours=sum(p.duration_s for p in plans) / 3600,
+        seizure_hours=sum(seizures) / 3600,
+        seizures=len(seizures),
+    )
+
+
+def _check_arguments(out: Path, patients: int, minutes: float, seed: int) -> None:
+    if patients < 3:
+        raise UserError(f"--patients {patients}: need at least 3 (one each for train, dev, eval)")
+    if not (math.isfinite(minutes) and minutes * 60 >= MIN_RECORDING_S):
+        raise UserError(f"--minutes {minutes}: need at least 1 minute of EEG per patient")
+    if seed < 0:
+        raise UserError(f"--seed {seed}: must be a non-negative integer")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+    if (out / "edf").is_dir() and any((out / "edf").iterdir()):
+        raise UserError(f"{out / 'edf'}: already holds a corpus; choose an empty folder")
