@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -80,7 +81,11 @@ class Stepper:
                 self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         lr = float(self.scheduler.get_last_lr()[0])
-        self.scheduler.step()  # the schedule follows batches consumed, skipped ones included
+        with warnings.catch_warnings():
+            # The schedule follows batches consumed, skipped ones included; torch warns when the
+            # very first optimizer step was one of those, which is intended here.
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+            self.scheduler.step()
         return StepResult(
             loss=None if skip else loss_sum / self.info.world_size,
             grad_norm=None if skip else grad_norm,
