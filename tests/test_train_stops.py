@@ -1,0 +1,208 @@
+"""How a training run stops, and what it keeps doing: non-finite steps skipped, counted and
+stopped on with a diagnostic, the time limit and SIGTERM (checkpoint, exit 75), collapse and early
+stopping, the metrics log cut back on resume. The same `Trainer` as `szdet train`, in this process,
+so a test can inject a numerical failure (a forward hook) or signal itself.
+"""
+
+import logging
+import math
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from szdet.config import load_config
+from szdet.train.checkpoint import list_checkpoints, read_checkpoint
+from szdet.train.early_stop import EarlyStopping
+from szdet.train.loop import EXIT_COLLAPSE, EXIT_NONFINITE, EXIT_STOPPED, Trainer
+from szdet.train.run_dir import MetricsLog, read_metrics
+from train_support import (
+    build_tiny_cache,
+    in_process_trainer,
+    step_sequence,
+)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return build_tiny_cache(tmp_path_factory.mktemp("corpus"))
+
+
+def test_early_stopping_patience_and_collapse():
+    stop = EarlyStopping(patience=2, collapse_floor=0.55, collapse_after_epochs=3)
+    history = [(0.2, 0.5), (0.4, 0.6), (0.4, 0.7), (0.4, 0.7), (math.nan, 0.8)]  # sens, AUROC
+    verdicts = [stop.update(epoch, *scores) for epoch, scores in enumerate(history)]
+    # A tie on sensitivity is broken by AUROC; an exact tie or a NaN is no improvement.
+    assert [v.improved for v in verdicts] == [True, True, True, False, False]
+    assert [v.stop for v in verdicts[:4]] == [None] * 4  # AUROC 0.5 came before epoch 3
+    assert verdicts[4].stop == "early_stop" and "best 0.400 at epoch 2" in verdicts[4].reason
+    restored = EarlyStopping(patience=2, collapse_floor=0.55, collapse_after_epochs=3)
+    restored.load_state_dict(stop.state_dict())
+    assert restored == stop
+    collapsed = EarlyStopping(patience=10, collapse_floor=0.55, collapse_after_epochs=2)
+    assert collapsed.update(0, 0.1, 0.3).stop is None
+    assert collapsed.update(1, 0.2, math.nan).stop == "collapse"  # a constant model: NaN AUROC
+
+
+def test_metrics_log_keeps_only_the_rows_a_checkpoint_counted(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    log = MetricsLog(path, keep_rows=0)
+    for step in (1, 2, 3):
+        log.append({"kind": "step", "step": step, "loss": math.nan if step == 2 else 0.5})
+    log.close()
+    with open(path, "a") as f:
+        f.write('{"kind": "step", "st')  # a row cut off by kill -9
+    assert [r["loss"] for r in read_metrics(path)] == [0.5, None, 0.5]  # strict JSON: NaN->null
+    resumed = MetricsLog(path, keep_rows=2)
+    resumed.append({"kind": "step", "step": 3, "loss": 0.25})
+    resumed.close()
+    assert [(r["step"], r["loss"]) for r in read_metrics(path)] == [(1, 0.5), (2, None), (3, 0.25)]
+    assert path.read_text().endswith("\n")
+
+
+def nan_output_on(steps: set[int], trainer: Trainer):
+    """A numerical blow-up at the model's output on the given (1-based) steps."""
+
+    def hook(module, inputs, output):
+        return output * math.nan if trainer.step + 1 in steps and module.training else output
+
+    return trainer.model.register_forward_hook(hook)
+
+
+@pytest.mark.slow
+def test_k_nonfinite_steps_in_a_row_stop_with_a_diagnostic(tmp_path, cache_dir, caplog):
+    trainer = in_process_trainer(tmp_path, cache_dir, max_nonfinite_in_row=3)
+    nan_output_on({1, 2, 3}, trainer)
+    with caplog.at_level(logging.ERROR, logger="szdet.train.loop"):
+        code = trainer.fit()
+    trainer.close(code)
+    assert code == EXIT_NONFINITE
+    message = caplog.records[-1].getMessage()
+    assert "3 non-finite losses or gradients in a row" in message and "at step 3" in message
+    names = {r.name for r in trainer.data.split.recordings}
+    windows = message.split("rank 0: ")[1].split(", ")
+    assert len(windows) == 2  # the batch: recording@start for each of its windows
+    assert all(w.split("@")[0] in names and w.endswith("s") for w in windows)
+    rows = read_metrics(tmp_path / "runs" / "szdet" / "metrics.jsonl")
+    assert [(r["step"], r["loss"] is None, r["nonfinite_total"]) for r in rows] == [
+        (1, True, 1), (2, True, 2), (3, True, 3),
+    ]  # fmt: skip
+    after_1, after_2 = (read_checkpoint(p) for p in list_checkpoints(trainer.run.checkpoints))
+    assert after_2["step"] == 2 and after_2["monitor"]["nonfinite_in_row"] == 2
+    assert all(torch.equal(after_1["model"][k], after_2["model"][k]) for k in after_1["model"])
+    assert after_2["optimizer"]["state"] == {}  # no update ever happened
+
+
+@pytest.mark.slow
+def test_a_diverging_run_stops_with_the_diagnostic_instead_of_crashing(tmp_path, cache_dir):
+    # A learning rate of 1e30 wrecks the weights at step 1; every later forward fails numerically
+    # (NaN, or an eigendecomposition refusing non-finite input), is skipped and counted.
+    trainer = in_process_trainer(
+        tmp_path, cache_dir, lr=1e30, warmup_steps=0, max_nonfinite_in_row=2
+    )
+    code = trainer.fit()
+    trainer.close(code)
+    assert code == EXIT_NONFINITE
+    rows = read_metrics(trainer.run.metrics)
+    assert [(r["step"], r["loss"] is None) for r in rows] == [(1, False), (2, True), (3, True)]
+
+
+@pytest.mark.slow
+def test_isolated_nonfinite_steps_are_skipped_and_training_goes_on(tmp_path, cache_dir):
+    trainer = in_process_trainer(
+        tmp_path, cache_dir, max_nonfinite_in_row=3, epochs=1, max_steps_per_epoch=5
+    )
+    nan_output_on({2, 5}, trainer)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    lrs = []
+    trainer.optimizer.register_step_post_hook(lambda opt, *_: lrs.append(trainer.step + 1))
+    code = trainer.fit()
+    trainer.close(code)
+    assert code == 0
+    steps = [r for r in read_metrics(trainer.run.metrics) if r["kind"] == "step"]
+    assert [r["step"] for r in steps if r["loss"] is None] == [2, 5]
+    assert [r["nonfinite_total"] for r in steps] == [0, 1, 1, 1, 2]
+    assert lrs == [1, 3, 4]  # AdamW stepped on every finite step only
+    assert steps[2]["lr"] == pytest.approx(
+        load_config(trainer.run.config).train.lr
+    )  # schedule ran on
+    after = trainer.model.state_dict()
+    assert all(torch.isfinite(v).all() for v in after.values())
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.slow
+def test_a_nonfinite_gradient_with_a_finite_loss_is_skipped(tmp_path, cache_dir):
+    trainer = in_process_trainer(tmp_path, cache_dir)
+    first = next(p for p in trainer.model.parameters() if p.requires_grad)
+    handle = first.register_hook(lambda grad: grad * math.inf)
+    x, y, _ = next(iter(trainer.data.loader))
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    result = trainer.stepper(x, y, save_due=False, stop_due=False)
+    assert result.loss is None and result.grad_norm is None and result.bad_here
+    assert all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+    assert trainer.scheduler.last_epoch == 1  # the batch still counts as consumed
+    handle.remove()
+    result = trainer.stepper(x, y, save_due=True, stop_due=False)
+    assert result.loss is not None and math.isfinite(result.loss) and result.save_now
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+    trainer.close(0)
+
+
+@pytest.mark.slow
+def test_time_limit_and_sigterm_checkpoint_then_exit_75(tmp_path, cache_dir):
+    trainer = in_process_trainer(tmp_path / "limit", cache_dir, time_limit_s=1e-6)
+    code = trainer.fit()
+    trainer.close(code)
+    assert code == EXIT_STOPPED
+    (only,) = list_checkpoints(trainer.run.checkpoints)
+    assert read_checkpoint(only)["step"] == 1  # the step in flight finished, then a checkpoint
+
+    resumed = in_process_trainer(tmp_path / "limit", cache_dir)
+    assert (resumed.step, resumed.epoch_step) == (1, 1)
+    os.kill(os.getpid(), signal.SIGTERM)  # what a preempted cloud machine gets first
+    code = resumed.fit()
+    resumed.close(code)
+    assert code == EXIT_STOPPED
+    assert read_checkpoint(list_checkpoints(resumed.run.checkpoints)[-1])["step"] == 2
+    assert step_sequence(resumed.run.root) == [1, 2]
+
+
+@pytest.mark.slow
+def test_collapse_stops_the_run_and_a_resume_stays_stopped(tmp_path, cache_dir, caplog):
+    # AUROC is always below a floor of 1.0: the run collapses after its first epoch.
+    trainer = in_process_trainer(
+        tmp_path, cache_dir, collapse_auroc_floor=1.0, collapse_after_epochs=1
+    )
+    code = trainer.fit()
+    trainer.close(code)
+    assert code == EXIT_COLLAPSE
+    rows = read_metrics(trainer.run.metrics)
+    assert [r["epoch"] for r in rows if r["kind"] == "epoch"] == [0]
+    assert read_checkpoint(list_checkpoints(trainer.run.checkpoints)[-1])["stopped"] == "collapse"
+
+    again = in_process_trainer(
+        tmp_path, cache_dir, collapse_auroc_floor=1.0, collapse_after_epochs=1
+    )
+    with caplog.at_level(logging.WARNING, logger="szdet.train.loop"):
+        code = again.fit()
+    again.close(code)
+    assert code == EXIT_COLLAPSE and "already stopped (collapse)" in caplog.text
+    assert read_metrics(again.run.metrics) == rows  # nothing trained, nothing logged
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (CPU counterparts above)")
+def test_cuda_bf16_training_reports_gpu_memory(tmp_path, cache_dir):
+    trainer = in_process_trainer(
+        tmp_path, cache_dir, device="cuda", precision="bf16", epochs=1, gpu_memory_warn_gb=1e-6
+    )
+    code = trainer.fit()
+    trainer.close(code)
+    assert code == 0
+    rows = read_metrics(trainer.run.metrics)
+    assert all(r["loss"] is not None and r["gpu_peak_gb"] > 0 for r in rows if r["kind"] == "step")
+    last = read_checkpoint(list_checkpoints(trainer.run.checkpoints)[-1])
+    assert last["rng"][0]["cuda"] is not None
