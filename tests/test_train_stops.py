@@ -8,6 +8,8 @@ import logging
 import math
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,10 @@ from train_support import (
     build_tiny_cache,
     in_process_trainer,
     step_sequence,
+    write_config,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -206,3 +211,30 @@ def test_cuda_bf16_training_reports_gpu_memory(tmp_path, cache_dir):
     assert all(r["loss"] is not None and r["gpu_peak_gb"] > 0 for r in rows if r["kind"] == "step")
     last = read_checkpoint(list_checkpoints(trainer.run.checkpoints)[-1])
     assert last["rng"][0]["cuda"] is not None
+
+
+@pytest.mark.slow
+def test_torchrun_launcher_passes_exit_75_through(tmp_path, cache_dir):
+    # torchrun itself exits 1 when a worker exits 75; scripts/torchrun.sh (SkyPilot's run
+    # command) must hand SkyPilot the 75 that means "checkpointed, start me again".
+    config = write_config(tmp_path, cache_dir, train={"time_limit_s": 1e-6})
+    run_dir = load_config(config).run_dir
+    run_dir.mkdir(parents=True)
+    (run_dir / "exit_status").write_text("75\n")  # a stale status of an earlier attempt...
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(
+        [str(REPO / "scripts/torchrun.sh"), str(config)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert proc.returncode == EXIT_STOPPED, proc.stderr[-2000:]
+    assert (run_dir / "exit_status").read_text() == "75\n"
+    assert list_checkpoints(run_dir / "checkpoints")  # it stopped after a checkpoint
+
+    # ...is removed before the next attempt, so a failure is reported as a failure.
+    config.write_text(config.read_text().replace("cache_dir: ", "cache_dir: /nonexistent"))
+    proc = subprocess.run(
+        [str(REPO / "scripts/torchrun.sh"), str(config)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert not (run_dir / "exit_status").exists()

@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from szdet.cloud.tracking import Tracker
 from szdet.config import Config
+from szdet.fileio import write_text_atomic
 from szdet.errors import UserError
 from szdet.models import build_model, param_groups
 from szdet.progress import progress
@@ -388,6 +389,8 @@ class Trainer:
     def close(self, exit_code: int) -> None:
         if self.metrics is not None:
             self.metrics.close()
+        if self.info.local_rank == 0:  # one writer per node: each node's launcher reads it
+            write_text_atomic(self.run.exit_status, f"{exit_code}\n")
         self.tracker.finish(exit_code)
         signal.signal(signal.SIGTERM, self._previous_sigterm)
 
