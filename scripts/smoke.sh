@@ -3,19 +3,24 @@
 #   synth -> cache build (train, dev) -> verify -> train -> evaluate on dev -> detect one eval EDF.
 # Used by `make smoke` (CPU, configs/local/smoke.yaml) and by the image's `smoke` entrypoint
 # (GPU, extra args such as `--set train.device=cuda`, passed on to `szdet train`).
-# Usage: scripts/smoke.sh CONFIG [szdet-train args...]
+# Usage: scripts/smoke.sh CONFIG [--set key=value ...]   (the --set overrides go to `szdet train`)
 set -euo pipefail
 config=${1:-configs/local/smoke.yaml}
 shift || true
-# These paths are the ones configs/local/smoke.yaml names (paths.*).
-work=runs/smoke
-corpus=$work/corpus
-cache=$work/cache
-run=$work/runs/smoke
+# Every path comes from the resolved config (paths.*), overrides included.
+read -r corpus cache run < <(python - "$config" "$@" <<'PY'
+import sys
+from szdet.config import load_config
+args = sys.argv[2:]
+overrides = [value for flag, value in zip(args, args[1:]) if flag == "--set"]
+cfg = load_config(sys.argv[1], overrides)
+print(cfg.paths.data_root, cfg.paths.cache_dir, cfg.run_dir)
+PY
+)
 start_s=$SECONDS
 
 echo "== 1/5 synthetic TUSZ-shaped corpus -> $corpus"
-rm -rf "$work"
+rm -rf "$corpus" "$cache" "$run"
 szdet synth "$corpus" --patients 10 --minutes 20 --seed 0
 
 echo "== 2/5 cache (train, dev) -> $cache"
