@@ -129,7 +129,7 @@ def test_train_run_uses_torchrun_with_skypilot_layout_and_resumes(tasks):
     for variable in ("SKYPILOT_NODE_RANK", "SKYPILOT_NODE_IPS", "SKYPILOT_NUM_NODES",
                      "SKYPILOT_NUM_GPUS_PER_NODE"):  # fmt: skip
         assert f"${{{variable}" in launcher
-    assert "-m szdet.cli train --config \"$config\" --resume auto" in launcher
+    assert '-m szdet.cli train --config "$config" --resume auto' in launcher
     assert (REPO / "configs/cloud/train.yaml").is_file()
 
 

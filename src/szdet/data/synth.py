@@ -207,10 +207,10 @@ def _session_layouts(rng: np.random.Generator, count: int) -> list[SessionLayout
 
 
 def _plan_seizures(rng: np.random.Generator, plans: list[RecordingPlan]) -> None:
-    """Seizures of 10-120 s filling about 9-13% of the split's time, at most two per recording,
+    """Seizures of 10-120 s filling about 10-14% of the split's time, at most two per recording,
     more likely in some patients than others; every split gets at least one."""
     total_s = sum(p.duration_s for p in plans)
-    target_s, placed_s = rng.uniform(0.09, 0.13) * total_s, 0.0
+    target_s, placed_s = rng.uniform(0.10, 0.14) * total_s, 0.0
     propensity = {p.patient: rng.gamma(0.7) + 0.05 for p in plans}
     weights = np.array([p.duration_s * propensity[p.patient] for p in plans])
     for _ in range(50 * len(plans)):

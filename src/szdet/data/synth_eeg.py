@@ -8,7 +8,7 @@ re-references it the way each TUSZ montage does (average or linked ears). Simula
 - artefacts: eye blinks and lateral eye movements (frontal), muscle bursts (broadband, temporal),
   electrode pops (one electrode, step and decay), ECG leaking into the ears, 60 Hz line noise;
 - seizure-like artefacts, never labelled: rhythmic chewing (1-2 Hz bursts of temporal muscle),
-  rhythmic movement (a steady 1-5 Hz swing) and photic driving;
+  rhythmic movement (a steady 0.5-3 Hz swing) and photic driving;
 - and, drawn by `synth_seizure`, the seizures.
 
 Everything is vectorised numpy in float32; one recording's randomness comes from one Generator.
@@ -244,9 +244,9 @@ def _add_muscle(
 
 
 def _add_muscle_bursts(rng: np.random.Generator, v: Array, fs: int, muscle: Array) -> None:
-    for t_s in _poisson_times(rng, v.shape[1] / fs, rng.uniform(1 / 40, 1 / 15)):
+    for t_s in _poisson_times(rng, v.shape[1] / fs, rng.uniform(1 / 60, 1 / 20)):
         n = int(rng.uniform(0.5, 4.0) * fs)
-        envelope = rng.uniform(20, 80) * taper(n, int(0.2 * fs))
+        envelope = rng.uniform(15, 60) * taper(n, int(0.2 * fs))
         side = str(rng.choice(["left", "right", "both"]))
         _add_muscle(rng, v, fs, int(t_s * fs), envelope, side, muscle)
 
@@ -285,15 +285,15 @@ def _add_chewing(
 def _add_movement(
     rng: np.random.Generator, v: Array, fs: int, i0: int, n: int, muscle: Array
 ) -> None:
-    """A steady 1-5 Hz swing (rocking, patting, tremor) over a patch of electrodes: rhythmic like
-    a seizure, but it neither evolves in frequency nor spreads."""
+    """A steady 0.5-3 Hz swing (rocking, patting) over a patch of electrodes: rhythmic like a
+    seizure's late phase, but it neither evolves in frequency nor spreads."""
     centre = rng.choice(len(ELECTRODES))
     gains = np.exp(-0.5 * (DISTANCE[centre] / rng.uniform(0.3, 0.8)) ** 2)
     gains *= rng.choice([-1, 1], len(ELECTRODES))
     t = np.arange(n, dtype=np.float32) / fs
-    phase = 2 * np.pi * rng.uniform(1.0, 5.0) * t
+    phase = 2 * np.pi * rng.uniform(0.5, 3.0) * t
     swing = np.sin(phase) + 0.3 * np.sin(2 * phase)
-    amplitude = rng.uniform(50, 300) * taper(n, int(fs))
+    amplitude = rng.uniform(50, 250) * taper(n, int(fs))
     v[:, i0 : i0 + n] += (gains[:, None] * amplitude * swing).astype(np.float32)
 
 

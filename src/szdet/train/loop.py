@@ -27,8 +27,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from szdet.cloud.tracking import Tracker
 from szdet.config import Config
-from szdet.fileio import write_text_atomic
 from szdet.errors import UserError
+from szdet.fileio import write_text_atomic
 from szdet.models import build_model, param_groups
 from szdet.progress import progress
 from szdet.train import checkpoint as ckpt
