@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from szdet.config import CHANNELS_19
+from szdet.config import CHANNELS_19, PreprocessConfig
 from szdet.errors import UserError
 from szdet.fileio import write_json_atomic
 
@@ -184,7 +184,15 @@ class CacheSplit:
         self._pid = os.getpid()
 
     @classmethod
-    def open(cls, cache_root: Path, split: str, max_recordings: int | None = None) -> CacheSplit:
+    def open(
+        cls,
+        cache_root: Path,
+        split: str,
+        max_recordings: int | None = None,
+        preprocess: PreprocessConfig | None = None,
+    ) -> CacheSplit:
+        """Open a built split; with ``preprocess``, refuse a cache built with other settings
+        (a model must see data preprocessed exactly as in training)."""
         split_dir = Path(cache_root) / split
         path = split_dir / MANIFEST
         if not path.is_file():
@@ -195,6 +203,17 @@ class CacheSplit:
                 )
             raise UserError(f"{split_dir}: no cache here (no {MANIFEST}; run szdet cache build)")
         manifest = read_manifest(path)
+        if preprocess is not None and manifest["preprocess_hash"] != preprocess.fingerprint():
+            wanted = preprocess.model_dump(mode="json")
+            differ = [
+                f"{key} {manifest['preprocess'].get(key)!r} (wanted {value!r})"
+                for key, value in wanted.items()
+                if manifest["preprocess"].get(key) != value
+            ]
+            raise UserError(
+                f"{split_dir}: cache built with other preprocess settings: "
+                f"{'; '.join(differ) or manifest['preprocess_hash']}; rebuild it with these settings"
+            )
         recordings = manifest_recordings(manifest, path)
         return cls(split_dir, manifest, recordings[:max_recordings])
 

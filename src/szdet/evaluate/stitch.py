@@ -99,6 +99,7 @@ def predict_tracks(
     autocast_dtype: torch.dtype | None = None,
     frame_hz: float | None = None,
     num_workers: int = 0,
+    show_progress: bool = True,
 ) -> list[np.ndarray]:
     """Run ``model`` over every window of ``index`` (a WindowIndex of ``split``, built with
     ``windows.eval_stride_s``) and stitch the sigmoid outputs into one track per recording."""
@@ -119,7 +120,9 @@ def predict_tracks(
     model.eval()
     try:
         with torch.no_grad():
-            for x, _, ids in progress(loader, desc="predict", total=len(loader), unit="batch"):
+            for x, _, ids in progress(
+                loader, desc="predict", total=len(loader), unit="batch", disable=not show_progress
+            ):
                 with torch.autocast(
                     device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
                 ):

@@ -71,7 +71,7 @@ class Validator:
         self.cfg, self.info, self.autocast_dtype = cfg, info, autocast_dtype
         self.plots_dir = plots_dir
         self.split = CacheSplit.open(
-            cfg.paths.cache_dir, cfg.data.dev_split, cfg.data.max_recordings
+            cfg.paths.cache_dir, cfg.data.dev_split, cfg.data.max_recordings, cfg.preprocess
         )
         index = WindowIndex.build(self.split, cfg.windows.length_s, cfg.windows.eval_stride_s)
         owner = assign_recordings(index, len(self.split.recordings), info.world_size)
@@ -92,6 +92,7 @@ class Validator:
             self.autocast_dtype,
             frame_hz=self.cfg.evaluate.frame_hz,
             num_workers=self.cfg.train.num_workers,
+            show_progress=self.info.is_main,
         )
         shares = gather_to_main({int(i): tracks[i] for i in self.mine}, self.info)
         if shares is None:

@@ -1,0 +1,154 @@
+"""`szdet evaluate` and `szdet detect` end to end: a tiny trained checkpoint on a synthetic cache."""
+
+import itertools
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from szdet.cli import main
+from szdet.config import Config, load_config
+from szdet.data.cache import build_cache
+from szdet.data.edf import load_edf
+from szdet.data.manifest import CacheSplit
+from szdet.data.tusz import find_recordings, read_annotation
+from szdet.evaluate.inference import MemorySplit, load_detector
+from szdet.evaluate.postprocess import EventRules, track_events
+from train_support import build_tiny_cache, train, write_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("evaluate")
+    cache = build_tiny_cache(root)
+    config = write_config(root, cache)
+    proc = train(config)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_dir = load_config(config).run_dir
+    return {"root": root, "cache": cache, "best": run_dir / "checkpoints" / "best.pt"}
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_evaluate_dev_writes_metrics_and_plots(trained, tmp_path, capsys):
+    out = tmp_path / "dev"
+    code, stdout, _ = run_cli(
+        capsys, "evaluate", "--checkpoint", trained["best"], "--cache", trained["cache"],
+        "--split", "dev", "--out", out,
+    )  # fmt: skip
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    split = CacheSplit.open(trained["cache"], "dev")
+    assert metrics["split"] == "dev" and metrics["recordings"] == len(split)
+    assert metrics["hours"] == pytest.approx(sum(r.duration_s for r in split.recordings) / 3600)
+    assert metrics["thresholds_source"] == "chosen on this split"
+    assert set(metrics["sens_at_fa"]) == {"10", "5", "2.5", "1"}
+    for method in ("ovlp", "taes", "szcore"):
+        assert {"tp", "fn", "fp", "sensitivity", "fa_per_24h"} <= set(metrics[method])
+    assert (out / "roc.png").stat().st_size > 5000 and (out / "sens_vs_fa.png").is_file()
+    assert "AUROC" in stdout and "sensitivity at  10 FA/24h" in stdout
+
+
+def test_other_splits_get_thresholds_chosen_on_dev(trained, tmp_path, capsys):
+    common = ["--checkpoint", trained["best"], "--cache", trained["cache"]]
+    assert run_cli(capsys, "evaluate", *common, "--split", "dev", "--out", tmp_path / "d")[0] == 0
+    assert run_cli(capsys, "evaluate", *common, "--split", "train", "--out", tmp_path / "t")[0] == 0
+    dev = json.loads((tmp_path / "d/metrics.json").read_text())
+    other = json.loads((tmp_path / "t/metrics.json").read_text())
+    assert other["thresholds_source"] == "given" and other["thresholds_from"] == "dev"
+    for target, at in dev["sens_at_fa"].items():
+        assert other["sens_at_fa"][target]["threshold"] == at["threshold"]
+
+
+def test_evaluate_refuses_foreign_cache_bad_checkpoint_and_model_overrides(
+    trained, tmp_path, capsys
+):
+    # A cache built with other preprocessing (50 Hz notch) is not what the model was trained on.
+    foreign = tmp_path / "foreign"
+    settings = Config().preprocess.model_copy(update={"notch_hz": 50.0})
+    build_cache(trained["root"] / "corpus", "dev", foreign, settings, 1, None, None)
+    capsys.readouterr()  # the build's own progress output
+    out = tmp_path / "out"
+    code, _, err = run_cli(
+        capsys, "evaluate", "--checkpoint", trained["best"], "--cache", foreign, "--split", "dev",
+        "--out", out,
+    )  # fmt: skip
+    assert code == 1 and "notch_hz 50.0 (wanted 60.0)" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"PK\x03\x04 not really a zip")
+    code, _, err = run_cli(
+        capsys, "evaluate", "--checkpoint", garbage, "--cache", trained["cache"], "--out", out
+    )
+    assert code == 1 and str(garbage) in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+    code, _, err = run_cli(
+        capsys, "evaluate", "--checkpoint", trained["best"], "--cache", trained["cache"],
+        "--out", out, "--set", "model.node_dim=4",
+    )  # fmt: skip
+    assert code == 1 and "only evaluate.*" in err
+
+
+def test_detect_matches_the_cached_evaluation_and_writes_tusz_csv_bi(trained, tmp_path, capsys):
+    recording = find_recordings(trained["root"] / "corpus", "dev")[0]
+    detector = load_detector(trained["best"])
+    # detect preprocesses the EDF itself: its track equals evaluate's for the cached recording.
+    split = CacheSplit.open(trained["cache"], "dev")
+    i = [r.name for r in split.recordings].index(recording.name)
+    pre = load_edf(recording.edf, detector.cfg.preprocess)
+    from_edf = detector.predict(MemorySplit(recording.name, pre.signal, pre.sample_rate_hz))[0]
+    np.testing.assert_array_equal(from_edf, detector.predict(split)[i])
+
+    # An operating point at the track's 90th percentile so that events certainly exist.
+    on = float(np.quantile(from_edf, 0.9))
+    settings = [f"evaluate.threshold_on={on}", f"evaluate.threshold_off={on * 0.9}",
+                "evaluate.min_duration_s=0"]  # fmt: skip
+    rules = EventRules(on, on * 0.9, 0.0, detector.cfg.evaluate.merge_gap_s, 600.0)
+    expected = track_events(from_edf, detector.cfg.evaluate.frame_hz, rules, pre.duration_s)
+    assert len(expected) > 0
+    out = tmp_path / "events"
+    code, stdout, _ = run_cli(
+        capsys, "detect", recording.edf, "--checkpoint", trained["best"], "--out", out, "--plot",
+        *[arg for s in settings for arg in ("--set", s)],
+    )  # fmt: skip
+    assert code == 0 and str(recording.edf) in stdout
+    written = read_annotation(out / f"{recording.name}.csv_bi")
+    assert written.duration_s == pytest.approx(pre.duration_s, abs=0.01)
+    assert written.bname == recording.name
+    rows = written.events
+    assert rows[0].start_s == 0 and rows[-1].stop_s == pytest.approx(pre.duration_s, abs=1e-3)
+    assert all(a.stop_s == pytest.approx(b.start_s) for a, b in itertools.pairwise(rows))
+    assert {e.channel for e in rows} == {"TERM"} and {e.label for e in rows} <= {"seiz", "bckg"}
+    seizures = [(e.start_s, e.stop_s) for e in rows if e.label == "seiz"]
+    np.testing.assert_allclose(seizures, expected, atol=1e-4)
+    assert (out / f"{recording.name}.png").stat().st_size > 5000
+
+
+def test_detect_reports_a_bad_edf_in_one_line_and_still_writes_the_good_ones(
+    trained, tmp_path, capsys
+):
+    good = find_recordings(trained["root"] / "corpus", "dev")[0].edf
+    bad = tmp_path / "truncated.edf"
+    bad.write_bytes(good.read_bytes()[:300])
+    out = tmp_path / "events"
+    out.mkdir()
+    (out / "truncated.csv_bi").write_text("kept\n")  # an earlier output is never clobbered
+    shutil.copy(good, tmp_path / "copy.edf")
+    code, _, err = run_cli(
+        capsys, "detect", bad, tmp_path / "copy.edf", "--checkpoint", trained["best"], "--out", out
+    )
+    assert code == 1
+    (line,) = [x for x in err.splitlines() if x.startswith("szdet:")]  # besides progress bars
+    assert line.startswith(f"szdet: error: {bad}")
+    assert (out / "copy.csv_bi").is_file()
+    assert (out / "truncated.csv_bi").read_text() == "kept\n"
