@@ -40,7 +40,7 @@ bench: $(VENV)/.installed
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 image:
-	docker build -t $(IMAGE) .
+	docker build --build-arg COMMIT=$$(git rev-parse HEAD) -t $(IMAGE) .
 
 # Re-resolve the pinned sets after changing a dependency in pyproject.toml.
 lock: $(VENV)/.installed $(LAUNCH_VENV)/.installed
