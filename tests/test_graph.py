@@ -11,6 +11,7 @@ from szdet.models.graph import (
     laplacian_pe,
     learned_adjacency,
     pairwise_cosine,
+    ssg_operator,
     stable_eigh,
 )
 
@@ -44,9 +45,9 @@ def test_batched_ssgconv_matches_pyg_on_random_graphs():
     adj[0, 1, 4, 4] = 0.7  # an existing self-loop keeps its weight, as in PyG
     x = torch.randn(2, 3, N, 12)
     pyg = SSGConv(12, 7, alpha=0.05, K=2)
-    dense = DenseSSGConv(12, 7, alpha=0.05, hops=2)
+    dense = DenseSSGConv(12, 7)
     dense.lin.load_state_dict(pyg.lin.state_dict())
-    got = dense(x, gcn_propagation(adj))
+    got = dense(x, ssg_operator(gcn_propagation(adj), alpha=0.05, hops=2))
     for b in range(2):
         for t in range(3):  # the per-graph reference
             edge_index = adj[b, t].nonzero().T

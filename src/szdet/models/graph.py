@@ -155,23 +155,29 @@ def gcn_propagation(adj: Tensor) -> Tensor:
     return (inv_sqrt[..., :, None] * a_hat * inv_sqrt[..., None, :]).mT
 
 
+def ssg_operator(prop: Tensor, alpha: float, hops: int) -> Tensor:
+    """SSGConv's propagation as one (N x N) matrix per graph:
+    alpha I + (1 - alpha) / K * sum_{k=1..K} P^k. Built once per graph and shared by every GNN
+    layer, it turns each layer's K feature-sized products into one."""
+    eye = torch.eye(prop.shape[-1], dtype=prop.dtype, device=prop.device)
+    power, total = prop, prop
+    for _ in range(hops - 1):
+        power = power @ prop
+        total = total + power
+    return alpha * eye + (1 - alpha) / hops * total
+
+
 class DenseSSGConv(nn.Module):
-    """SSGConv (Zhu & Koniusz 2021; PyG semantics) on dense batched graphs.
+    """SSGConv (Zhu & Koniusz 2021; PyG semantics) on dense batched graphs:
+    h = alpha x + (1 - alpha) / K * sum_{k=1..K} P^k x, then a linear layer, with the propagation
+    given as ``ssg_operator(P, alpha, K)``."""
 
-    h = alpha x + (1 - alpha) / K * sum_{k=1..K} P^k x, then a linear layer.
-    """
-
-    def __init__(self, in_dim: int, out_dim: int, alpha: float, hops: int) -> None:
+    def __init__(self, in_dim: int, out_dim: int) -> None:
         super().__init__()
-        self.alpha, self.hops = alpha, hops
         self.lin = nn.Linear(in_dim, out_dim)
 
-    def forward(self, x: Tensor, prop: Tensor) -> Tensor:
-        h = self.alpha * x
-        for _ in range(self.hops):
-            x = prop @ x
-            h = h + (1 - self.alpha) / self.hops * x
-        return self.lin(h)
+    def forward(self, x: Tensor, operator: Tensor) -> Tensor:
+        return self.lin(operator @ x)
 
 
 class GraphStage(nn.Module):
@@ -189,20 +195,19 @@ class GraphStage(nn.Module):
     ) -> None:
         super().__init__()
         self.pe_dim, self.top_k, self.pe_grad = pe_dim, top_k, pe_grad
+        self.alpha, self.hops = alpha, hops
         dims = [node_dim + pe_dim] + [node_dim] * layers
-        self.convs = nn.ModuleList(
-            DenseSSGConv(dims[i], dims[i + 1], alpha, hops) for i in range(layers)
-        )
+        self.convs = nn.ModuleList(DenseSSGConv(dims[i], dims[i + 1]) for i in range(layers))
         self.act = nn.GELU()
         self.norm = nn.LayerNorm(node_dim)
 
     def forward(self, nodes: Tensor, edge_weights: Tensor) -> Tensor:
         adj = learned_adjacency(edge_weights, nodes.shape[-2], self.top_k)
         pe = laplacian_pe(adj, self.pe_dim, grad=self.pe_grad)
-        prop = gcn_propagation(adj)
+        operator = ssg_operator(gcn_propagation(adj), self.alpha, self.hops)
         h = torch.cat([nodes, pe.to(nodes.dtype)], dim=-1)
         for i, conv in enumerate(self.convs):
-            h = conv(h, prop.to(h.dtype))
+            h = conv(h, operator.to(h.dtype))
             if i < len(self.convs) - 1:
                 h = self.act(h)
         return self.norm(nodes + h)
