@@ -195,7 +195,7 @@ def _background(rng: np.random.Generator, n: int, fs: int, eyes_open: Array) -> 
     v[[INDEX["A1"], INDEX["A2"]]] *= 0.6  # the earlobes sit farther from the brain
     # Alpha: a common rhythm plus one per hemisphere (midline electrodes get both halves).
     alpha = narrowband_noise(rng, 3, n, fs, rng.uniform(8.5, 11.5), 0.4)
-    gain = np.float32(rng.uniform(8, 16)) * (1.0 - 0.6 * eyes_open)  # blocked by open eyes
+    gain = np.float32(rng.uniform(10, 18)) * (1.0 - 0.6 * eyes_open)  # blocked by open eyes
     v += (_ALPHA_MIX @ alpha) * gain[None]
     return v
 
@@ -244,9 +244,9 @@ def _add_muscle(
 
 
 def _add_muscle_bursts(rng: np.random.Generator, v: Array, fs: int, muscle: Array) -> None:
-    for t_s in _poisson_times(rng, v.shape[1] / fs, rng.uniform(1 / 60, 1 / 20)):
+    for t_s in _poisson_times(rng, v.shape[1] / fs, rng.uniform(1 / 40, 1 / 15)):
         n = int(rng.uniform(0.5, 4.0) * fs)
-        envelope = rng.uniform(15, 60) * taper(n, int(0.2 * fs))
+        envelope = rng.uniform(20, 80) * taper(n, int(0.2 * fs))
         side = str(rng.choice(["left", "right", "both"]))
         _add_muscle(rng, v, fs, int(t_s * fs), envelope, side, muscle)
 
@@ -293,7 +293,7 @@ def _add_movement(
     t = np.arange(n, dtype=np.float32) / fs
     phase = 2 * np.pi * rng.uniform(0.5, 3.0) * t
     swing = np.sin(phase) + 0.3 * np.sin(2 * phase)
-    amplitude = rng.uniform(50, 250) * taper(n, int(fs))
+    amplitude = rng.uniform(50, 300) * taper(n, int(fs))
     v[:, i0 : i0 + n] += (gains[:, None] * amplitude * swing).astype(np.float32)
 
 

@@ -156,7 +156,7 @@ def draw_seizure(rng: np.random.Generator, start_s: float, stop_s: float, label:
         f_start_hz=float(f_start),
         f_stop_hz=float(f_stop),
         harmonics=(float(harmonics[0]), float(harmonics[1])),
-        peak_uv=float(rng.uniform(80, 300)),
+        peak_uv=float(rng.uniform(60, 250)),
         peak_at=float(rng.uniform(0.35, 0.7)) if label != "absz" else 0.5,
         postictal_s=float(rng.uniform(5, 20)),
     )
