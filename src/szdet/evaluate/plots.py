@@ -61,8 +61,14 @@ def plot_sens_vs_fa(
     fig = Figure(figsize=(7, 5), layout="constrained")
     ax = fig.add_subplot()
     if points:
-        fa, sens = np.array(points).T
-        ax.plot(fa, sens, marker=".", color="tab:blue", label="on-threshold sweep")
+        # Sensitivity is not monotonic in the threshold (min-duration and merge rules), so the
+        # sweep is drawn as points and the curve is its envelope: the best sensitivity reachable
+        # at or below each FA rate, which is what choosing a threshold on dev can achieve.
+        fa, sens = np.array(sorted(points)).T
+        ax.plot(fa, sens, ".", color="tab:blue", alpha=0.4, label="each on-threshold")
+        ax.step(
+            fa, np.maximum.accumulate(sens), where="post", color="tab:blue", label="best at <= FA"
+        )
     for colour, (target, at) in zip(FA_COLOURS, metrics["sens_at_fa"].items(), strict=False):
         ax.axvline(float(target), color=colour, linestyle="--", alpha=0.6)
         if at["threshold"] is not None and at["sensitivity"] is not None:
