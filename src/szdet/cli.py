@@ -43,27 +43,19 @@ def _expect(text: str) -> dict[str, int]:
     return out
 
 
+def _add_overrides(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=what
+    )
+
+
 def _add_config_args(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--config", type=Path, required=required, help="YAML config (may use extends:)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field, e.g. --set train.lr=3e-4 (repeatable)",
-    )
+    _add_overrides(p, "override a config field, e.g. --set train.lr=3e-4 (repeatable)")
 
 
 def _add_evaluate_overrides(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override an evaluate.* setting of the checkpoint's config, e.g. thresholds",
-    )
+    _add_overrides(p, "override an evaluate.* setting of the checkpoint's config, e.g. thresholds")
 
 
 def _config(args: argparse.Namespace):  # -> szdet.config.Config
