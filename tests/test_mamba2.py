@@ -78,6 +78,17 @@ def test_module_matches_reference(length):
         assert torch.allclose(m(u), reference_mamba2(m, u), atol=1e-4)
 
 
+def test_mamba_ssm_default_chunk_size_runs_and_gives_the_same_output():
+    # mamba_ssm's constructor default (chunk_size=256) tunes its kernel; the pure scan caps it.
+    torch.manual_seed(0)
+    default = Mamba2(d_model=8, d_state=4, headdim=4)
+    short = Mamba2(d_model=8, d_state=4, headdim=4, chunk_size=16)
+    short.load_state_dict(default.state_dict())
+    u = torch.randn(2, 40, 8)
+    with torch.no_grad():
+        assert torch.equal(default(u), short(u))
+
+
 def test_parameter_names_shapes_and_init_follow_mamba_ssm():
     m = Mamba2(d_model=64, d_state=16, d_conv=4, expand=2, headdim=8)
     d_inner, nheads = 128, 16

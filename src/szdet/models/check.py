@@ -4,7 +4,8 @@ For the node and edge Mamba-2 sizes of the reference model:
 - always: the pure chunked path against the naive step-by-step recurrence (float32, a length
   that is not a multiple of any chunk), forward output and every gradient;
 - on CUDA with mamba_ssm: ``mamba_ssm.modules.mamba2.Mamba2`` loaded strictly from the pure
-  module's state dict, both run on the same input, forward and backward compared;
+  module's state dict, and our ``AutoMamba2`` on its fused-kernel path (what training runs), each
+  run on the same input as the pure module, forward and backward compared;
 - time per forward+backward call of each, at the window's 960 steps.
 Exit 1 when a difference exceeds its tolerance, or with ``--require-cuda-kernels`` when the
 mamba_ssm kernels cannot run here.
@@ -21,7 +22,12 @@ import torch
 from torch import Tensor, nn
 
 from szdet.config import ModelConfig
-from szdet.models.kernels import describe_path, fused_mamba2_kernel, uses_cuda_kernels
+from szdet.models.kernels import (
+    AutoMamba2,
+    describe_path,
+    fused_mamba2_kernel,
+    uses_cuda_kernels,
+)
 from szdet.models.mamba2 import Mamba2, ssd_naive
 
 PURE_VS_NAIVE_TOL = 1e-4  # float32: max |difference| / max(1, max |reference|)
@@ -146,17 +152,30 @@ def check_kernel_vs_pure(size: MixerSize, cfg: ModelConfig, device: torch.device
     u = torch.randn(size.sequences, TIMING_LENGTH, size.d_model, device=device)
     ref = _outputs_and_grads(pure, u, pure)
     got = _outputs_and_grads(kernel, u, kernel)
-    name, diff, rel = _worst_relative(ref, got)
-    ok = rel <= KERNEL_VS_PURE_TOL
-    t_kernel = _time_per_call(kernel, u, repeats=10)
+    # ... and the module training really runs: our AutoMamba2 handing its own parameters to the
+    # fused kernel (a wrong argument there would pass the line above and train another model).
+    auto = AutoMamba2(
+        **size.kwargs(cfg),
+        chunk_size=cfg.pure_chunk_size,
+        kernels="auto",
+        kernel_chunk_size=cfg.chunk_size,
+    ).to(device)
+    auto.load_state_dict(pure.state_dict(), strict=True)
+    got_auto = _outputs_and_grads(auto, u, auto)
+    ok = True
+    candidates = [("mamba_ssm Mamba2", kernel, got), ("szdet AutoMamba2", auto, got_auto)]
+    for label, module, outputs in candidates:
+        name, diff, rel = _worst_relative(ref, outputs)
+        ok = ok and rel <= KERNEL_VS_PURE_TOL
+        t_kernel = _time_per_call(module, u, repeats=10)
+        print(
+            f"[{size.name}] {label} (CUDA kernels) vs pure (float32, state dict loaded strictly):"
+            f" max |diff| {diff:.2e} (worst: {name}), relative {rel:.2e},"
+            f" tol {KERNEL_VS_PURE_TOL:.0e} -> {'OK' if rel <= KERNEL_VS_PURE_TOL else 'FAIL'};"
+            f" fwd+bwd per call ({size.sequences} x {TIMING_LENGTH} steps) {t_kernel * 1e3:.2f} ms"
+        )
     t_pure = _time_per_call(pure, u, repeats=10)
-    print(
-        f"[{size.name}] mamba_ssm Mamba2 vs pure (float32, state dict loaded strictly):"
-        f" max |diff| {diff:.2e} (worst: {name}), relative {rel:.2e}, tol {KERNEL_VS_PURE_TOL:.0e}"
-        f" -> {'OK' if ok else 'FAIL'}\n"
-        f"    fwd+bwd per call ({size.sequences} x {TIMING_LENGTH} steps): mamba_ssm"
-        f" {t_kernel * 1e3:.2f} ms, pure {t_pure * 1e3:.2f} ms"
-    )
+    print(f"[{size.name}] pure fwd+bwd per call {t_pure * 1e3:.2f} ms")
     return ok
 
 
@@ -168,6 +187,9 @@ def check_kernels(require_cuda_kernels: bool) -> int:
     print(f"torch {torch.__version__} on {where}")
     print(f"Mamba-2 path with model.kernels=auto: {describe_path('auto', device)}")
     kernels_usable = uses_cuda_kernels("auto", device)
+    if require_cuda_kernels and not kernels_usable:  # say so before minutes of other checks
+        print("FAIL: --require-cuda-kernels, but the mamba_ssm CUDA kernels cannot run here")
+        return 1
     ok = True
     for size in mixer_sizes(cfg):
         ok = check_pure_vs_naive(size, cfg, device) and ok
@@ -176,8 +198,5 @@ def check_kernels(require_cuda_kernels: bool) -> int:
     if cuda and not kernels_usable:
         reason = "not importable" if fused_mamba2_kernel() is None else "not usable"
         print(f"mamba_ssm kernels {reason}: only the pure path was checked")
-    if require_cuda_kernels and not kernels_usable:
-        print("FAIL: --require-cuda-kernels, but the mamba_ssm CUDA kernels cannot run here")
-        return 1
     print("all checks passed" if ok else "FAIL: a difference exceeds its tolerance")
     return 0 if ok else 1

@@ -50,6 +50,9 @@ def ssd_naive(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor:
 _MAX_EXPONENT = 80.0
 
 
+MAX_PURE_CHUNK = 16  # longest chunk whose decay factors stay below e^80 (see ssd_chunked)
+
+
 def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int) -> Tensor:
     """The SSD recurrence in chunks of ``chunk_size`` (<= 16) steps; any length.
 
@@ -62,8 +65,10 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_si
     Decays are built in float32; the products run in the autocast dtype when autocast is on,
     else in ``x``'s dtype (as mamba_ssm's kernels feed their dot products).
     """
-    if chunk_size > 16:
-        raise ValueError(f"chunk_size {chunk_size} > 16: the decay factors could overflow")
+    if chunk_size > MAX_PURE_CHUNK:
+        raise ValueError(
+            f"chunk_size {chunk_size} > {MAX_PURE_CHUNK}: the decay factors could overflow"
+        )
     in_dtype = x.dtype
     device_type = x.device.type
     autocast_on = torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(
@@ -198,7 +203,9 @@ class Mamba2(nn.Module):
         B = B.unflatten(-1, (self.ngroups, self.d_state))
         C = C.unflatten(-1, (self.ngroups, self.d_state))
         if scan is None:
-            y = ssd_chunked(x, dt, A, B, C, self.chunk_size)
+            # mamba_ssm's chunk_size (default 256) tunes its kernel; the pure scan's factorised
+            # decays need chunks of at most 16, so it takes the smaller of the two.
+            y = ssd_chunked(x, dt, A, B, C, min(self.chunk_size, MAX_PURE_CHUNK))
         else:
             y = scan(x, dt, A, B, C).to(x.dtype)
         y = y + x * self.D.to(x.dtype)[:, None]
