@@ -44,3 +44,10 @@ def test_bad_shard_and_expect_are_usage_errors(capsys):
         with pytest.raises(SystemExit) as e:
             main(argv)
         assert e.value.code == 2
+
+
+def test_filesystem_errors_are_one_line(tmp_path, capsys):
+    # A folder where a config file should be: the OS error, named, without a traceback.
+    assert main(["model-summary", "--config", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"szdet: error: {tmp_path}: Is a directory"

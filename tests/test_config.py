@@ -110,3 +110,11 @@ def test_fingerprints_track_what_they_cover():
 
 def test_channel_order_is_the_design_order():
     assert len(CHANNELS_19) == 19 and CHANNELS_19[:2] == ("FP1", "F3") and CHANNELS_19[-1] == "O2"
+
+
+def test_preprocess_fingerprint_covers_the_algorithm_version(monkeypatch):
+    import szdet.config
+
+    before = load_config(None).preprocess.fingerprint()
+    monkeypatch.setattr(szdet.config, "PREPROCESS_ALGORITHM", szdet.config.PREPROCESS_ALGORITHM + 1)
+    assert load_config(None).preprocess.fingerprint() != before

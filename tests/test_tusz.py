@@ -60,6 +60,12 @@ def test_csv_bi_parses_header_and_term_rows(tmp_path):
     assert ann.seizure_intervals() == [(42.2786, 81.776)]
 
 
+def test_a_byte_order_mark_is_tolerated(tmp_path):
+    path = tmp_path / "bom.csv_bi"
+    path.write_bytes(b"\xef\xbb\xbf" + CSV_BI.encode())
+    assert read_annotation(path).seizure_intervals() == [(42.2786, 81.776)]
+
+
 def test_csv_seizures_are_the_union_over_channels_of_every_seizure_type(tmp_path):
     ann = read_annotation(_write(tmp_path / "a.csv", CSV))
     assert len(ann.events) == 5 and ann.events[3].confidence == 0.8
@@ -78,6 +84,7 @@ def test_csv_seizures_are_the_union_over_channels_of_every_seizure_type(tmp_path
         (CSV_BI + "TERM,one,2.0,seiz,1.0\n", "line 10: non-numeric time or confidence"),
         (CSV_BI + "TERM,5.0,2.0,seiz,1.0\n", r"line 10: need 0 <= start < stop, got 5.0 .. 2.0"),
         (CSV_BI + "TERM,-1.0,2.0,seiz,1.0\n", "line 10: need 0 <= start < stop"),
+        (CSV_BI + "TERM,1.0,inf,seiz,1.0\n", "line 10: need 0 <= start < stop, got 1.0 .. inf"),
         (CSV_BI + "TERM,1.0,2.0,spike,1.0\n", "line 10: unknown label 'spike'"),
         (CSV_BI + "# late = comment\n", "line 10: comment after the column header"),
         (

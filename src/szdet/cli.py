@@ -32,6 +32,16 @@ def _shard(text: str) -> tuple[int, int]:
     return index, count
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def _expect(text: str) -> dict[str, int]:
     """`train=4667,dev=1832`."""
     out: dict[str, int] = {}
@@ -185,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "out", type=Path, help="corpus root (edf/{train,dev,eval}/... is written inside)"
     )
-    p.add_argument("--patients", type=int, default=12, help="patients in all (split 60/20/20)")
+    p.add_argument(
+        "--patients", type=_positive_int, default=12, help="patients in all (split 60/20/20)"
+    )
     p.add_argument("--minutes", type=float, default=10.0, help="EEG minutes per patient")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_synth)
@@ -197,9 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", type=Path, required=True, help="corpus root holding edf/<split>/")
     p.add_argument("--split", required=True, help="train, dev or eval")
     p.add_argument("--out", type=Path, required=True, help="cache root; writes OUT/<split>/")
-    p.add_argument("--workers", type=int, default=1, help="worker processes")
+    p.add_argument("--workers", type=_positive_int, default=1, help="worker processes")
     p.add_argument("--shard", type=_shard, default=None, help="build only shard I of N (I/N)")
-    p.add_argument("--max-recordings", type=int, default=None, help="first N recordings only")
+    p.add_argument(
+        "--max-recordings",
+        type=_positive_int,
+        default=None,
+        help="first N recordings only (the manifest then lists those N)",
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 if any file was skipped")
     _add_config_args(p, required=False)
     p.set_defaults(func=cmd_cache_build)
@@ -224,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("url", help="s3://bucket/prefix")
             p.add_argument("dir", type=Path)
         p.add_argument("--endpoint-url", default=None, help="S3-compatible store, e.g. MinIO")
-        p.add_argument("--workers", type=int, default=16, help="parallel transfers")
+        p.add_argument("--workers", type=_positive_int, default=16, help="parallel transfers")
         p.set_defaults(func=cmd_cache_push if name == "push" else cmd_cache_pull)
 
     p = sub.add_parser("train", help="train the detector; writes the run directory")
@@ -281,6 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"szdet: error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # a path the user gave that is a folder, unreadable, on a full disk...
+        log.debug("traceback", exc_info=True)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"szdet: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("szdet: interrupted", file=sys.stderr)
         return 130

@@ -24,6 +24,11 @@ CHANNELS_19 = (
 )  # fmt: skip
 
 
+# Bump when szdet/data/edf.py changes what it computes from the same settings (filter orders,
+# robust statistics, interpolation positions...): caches built before then are refused, not mixed.
+PREPROCESS_ALGORITHM = 1
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -68,8 +73,9 @@ class PreprocessConfig(Section):
         return self
 
     def fingerprint(self) -> str:
-        """Short hash of these settings: recordings cached with another hash are not mixed in."""
-        return config_hash(self.model_dump(mode="json"))
+        """Short hash of these settings and of the algorithm's version: recordings cached with
+        another hash are not mixed in."""
+        return config_hash({**self.model_dump(mode="json"), "algorithm": PREPROCESS_ALGORITHM})
 
 
 class WindowsConfig(Section):

@@ -223,8 +223,11 @@ def reusable_record(
     if record.get("source_sizes") != _source_sizes(files):
         return None
     if "recording" in record:
+        # Reused only if the array is intact: a rebuild repairs what `cache verify` flags.
         array = split_dir / record["recording"]["file"]
         if not array.is_file() or array.stat().st_size != record["recording"]["bytes"]:
+            return None
+        if sha256_file(array) != record["recording"]["sha256"]:
             return None
     return record
 
@@ -242,7 +245,8 @@ def build_recording(
         annotated = annotated_seizures(files)  # cheap: a bad annotation skips before the EDF
         pre = load_edf(files.edf, preprocess)
     except UserError as e:
-        record["skipped"] = str(e).replace(f"{root}/", "")
+        reason = str(e).replace(f"{root}/", "")  # paths relative to the corpus, as "source" is
+        record["skipped"] = reason.removeprefix(f"{record['source']}: ")  # "file" names it already
     else:
         events = clip_intervals(annotated, pre.duration_s)
         notes = []

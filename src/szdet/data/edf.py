@@ -36,6 +36,7 @@ from szdet.data.tusz import (
 )
 from szdet.errors import UserError
 
+# Changing any of these changes the cache's contents: bump config.PREPROCESS_ALGORITHM too.
 BANDPASS_ORDER = 4
 NOTCH_Q = 30.0  # notch width = notch_hz / Q (2 Hz at 60 Hz)
 IQR_PER_SIGMA = 1.349  # a Gaussian's interquartile range, in standard deviations

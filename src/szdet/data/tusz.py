@@ -17,6 +17,7 @@ This module reads and writes that format exactly; it knows nothing of signals.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -80,7 +81,7 @@ def read_annotation(path: str | Path) -> Annotation:
     """Parse a .csv or .csv_bi file; raise AnnotationError naming the file and line on any fault."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a BOM is tolerated
     except FileNotFoundError:
         raise AnnotationError(f"{path}: annotation file missing") from None
     except UnicodeDecodeError:
@@ -137,7 +138,7 @@ def _parse_row(line: str, where: str) -> Event:
         start_s, stop_s, confidence = float(start), float(stop), float(conf)
     except ValueError:
         raise AnnotationError(f"{where}: non-numeric time or confidence in {line!r}") from None
-    if not (0 <= start_s < stop_s):
+    if not (math.isfinite(stop_s) and 0 <= start_s < stop_s):
         raise AnnotationError(f"{where}: need 0 <= start < stop, got {start_s} .. {stop_s}")
     if label not in SEIZURE_LABELS and label not in BACKGROUND_LABELS:
         known = ", ".join(sorted(SEIZURE_LABELS | BACKGROUND_LABELS))
