@@ -51,3 +51,17 @@ def test_filesystem_errors_are_one_line(tmp_path, capsys):
     assert main(["model-summary", "--config", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
     assert err == f"szdet: error: {tmp_path}: Is a directory"
+
+
+def test_an_internal_error_exits_70_with_its_traceback(tmp_path, capsys, monkeypatch):
+    # Not bad input: launchers retry exit 70 (a crash), never 1 (the user's input).
+    import szdet.data.synth
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(szdet.data.synth, "write_corpus", crash)
+    assert main(["synth", str(tmp_path / "x")]) == 70
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "illegal memory access" in err
+    assert err.strip().splitlines()[-1] == "szdet: internal error (exit 70)"

@@ -10,12 +10,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from pathlib import Path
 
 from szdet import __version__
 from szdet.errors import UserError
 
 log = logging.getLogger("szdet")
+
+# Exit codes: 0 success, 1 bad input (one line), 2 usage, 3/4/75 from `szdet train` (see
+# szdet.train.loop), 70 an internal error (EX_SOFTWARE): launchers retry 70, never 1 or 2.
+EXIT_INTERNAL = 70
 
 
 # --- shared argument parsing ------------------------------------------------------------------
@@ -306,6 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("szdet: interrupted", file=sys.stderr)
         return 130
+    except Exception:  # a bug or a failing device, not bad input: the traceback is the report
+        traceback.print_exc()
+        print(f"szdet: internal error (exit {EXIT_INTERNAL})", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":
