@@ -102,6 +102,9 @@ def test_fingerprints_track_what_they_cover():
     assert a.fingerprint() == b.fingerprint()  # model section unchanged
     c = load_config(None, ["model.node_dim=32"])
     assert a.fingerprint() != c.fingerprint()
+    # how the same weights run (kernels, chunks, recomputation) is not the architecture
+    d = load_config(None, ["model.kernels=pure", "model.recompute_pure_mamba=false"])
+    assert a.fingerprint() == d.fingerprint()
     assert (
         a.preprocess.fingerprint()
         != load_config(None, ["preprocess.notch_hz=50"]).preprocess.fingerprint()

@@ -88,6 +88,24 @@ def test_train_writes_a_complete_run_directory(tmp_path, cache_dir):
         p.name for p in checkpoints
     ]
 
+    # Continuing a run with settings that change its course is refused; operational ones pass.
+    changed = train(config, "--set", "train.lr=0.5", "--set", "train.num_workers=1", env=env)
+    assert changed.returncode == 1
+    assert changed.stderr.strip().splitlines()[-1] == (
+        f"szdet: error: {checkpoints[-1]}: resuming would change how this run goes on "
+        "(train.lr: 0.001 in the checkpoint, 0.5 now); keep the run's settings, or start a new "
+        "paths.run_name with --resume PATH"
+    )
+    operational = train(config, "--set", "train.num_workers=1", "--set", "train.time_limit_s=99")
+    assert operational.returncode == 0, operational.stderr[-3000:]
+    # Starting another run from this checkpoint (fine-tuning) may change training settings.
+    tuned = train(
+        config, "--resume", str(checkpoints[-1]), "--set", "train.lr=0.5",
+        "--set", "paths.run_name=tuned",
+    )  # fmt: skip
+    assert tuned.returncode == 0, tuned.stderr[-3000:]
+    assert "resuming with a changed config" in tuned.stderr
+
 
 @pytest.mark.slow
 def test_kill_minus_9_then_resume_auto_matches_an_uninterrupted_run(tmp_path, cache_dir):

@@ -48,7 +48,10 @@ def test_early_stopping_patience_and_collapse():
     assert restored == stop
     collapsed = EarlyStopping(patience=10, collapse_floor=0.55, collapse_after_epochs=2)
     assert collapsed.update(0, 0.1, 0.3).stop is None
-    assert collapsed.update(1, 0.2, math.nan).stop == "collapse"  # a constant model: NaN AUROC
+    # NaN: dev has one class only (no seizure in a small subset, say), not a collapse...
+    assert collapsed.update(1, 0.2, math.nan).stop is None
+    # ... while a constant model, whose AUROC is 0.5, is one.
+    assert collapsed.update(2, 0.2, 0.5).stop == "collapse"
 
 
 def test_metrics_log_keeps_only_the_rows_a_checkpoint_counted(tmp_path):
@@ -173,6 +176,13 @@ def test_time_limit_and_sigterm_checkpoint_then_exit_75(tmp_path, cache_dir):
     assert code == EXIT_STOPPED
     assert read_checkpoint(list_checkpoints(resumed.run.checkpoints)[-1])["step"] == 2
     assert step_sequence(resumed.run.root) == [1, 2]
+
+    again = in_process_trainer(tmp_path / "limit", cache_dir)
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, or a platform's interrupt: the same stop
+    code = again.fit()
+    again.close(code)
+    assert code == EXIT_STOPPED and step_sequence(again.run.root) == [1, 2, 3]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
 
 
 @pytest.mark.slow

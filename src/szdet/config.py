@@ -88,6 +88,11 @@ class WindowsConfig(Section):
     background_ratio: float = Field(2.5, ge=0)
 
 
+# Model settings that change how the same weights are computed, not what they compute: a
+# checkpoint moves freely between them (mamba_ssm kernels on a GPU, the pure path on a laptop).
+MODEL_EXECUTION_FIELDS = ("kernels", "chunk_size", "pure_chunk_size", "recompute_pure_mamba")
+
+
 class ModelConfig(Section):
     """V3 sizes (DESIGN §5); configs/local shrinks the widths, never the structure."""
 
@@ -225,8 +230,11 @@ class Config(Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
     def fingerprint(self, sections: tuple[str, ...] = ("model",)) -> str:
-        """Hash of the named sections: a checkpoint from a different architecture is refused."""
+        """Hash of the named sections: a checkpoint from a different architecture is refused.
+        How the model is executed (kernels, chunking, recomputation) is not architecture."""
         dumped = self.model_dump(mode="json")
+        for field in MODEL_EXECUTION_FIELDS:
+            dumped["model"].pop(field)
         return config_hash({s: dumped[s] for s in sections})
 
 

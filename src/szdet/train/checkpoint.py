@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from szdet.config import Config
+from szdet.config import MODEL_EXECUTION_FIELDS, Config
 from szdet.errors import UserError
 from szdet.fileio import atomic_path, remove_stale_tmp
 
@@ -163,6 +163,34 @@ def check_same_model(ckpt: dict[str, Any], cfg: Config, path: Path) -> None:
     model_diffs = [d for d in diffs if d.startswith("model.")] or diffs
     shown = "; ".join(model_diffs[:4]) + (" ..." if len(model_diffs) > 4 else "")
     raise UserError(f"{path}: checkpoint is for a different model ({shown})")
+
+
+# Settings that may differ when a run continues: where things are, how it is watched, how fast
+# the machine is; nothing that changes which steps it takes or what they compute.
+RESUMABLE_CHANGES = (
+    "paths.", "tracking.", "cloud.", "data.expected_recordings",
+    "train.time_limit_s", "train.num_workers", "train.log_every_steps",
+    "train.checkpoint_every_min", "train.checkpoint_every_steps", "train.keep_last",
+    "train.gpu_memory_warn_gb", "train.device",
+    "evaluate.batch_size", "evaluate.timeline_recordings",
+    *(f"model.{field}" for field in MODEL_EXECUTION_FIELDS),
+)  # fmt: skip
+
+
+def check_resumable(ckpt: dict[str, Any], cfg: Config, path: Path, continuing: bool) -> list[str]:
+    """The config differences between a checkpoint and ``cfg``. Continuing the same run
+    (--resume auto/true), only RESUMABLE_CHANGES may differ, or the resumed run would not be the
+    one that was interrupted; starting from another run's checkpoint (--resume PATH), training
+    settings may change (fine-tuning)."""
+    changed = config_differences(ckpt["config"], cfg.model_dump(mode="json"))
+    decisive = [c for c in changed if not c.startswith(RESUMABLE_CHANGES)]
+    if continuing and decisive:
+        shown = "; ".join(decisive[:3]) + (" ..." if len(decisive) > 3 else "")
+        raise UserError(
+            f"{path}: resuming would change how this run goes on ({shown}); keep the run's "
+            "settings, or start a new paths.run_name with --resume PATH"
+        )
+    return changed
 
 
 def config_differences(

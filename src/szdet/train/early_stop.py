@@ -43,8 +43,9 @@ class EarlyStopping:
         else:
             self.epochs_without_improvement += 1
         epochs_done = epoch + 1
-        # NaN AUROC means the model outputs one constant: that is a collapse as well.
-        if epochs_done >= self.collapse_after_epochs and not auroc >= self.collapse_floor:
+        # A NaN AUROC is undefined (dev holds one class only, e.g. a small subset without
+        # seizures), not evidence of collapse: a constant model scores 0.5, below any sane floor.
+        if epochs_done >= self.collapse_after_epochs and auroc < self.collapse_floor:
             return Verdict(
                 improved,
                 "collapse",

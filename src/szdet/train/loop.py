@@ -51,6 +51,9 @@ from szdet.train.validate import Validator
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_NONFINITE, EXIT_COLLAPSE, EXIT_STOPPED = 0, 3, 4, 75
+# SIGTERM (preemption, `docker stop`, Modal) and SIGINT (Ctrl-C, also sent by some platforms on
+# preemption): finish the step, checkpoint, exit 75.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def run_training(cfg: Config, resume: str) -> int:
@@ -139,7 +142,9 @@ class Trainer:
             enabled=info.is_main,
         )
         self.wandb_run_id = self.tracker.run_id
-        self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
+        self._previous_handlers = {
+            signum: signal.signal(signum, self._on_stop_signal) for signum in STOP_SIGNALS
+        }
         if info.is_main:
             log.info(
                 "%s: step %d of %d (epoch %d, step %d of %d), %s x%d, run directory %s",
@@ -165,7 +170,8 @@ class Trainer:
         if self.info.is_main:
             try:
                 path = ckpt.resolve_resume(resume, self.run.checkpoints)
-                found = (path, self._read_state(path) if path else None)
+                if path is not None:
+                    found = (path, self._read_state(path, continuing=resume in ("auto", "true")))
             except UserError as e:
                 refusal = str(e)
         refusal, found = broadcast_from_main((refusal, found), self.info)
@@ -173,10 +179,10 @@ class Trainer:
             raise UserError(refusal)
         return found
 
-    def _read_state(self, path: Path) -> dict[str, Any]:
+    def _read_state(self, path: Path, continuing: bool) -> dict[str, Any]:
         state = ckpt.read_checkpoint(path)
         ckpt.check_same_model(state, self.cfg, path)
-        changed = ckpt.config_differences(state["config"], self.cfg.model_dump(mode="json"))
+        changed = ckpt.check_resumable(state, self.cfg, path, continuing)
         if changed and self.info.is_main:
             log.warning("resuming with a changed config: %s", "; ".join(changed))
         return state
@@ -208,7 +214,9 @@ class Trainer:
             )
         return int(state["metrics_rows"])
 
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
+    def _on_stop_signal(self, signum: int, frame: Any) -> None:
+        if self.stop_requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, from the last checkpoint
         self.stop_requested = True  # checkpoint at the end of the current step, then exit 75
 
     # --- the loop --------------------------------------------------------------------------
@@ -259,7 +267,7 @@ class Trainer:
             if result.stop_now or (result.save_now and not last_of_epoch):
                 self.save()
             if result.stop_now:
-                why = "SIGTERM" if self.stop_requested else "train.time_limit_s reached"
+                why = "stop signal" if self.stop_requested else "train.time_limit_s reached"
                 if self.info.is_main:
                     log.warning(
                         "stopping at step %d (%s); resume with --resume true", self.step, why
@@ -392,7 +400,8 @@ class Trainer:
         if self.info.local_rank == 0:  # one writer per node: each node's launcher reads it
             write_text_atomic(self.run.exit_status, f"{exit_code}\n")
         self.tracker.finish(exit_code)
-        signal.signal(signal.SIGTERM, self._previous_sigterm)
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
 
 
 def _fmt(value: float | None) -> str:
