@@ -129,9 +129,10 @@ def choose_thresholds(sweep: Sweep, fa_targets: Sequence[float]) -> dict[float, 
         if len(feasible) == 0:
             chosen[target] = None
             continue
-        # lexsort: last key is primary -> max sensitivity, then min FA, then min threshold
+        # lexsort: last key is primary -> max sensitivity, then min FA, then the HIGHEST
+        # threshold: among equals on dev, the strictest one raises fewer alarms elsewhere.
         order = np.lexsort(
-            (sweep.threshold_on[feasible], sweep.fa_per_24h[feasible], -sensitivity[feasible])
+            (-sweep.threshold_on[feasible], sweep.fa_per_24h[feasible], -sensitivity[feasible])
         )
         chosen[target] = float(sweep.threshold_on[feasible[order[0]]])
     return chosen
