@@ -152,3 +152,22 @@ def test_detect_reports_a_bad_edf_in_one_line_and_still_writes_the_good_ones(
     assert line.startswith(f"szdet: error: {bad}")
     assert (out / "copy.csv_bi").is_file()
     assert (out / "truncated.csv_bi").read_text() == "kept\n"
+
+
+def test_detect_never_replaces_a_reference_annotation_or_collides(trained, tmp_path, capsys):
+    recording = find_recordings(trained["root"] / "corpus", "dev")[0]
+    folder = tmp_path / "beside"
+    shutil.copytree(recording.edf.parent, folder)
+    edf = folder / recording.edf.name
+    reference = edf.with_suffix(".csv_bi").read_bytes()
+    code, _, err = run_cli(capsys, "detect", edf, "--checkpoint", trained["best"], "--out", folder)
+    assert code == 1 and "is the reference annotation" in err
+    assert edf.with_suffix(".csv_bi").read_bytes() == reference
+
+    twin = tmp_path / "twin" / edf.name
+    twin.parent.mkdir()
+    shutil.copy(edf, twin)
+    code, _, err = run_cli(
+        capsys, "detect", edf, twin, "--checkpoint", trained["best"], "--out", tmp_path / "o"
+    )
+    assert code == 1 and "both would write" in err and not (tmp_path / "o").exists()

@@ -24,12 +24,29 @@ from szdet.evaluate.postprocess import EventRules, track_events
 log = logging.getLogger(__name__)
 
 
+def check_outputs(edfs: list[Path], out: Path) -> None:
+    """Refuse, before any work, what would lose data: a missing input, two inputs with one output
+    name, or an output that would replace the reference annotation beside its EDF."""
+    seen: dict[str, Path] = {}
+    for edf in edfs:
+        if not edf.is_file():
+            raise UserError(f"{edf}: no such EDF file")
+        if edf.stem in seen:
+            raise UserError(
+                f"{edf}: same name as {seen[edf.stem]}; both would write {edf.stem}.csv_bi"
+            )
+        seen[edf.stem] = edf
+        target = out / f"{edf.stem}.csv_bi"
+        if target.resolve() == edf.with_suffix(".csv_bi").resolve() and target.exists():
+            raise UserError(
+                f"{target}: is the reference annotation of {edf.name}; choose another --out"
+            )
+
+
 def detect_command(
     edfs: list[Path], checkpoint: Path, out: Path, plot: bool, overrides: Sequence[str] = ()
 ) -> int:
-    missing = [p for p in edfs if not p.is_file()]
-    if missing:
-        raise UserError(f"{missing[0]}: no such EDF file")
+    check_outputs(edfs, out)
     detector = load_detector(checkpoint, overrides)
     cfg = detector.cfg
     rules = EventRules.from_config(cfg.evaluate)
