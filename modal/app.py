@@ -4,7 +4,7 @@
     modal run modal/app.py --action build-cache          # raw EDF in S3 -> cache, sharded (CPU)
     modal run modal/app.py --action test-mamba           # CUDA kernels vs the reference, on the A100
     modal run --detach modal/app.py --action train --config configs/modal/train.yaml [--resume true]
-    modal run modal/app.py --action evaluate [--checkpoint /results/runs/<run>/checkpoints/best.pt]
+    modal run modal/app.py --action evaluate [--run-name <run>] [--checkpoint /results/runs/...]
 
 Image: ``SZDET_IMAGE=<registry tag>`` runs a pushed image (``SZDET_REGISTRY_SECRET`` names a Modal
 secret holding REGISTRY_USERNAME/REGISTRY_PASSWORD for a private registry); without it Modal builds
@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -40,7 +41,9 @@ DAY_S = 24 * 3600  # Modal's limit per attempt
 TRAIN_MARGIN_S = 45 * 60  # the last checkpoint, a volume commit and the re-spawn fit in this
 MAX_SEGMENTS = 20  # 24 h segments of one training run: a runaway chain stops after ~20 days
 EXIT_STOPPED = 75  # `szdet train` checkpointed and stopped at train.time_limit_s (or SIGTERM)
-EXIT_FINAL = {1, 2, 3, 4}  # bad input, usage, non-finite loss, collapse: a retry would repeat it
+# Bad input, usage, non-finite loss, collapse: a retry would repeat them. Anything else (szdet's
+# internal-error exit 70, a signal, a CUDA or I/O failure) is retried from the last checkpoint.
+EXIT_FINAL = {1, 2, 3, 4}
 COMMIT_POLL_S = 30
 RESUME_WORDS = ("auto", "true", "false")  # as szdet.train.checkpoint.resolve_resume reads them
 Action = Literal["populate-cache", "build-cache", "test-mamba", "train", "evaluate"]
@@ -50,6 +53,16 @@ def image_tag(environ: dict[str, str]) -> str | None:
     return environ.get("SZDET_IMAGE") or None
 
 
+def source_commit() -> str:
+    """The checkout's commit, for the image's revision label ("unknown" outside git)."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def build_image() -> modal.Image:
     tag = image_tag(dict(os.environ))
     if tag:
@@ -57,7 +70,9 @@ def build_image() -> modal.Image:
         secret = modal.Secret.from_name(secret_name) if secret_name else None
         image = modal.Image.from_registry(tag, secret=secret)
     else:
-        image = modal.Image.from_dockerfile(REPO / "Dockerfile", context_dir=REPO)
+        image = modal.Image.from_dockerfile(
+            REPO / "Dockerfile", context_dir=REPO, build_args={"COMMIT": source_commit()}
+        )
     # Modal starts its own process in the container: the image's entrypoint is for `docker run`.
     return image.entrypoint([]).add_local_dir(REPO / "configs", f"{WORKDIR}/configs")
 
@@ -92,7 +107,8 @@ def run_szdet(args: list[str], on_tick: Callable[[], None] | None = None) -> tup
     reader = threading.Thread(target=echo, daemon=True)
     reader.start()
     with contextlib.suppress(ValueError):  # off the main thread the platform's handling applies
-        signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signal.SIGTERM))
+        for signum in (signal.SIGTERM, signal.SIGINT):  # either may announce a preemption
+            signal.signal(signum, lambda received, frame: proc.send_signal(received))
     while True:
         try:
             code = proc.wait(timeout=COMMIT_POLL_S)
@@ -113,14 +129,16 @@ def outcome(step: str, code: int, last_line: str, **extra: Any) -> dict[str, Any
 
 
 @app.function(image=image, volumes=VOLUMES, cpu=2, memory=4096, timeout=600)
-def preflight(action: str, config: str, resume: str, checkpoint: str, split: str) -> dict[str, Any]:
+def preflight(
+    action: str, config: str, resume: str, checkpoint: str, split: str, overrides: list[str]
+) -> dict[str, Any]:
     """szdet.cloud.plan in the image, beside the config and the volume: checked before any GPU."""
     os.chdir(WORKDIR)
     from szdet.cloud.plan import plan_action
     from szdet.errors import UserError
 
     try:
-        return plan_action(action, config, resume, checkpoint, split)
+        return plan_action(action, config, resume, checkpoint, split, overrides)
     except UserError as e:
         return {"error": str(e)}
 
@@ -215,16 +233,19 @@ def checkpoint_watcher(checkpoints: Path) -> Callable[[], None]:
 @app.function(image=image, gpu=GPU, cpu=24, memory=96 * 1024, timeout=DAY_S, volumes=VOLUMES,
               secrets=[wandb, aws],
               retries=modal.Retries(max_retries=3, initial_delay=60.0, backoff_coefficient=2.0))  # fmt: skip
-def train(config: str, resume: str, run_dir: str, segment: int = 0) -> dict[str, Any]:
+def train(
+    config: str, resume: str, run_dir: str, overrides: list[str], segment: int = 0
+) -> dict[str, Any]:
     """`szdet train` for at most one 24 h segment: it stops itself with a checkpoint before the
     limit (exit 75), and this function then spawns the next segment with --resume true."""
     resume = resume_for_this_attempt(resume)
     args = ["train", "--config", config, "--resume", resume,
             "--set", f"train.time_limit_s={DAY_S - TRAIN_MARGIN_S}"]  # fmt: skip
+    args += [arg for override in overrides for arg in ("--set", override)]
     code, last = run_szdet(args, on_tick=checkpoint_watcher(Path(run_dir) / "checkpoints"))
     results.commit()
     if code == EXIT_STOPPED and segment + 1 < MAX_SEGMENTS:
-        following = train.spawn(config, "true", run_dir, segment + 1)
+        following = train.spawn(config, "true", run_dir, overrides, segment + 1)
         return {"exit": code, "error": None, "segment": segment, "next": following.object_id}
     if code and code not in EXIT_FINAL:
         raise RuntimeError(f"szdet train crashed (exit {code}): {last}")  # Modal retries, resuming
@@ -281,15 +302,26 @@ def follow_training(call: modal.FunctionCall) -> dict[str, Any]:
     return result
 
 
+def run_name_overrides(action: str, config: str, run_name: str, resume: str) -> list[str]:
+    """``--run-name`` as a config override. Training a smoke config with --resume auto gets a
+    fresh timestamped name, so repeating the smoke test trains again instead of finding its last
+    run finished (as SkyPilot's smoke task does with its task id)."""
+    fresh_smoke = action == "train" and Path(config).stem == "smoke" and resume == "auto"
+    if not run_name and fresh_smoke:
+        run_name = time.strftime("smoke-%Y%m%d-%H%M%S", time.gmtime())
+    return [f"paths.run_name={run_name}"] if run_name else []
+
+
 @app.local_entrypoint()
 def main(action: Action, config: str = DEFAULT_CONFIG, resume: str = "auto", checkpoint: str = "",
-         split: str = "dev") -> None:  # fmt: skip
+         split: str = "dev", run_name: str = "") -> None:  # fmt: skip
     if action == "test-mamba":
         finish(test_mamba.remote())
         return
     config = container_config(config)
     resume = check_resume(resume)
-    plan = preflight.remote(action, config, resume, checkpoint, split)
+    overrides = run_name_overrides(action, config, run_name, resume)
+    plan = preflight.remote(action, config, resume, checkpoint, split, overrides)
     finish(plan)
     if action == "populate-cache":
         finish(populate_cache.remote(plan))
@@ -306,7 +338,7 @@ def main(action: Action, config: str = DEFAULT_CONFIG, resume: str = "auto", che
             finish(result)
         finish(merge_and_verify.remote(plan))
     elif action == "train":
-        call = train.spawn(config, resume, plan["run_dir"])
+        call = train.spawn(config, resume, plan["run_dir"], overrides)
         print(f"train: {config} -> {plan['run_dir']} (volume szdet-results), call {call.object_id}")
         finish(follow_training(call))
     elif action == "evaluate":

@@ -38,8 +38,9 @@ smoke() {
     exec szdet train --config configs/cloud/smoke.yaml --resume false "$@"
   fi
   echo "== smoke: no cache at $mounted_cache -> synthetic corpus on the GPU"
+  # The CPU smoke config forces the pure Mamba-2; here training runs mamba_ssm's kernels in bf16.
   exec scripts/smoke.sh configs/local/smoke.yaml \
-    --set train.device=cuda --set train.precision=bf16 "$@"
+    --set train.device=cuda --set train.precision=bf16 --set model.kernels=auto "$@"
 }
 
 command=${1:-help}

@@ -166,3 +166,16 @@ def test_image_tag_comes_from_szdet_image(app_module):
     )
     assert app_module.image_tag({"SZDET_IMAGE": ""}) is None
     assert app_module.image_tag({}) is None
+
+
+def test_smoke_training_gets_a_fresh_run_name_and_an_explicit_one_wins(app_module):
+    smoke, train = "configs/modal/smoke.yaml", "configs/modal/train.yaml"
+    (fresh,) = app_module.run_name_overrides("train", smoke, "", "auto")
+    assert fresh.startswith("paths.run_name=smoke-2")  # smoke-YYYYmmdd-HHMMSS, UTC
+    # the long run keeps its config's name, so --resume auto finds its checkpoints
+    assert app_module.run_name_overrides("train", train, "", "auto") == []
+    assert app_module.run_name_overrides("train", smoke, "", "true") == []  # continuing one
+    assert app_module.run_name_overrides("evaluate", smoke, "", "auto") == []
+    assert app_module.run_name_overrides("evaluate", smoke, "smoke-1", "auto") == [
+        "paths.run_name=smoke-1"
+    ]

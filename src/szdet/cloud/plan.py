@@ -19,9 +19,14 @@ from szdet.train.run_dir import RunDir
 
 
 def plan_action(
-    action: str, config: str | Path, resume: str = "auto", checkpoint: str = "", split: str = "dev"
+    action: str,
+    config: str | Path,
+    resume: str = "auto",
+    checkpoint: str = "",
+    split: str = "dev",
+    overrides: list[str] | tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    cfg = load_config(config)
+    cfg = load_config(config, overrides)
     plan: dict[str, Any] = {
         "cache_dir": str(cfg.paths.cache_dir),
         "run_dir": str(cfg.run_dir),
