@@ -10,13 +10,13 @@ from edf_factory import recording_signals, write_edf, write_recording
 from szdet.config import CHANNELS_19, PreprocessConfig
 from szdet.data.edf import (
     EdfError,
+    annotated_seizures,
     load_edf,
-    load_events,
     match_channels,
     normalize_channel_name,
     unusable_channels,
 )
-from szdet.data.tusz import AnnotationError, Event, RecordingFiles, write_annotation
+from szdet.data.tusz import AnnotationError, Event, RecordingFiles, clip_intervals, write_annotation
 
 PRE = PreprocessConfig()
 
@@ -238,7 +238,7 @@ def test_events_prefer_csv_bi_and_are_clipped(tmp_path):
     edf = write_recording(tmp_path, "train", "aaaaaaaa", seconds=60, seizures=((10.0, 20.0),))
     write_annotation(edf.with_suffix(".csv_bi"), [Event("TERM", 50.0, 75.0, "seiz")], 60.0)
     files = RecordingFiles("train", edf, edf.with_suffix(".csv"), edf.with_suffix(".csv_bi"))
-    assert load_events(files, 60.0) == [(50.0, 60.0)]
+    assert clip_intervals(annotated_seizures(files), 60.0) == [(50.0, 60.0)]
 
 
 def test_events_fall_back_to_the_csv_union_over_channels(tmp_path):
@@ -251,10 +251,10 @@ def test_events_fall_back_to_the_csv_union_over_channels(tmp_path):
     ]
     write_annotation(tmp_path / "r.csv", rows, 60.0)
     files = RecordingFiles("train", edf, tmp_path / "r.csv", None)
-    assert load_events(files, 60.0) == [(10.0, 25.0), (40.0, 45.0)]
+    assert clip_intervals(annotated_seizures(files), 60.0) == [(10.0, 25.0), (40.0, 45.0)]
 
 
 def test_events_without_any_annotation_file_are_an_error(tmp_path):
     files = RecordingFiles("train", tmp_path / "r.edf", None, None)
     with pytest.raises(AnnotationError, match=r"r\.edf: no \.csv_bi or \.csv annotation file"):
-        load_events(files, 60.0)
+        clip_intervals(annotated_seizures(files), 60.0)

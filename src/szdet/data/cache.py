@@ -324,7 +324,9 @@ def verify_cache(cache_root: Path, expect: dict[str, int]) -> tuple[bool, dict]:
     for name, count in sorted(expect.items()):
         found = len(splits[name].recordings) if name in splits else 0
         if found != count:
-            problems.append(f"{cache_root / name}: {found} recordings, expected {count}")
+            skipped = len(splits[name].skipped) if name in splits else 0
+            extra = f" ({skipped} source files skipped, listed in its manifest)" if skipped else ""
+            problems.append(f"{cache_root / name}: {found} recordings, expected {count}{extra}")
 
     for problem in problems:
         print(problem, file=sys.stderr)

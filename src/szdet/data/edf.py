@@ -31,7 +31,6 @@ from szdet.data.tusz import (
     AnnotationError,
     Interval,
     RecordingFiles,
-    clip_intervals,
     read_annotation,
 )
 from szdet.errors import UserError
@@ -271,8 +270,3 @@ def annotated_seizures(files: RecordingFiles) -> list[Interval]:
     if path is None:
         raise AnnotationError(f"{files.edf}: no .csv_bi or .csv annotation file beside it")
     return read_annotation(path).seizure_intervals()
-
-
-def load_events(files: RecordingFiles, duration_s: float) -> list[tuple[float, float]]:
-    """Seizure intervals in seconds, clipped to the recording; AnnotationError if unusable."""
-    return clip_intervals(annotated_seizures(files), duration_s)
