@@ -172,6 +172,15 @@ def test_rerun_reuses_everything_and_rebuilds_only_a_changed_source(corpus, tmp_
     events = {r["name"]: r["events"] for r in _manifest(tmp_path)["recordings"]}
     assert events["aaaaaaab_s001_t001"] == [[5.0, 15.0]]
 
+    # A corrected label keeps the file's size ("seiz" and "bckg" have 4 letters): still rebuilt.
+    size = csv_bi.stat().st_size
+    csv_bi.write_text(csv_bi.read_text().replace(",seiz,", ",bckg,"))
+    assert csv_bi.stat().st_size == size
+    report = _build(changed, tmp_path)
+    assert (report.built, report.reused) == (1, 5)
+    events = {r["name"]: r["events"] for r in _manifest(tmp_path)["recordings"]}
+    assert events["aaaaaaab_s001_t001"] == []
+
 
 def test_rerun_repairs_an_array_that_verify_flags(corpus, tmp_path, capsys):
     _build(corpus, tmp_path)

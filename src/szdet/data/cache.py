@@ -1,9 +1,10 @@
 """Build and verify the preprocessed cache (layout and manifest format: szdet.data.manifest).
 
 Building is resumable at any moment: each recording's array is written under a temporary name and
-renamed into place (a rerun deletes the temporary files a killed run left), then its build record (``<name>.json``: the CachedRecording, or the reason it
-was skipped) is written the same way. A rerun reuses every recording whose record exists and whose
-source files still have the sizes it names, and builds the rest; the manifest is written last.
+renamed into place (a rerun deletes the temporary files a killed run left), then its build record
+(``<name>.json``: the CachedRecording, or the reason it was skipped) is written the same way. A
+rerun reuses every recording whose record exists and whose EDF size and annotation sha256 are
+unchanged, and builds the rest; the manifest is written last.
 A split folder remembers its preprocessing hash (preprocess.json) and refuses any other.
 """
 
@@ -203,11 +204,15 @@ def _record_path(split_dir: Path, files: RecordingFiles) -> Path:
     return split_dir / files.patient / f"{files.name}.json"
 
 
-def _source_sizes(files: RecordingFiles) -> dict[str, int]:
-    """Sizes of the source files: a record is reused only while they are unchanged. (Not mtimes:
-    a corpus copied to a fresh cloud machine has new ones, and must not be rebuilt for it.)"""
-    paths = [files.edf, files.csv, files.csv_bi]
-    return {p.name: p.stat().st_size for p in paths if p is not None}
+def _source_identity(files: RecordingFiles) -> dict[str, int | str]:
+    """What a build record is reused for: the EDF's size and the annotations' sha256. (Not
+    mtimes: a corpus copied to a fresh cloud machine has new ones and must not be rebuilt for
+    them. Annotations are hashed because a corrected label or time often keeps the file's size.)"""
+    identity: dict[str, int | str] = {files.edf.name: files.edf.stat().st_size}
+    for path in (files.csv, files.csv_bi):
+        if path is not None:
+            identity[path.name] = sha256_file(path)
+    return identity
 
 
 def reusable_record(
@@ -220,7 +225,7 @@ def reusable_record(
         return None
     if record.get("preprocess_hash") != preprocess.fingerprint():
         return None
-    if record.get("source_sizes") != _source_sizes(files):
+    if record.get("sources") != _source_identity(files):
         return None
     if "recording" in record:
         # Reused only if the array is intact: a rebuild repairs what `cache verify` flags.
@@ -238,7 +243,7 @@ def build_recording(
     """Preprocess one recording into its array and build record; a bad input becomes a skip."""
     record: dict[str, Any] = {
         "source": files.edf.relative_to(root).as_posix(),
-        "source_sizes": _source_sizes(files),
+        "sources": _source_identity(files),
         "preprocess_hash": preprocess.fingerprint(),
     }
     try:
