@@ -202,8 +202,10 @@ def test_szcore_equals_timescoring_on_random_cases(seed):
         ([], [(0.0, 1300.0)], 1300.0),
         ([(0.0, 1300.0)], [], 1300.0),
         ([(3.05, 3.15)], [(3.1, 3.12)], 10.0),  # sub-sample events and 10 Hz rounding
+        ([(130.0, 140.0)], [(10.0, 20.0)], 100.0),  # starts 30 s past the end: empty window
     ],
 )
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # timescoring's 0/0
 def test_szcore_equals_timescoring_on_edge_cases(ref, hyp, duration_s):
     theirs = _timescoring(ref, hyp, duration_s, fs=10)
     _assert_same(szcore_recording(ref, hyp, duration_s), theirs)
@@ -308,3 +310,14 @@ def test_score_reads_seizure_rows_of_any_seizure_label(tmp_path, capsys):
         == 0
     )
     assert json.loads(capsys.readouterr().out)["ovlp"]["tp"] == 1
+
+
+def test_touching_reference_events_are_scored_as_two(tmp_path, capsys):
+    # Two TERM seizure rows that meet (20 s) are two events for NEDC, not one merged event.
+    _write(tmp_path / "ref.csv_bi", [(10, 20), (20, 30)])
+    _write(tmp_path / "hyp.csv_bi", [(12, 13), (50, 55), (55, 60)])
+    args = ["score", "--ref", str(tmp_path / "ref.csv_bi"), "--hyp", str(tmp_path / "hyp.csv_bi")]
+    assert main([*args, "--method", "all", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [result["ovlp"][k] for k in ("tp", "fn", "fp")] == [1, 1, 2]
+    assert [result["taes"][k] for k in ("tp", "fn", "fp")] == pytest.approx([0.1, 1.9, 2.0])

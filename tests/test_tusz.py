@@ -92,6 +92,8 @@ def test_csv_seizures_are_the_union_over_channels_of_every_seizure_type(tmp_path
             "header has no '# duration = ... secs' line",
         ),
         (CSV_BI.replace("301.00 secs", "five minutes"), "bad duration 'five minutes'"),
+        (CSV_BI.replace("301.00 secs", "301.0.0 secs"), "bad duration '301.0.0 secs'"),
+        (CSV_BI.replace("301.00 secs", ". secs"), r"bad duration '\. secs'"),
         ("# version = csv_v1.0.0\n", "no column header"),
     ],
 )
@@ -126,7 +128,8 @@ def test_term_events_fill_background_around_merged_clipped_seizures():
 
 
 def test_merge_and_clip_intervals():
-    assert merge_intervals([(5, 6), (1, 2), (2, 3), (2.5, 4)]) == [(1, 4), (5, 6)]
+    # Overlapping intervals merge; touching ones stay two events, as NEDC counts them.
+    assert merge_intervals([(5, 6), (1, 2), (2, 3), (2.5, 4)]) == [(1, 2), (2, 4), (5, 6)]
     assert clip_intervals([(-1.0, 2.0), (3.0, 12.0), (10.0, 11.0)], 10.0) == [
         (0.0, 2.0),
         (3.0, 10.0),

@@ -74,7 +74,7 @@ class Annotation:
 
 
 _HEADER_FIELD = re.compile(r"^#\s*(\w+)\s*=\s*(.*?)\s*$")
-_DURATION = re.compile(r"^([0-9.]+)\s*(secs?)?$")
+_DURATION = re.compile(r"^(\d+(?:\.\d*)?)\s*(?:secs?)?$")
 
 
 def read_annotation(path: str | Path) -> Annotation:
@@ -187,10 +187,11 @@ def term_events(
 
 
 def merge_intervals(intervals: Iterable[Interval]) -> list[Interval]:
-    """Sorted union of intervals (touching intervals merge)."""
+    """Sorted union of overlapping intervals. Touching ones stay apart: NEDC scores two
+    consecutive TERM events as two, and a split over-long detection stays in pieces."""
     merged: list[list[float]] = []
     for start, stop in sorted(intervals):
-        if merged and start <= merged[-1][1]:
+        if merged and start < merged[-1][1]:
             merged[-1][1] = max(merged[-1][1], stop)
         else:
             merged.append([start, stop])

@@ -271,7 +271,9 @@ def szcore_recording(
         lo = max(0, start - SZCORE_TOLERANCE_START_S)
         hi = min(file_duration_s, stop + SZCORE_TOLERANCE_END_S)
         covered_s = _samples_in(hyp_prefix, n, lo, hi) / SZCORE_FS_HZ
-        if covered_s / (hi - lo) > SZCORE_MIN_OVERLAP + 1e-6:
+        # An event starting 30 s or more past the file's end has an empty window: timescoring's
+        # 0/0 is NaN there, which is no hit.
+        if hi > lo and covered_s / (hi - lo) > SZCORE_MIN_OVERLAP + 1e-6:
             tp += 1
             tp_mask[round(lo * SZCORE_FS_HZ) : round(hi * SZCORE_FS_HZ)] = True
     tp_prefix = np.concatenate([[0], np.cumsum(tp_mask)])
