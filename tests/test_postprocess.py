@@ -71,7 +71,7 @@ def test_event_stop_is_clipped_to_the_recording():
 
 
 def test_rules_from_config_keep_the_off_on_ratio():
-    cfg = EvaluateConfig(threshold_on=0.5, threshold_off=0.35, min_duration_s=2, merge_gap_s=3)
+    cfg = EvaluateConfig(threshold_on=0.5, threshold_off_ratio=0.7, min_duration_s=2, merge_gap_s=3)
     assert EventRules.from_config(cfg) == EventRules(0.5, 0.35, 2.0, 3.0, 600.0)
     moved = EventRules.from_config(cfg, threshold_on=0.9)
     assert (moved.threshold_on, moved.threshold_off) == pytest.approx((0.9, 0.63))

@@ -177,8 +177,10 @@ class TrainConfig(Section):
 class EvaluateConfig(Section):
     frame_hz: float = Field(4.0, gt=0)  # resolution of the stitched probability tracks
     batch_size: int = Field(32, ge=1)
-    threshold_on: float = Field(0.5, gt=0, lt=1)  # hysteresis: start an event above this
-    threshold_off: float = Field(0.35, gt=0, lt=1)  # ... and end it below this
+    threshold_on: float = Field(0.5, gt=0, lt=1)  # hysteresis: start an event above this ...
+    # ... and end it below threshold_on x this; a ratio, so that any on-threshold (the dev sweep's,
+    # or one chosen from it for `detect`) keeps the same hysteresis shape
+    threshold_off_ratio: float = Field(0.7, gt=0, le=1)
     min_duration_s: float = Field(5.0, ge=0)
     merge_gap_s: float = Field(10.0, ge=0)
     max_event_s: float = Field(600.0, gt=0)  # longer events are split
@@ -186,12 +188,6 @@ class EvaluateConfig(Section):
     # On-thresholds tried when choosing sensitivity at each FA target (logit-spaced grid).
     sweep_points: int = Field(100, ge=2)
     timeline_recordings: int = Field(4, ge=0)
-
-    @model_validator(mode="after")
-    def _hysteresis_order(self) -> EvaluateConfig:
-        if self.threshold_off > self.threshold_on:
-            raise ValueError("threshold_off must not exceed threshold_on")
-        return self
 
 
 class TrackingConfig(Section):
@@ -319,13 +315,20 @@ def _describe_error(err: Any, sources: dict[str, str], default_source: str) -> s
         if candidate in sources:
             source = sources[candidate]
             break
+    else:  # a rule across a section's fields: the --set overrides inside it are the likely cause
+        inside = [
+            s for k, s in sources.items() if k.startswith(f"{loc}.") and s.startswith("--set")
+        ]
+        source = ", ".join(inside) or default_source
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         section = _section_model(err["loc"][:-1])
         allowed = ", ".join(section.model_fields) if section else "see szdet/config.py"
         msg = f"unknown field (allowed: {allowed})"
     got = err.get("input")
-    shown = "" if err["type"] in ("extra_forbidden", "missing") else f" (got {got!r})"
+    # a whole section's input (a cross-field rule) is too long to echo; its message names values
+    quiet = err["type"] in ("extra_forbidden", "missing") or isinstance(got, dict)
+    shown = "" if quiet else f" (got {got!r})"
     return f"{source}: {loc}: {msg}{shown}"
 
 

@@ -3,7 +3,7 @@
 Sensitivity at a false-alarm target: the on-threshold is swept over a grid (off = on x the
 configured off/on ratio), each setting post-processed and OVLP-scored over the whole split; for each
 target the threshold with the highest sensitivity whose FA/24h stays within the target wins (ties:
-lower FA/24h, then the lower threshold). Thresholds chosen on dev are passed to the evaluation of
+lower FA/24h, then the higher, stricter threshold). Thresholds chosen on dev are passed to the evaluation of
 another split and applied unchanged there, never re-tuned. Events always come from the stitched
 tracks, so an event under several overlapping windows counts once.
 """
@@ -186,7 +186,7 @@ def evaluate_tracks(
         "auroc": auroc(scores, labels),
         "auprc": auprc(scores, labels),
         "threshold_on": cfg.threshold_on,
-        "threshold_off": cfg.threshold_off,
+        "threshold_off_ratio": cfg.threshold_off_ratio,
         "fa_per_24h": configured["ovlp"].fa_per_24h,
         **{method: score.to_dict() for method, score in configured.items()},
         "thresholds_source": source,

@@ -35,11 +35,11 @@ class EventRules:
 
     @classmethod
     def from_config(cls, cfg: EvaluateConfig, threshold_on: float | None = None) -> EventRules:
-        """The configured rules; with ``threshold_on`` given, off keeps the configured off/on ratio."""
+        """The configured rules, or those at another on-threshold (off = on x the same ratio)."""
         on = cfg.threshold_on if threshold_on is None else threshold_on
         return cls(
             threshold_on=on,
-            threshold_off=on * cfg.threshold_off / cfg.threshold_on,
+            threshold_off=on * cfg.threshold_off_ratio,
             min_duration_s=cfg.min_duration_s,
             merge_gap_s=cfg.merge_gap_s,
             max_event_s=cfg.max_event_s,

@@ -107,4 +107,10 @@ def summary_text(metrics: dict[str, Any]) -> str:
             f"  sensitivity at {target:>3} FA/24h: {fmt(at['sensitivity'])}"
             f"  (threshold {fmt(at['threshold'], 4)}, measured FA/24h {fmt(at['fa_per_24h'], 2)})"
         )
+    one_alarm_per_24h = 24 / metrics["hours"] if metrics["hours"] > 0 else float("inf")
+    if any(float(target) < one_alarm_per_24h for target in metrics["sens_at_fa"]):
+        lines.append(
+            f"  note: on {metrics['hours']:.2f} h a single false alarm is "
+            f"{one_alarm_per_24h:.0f} FA/24h, so the targets below that allow none"
+        )
     return "\n".join(lines)
