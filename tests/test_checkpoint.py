@@ -133,6 +133,17 @@ def test_truncated_checkpoint_is_refused_with_its_name(tmp_path):
         read_checkpoint(path)
 
 
+def test_a_flipped_bit_inside_a_tensor_is_refused(tmp_path):
+    path = save_checkpoint(training_state(1), tmp_path, keep_last=1)
+    data = bytearray(path.read_bytes())
+    weight = data.find(training_state(1)["model"]["weight"].numpy().tobytes())
+    assert weight > 0
+    data[weight + 1] ^= 0x01  # same size, valid zip structure, one weight changed
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=rf"^{path}: corrupt checkpoint \(CRC mismatch in "):
+        read_checkpoint(path)
+
+
 def test_garbage_and_missing_files_are_refused(tmp_path):
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(bytes(range(256)) * 10)

@@ -93,18 +93,25 @@ def test_train_writes_a_complete_run_directory(tmp_path, cache_dir):
     assert changed.returncode == 1
     assert changed.stderr.strip().splitlines()[-1] == (
         f"szdet: error: {checkpoints[-1]}: resuming would change how this run goes on "
-        "(train.lr: 0.001 in the checkpoint, 0.5 now); keep the run's settings, or start a new "
-        "paths.run_name with --resume PATH"
+        "(train.lr: 0.001 in the checkpoint, 0.5 now); keep the run's settings, or train a new "
+        "run under another paths.run_name"
     )
     operational = train(config, "--set", "train.num_workers=1", "--set", "train.time_limit_s=99")
     assert operational.returncode == 0, operational.stderr[-3000:]
-    # Starting another run from this checkpoint (fine-tuning) may change training settings.
-    tuned = train(
-        config, "--resume", str(checkpoints[-1]), "--set", "train.lr=0.5",
-        "--set", "paths.run_name=tuned",
-    )  # fmt: skip
-    assert tuned.returncode == 0, tuned.stderr[-3000:]
-    assert "resuming with a changed config" in tuned.stderr
+
+    # Rolling back: not into this folder, whose later checkpoint rotation would keep instead...
+    earlier = ["--resume", str(checkpoints[0])]
+    mixed = train(config, *earlier, env=env)
+    assert mixed.returncode == 1
+    assert f"holds checkpoints past step 5 of {checkpoints[0]}" in mixed.stderr.splitlines()[-1]
+    # ... but under another run name: step 6 again, in a W&B run of its own.
+    rolled = train(config, *earlier, "--set", "paths.run_name=rolled-back", env=env)
+    assert rolled.returncode == 0, rolled.stderr[-3000:]
+    rolled_dir = tmp_path / "runs" / "rolled-back"
+    assert step_sequence(rolled_dir) == [6]
+    rolled_last = read_checkpoint(list_checkpoints(rolled_dir / "checkpoints")[-1])
+    assert rolled_last["step"] == 6 and rolled_last["wandb_run_id"] not in (None, run_id)
+    torch.testing.assert_close(rolled_last["model"], last["model"], rtol=0, atol=0)
 
 
 @pytest.mark.slow
@@ -229,6 +236,18 @@ def test_bad_input_is_refused_in_one_line_before_anything_is_written(tmp_path, c
     assert cli_error(capsys, *args, "--resume", str(foreign)) == (
         f"{foreign}: checkpoint is for a different model (model.node_dim: 16 in the checkpoint, "
         "8 now)"
+    )
+    # Same config, weights that do not fit (another szdet version, a doctored file).
+    cfg = load_config(config)
+    unfit = tmp_path / "unfit" / "step-000000001.pt"
+    unfit.parent.mkdir()
+    torch.save(
+        {"format": FORMAT, "step": 1, "model": {"extra.weight": torch.zeros(1)},
+         "config": cfg.model_dump(mode="json"), "fingerprint": cfg.fingerprint()},
+        unfit,
+    )  # fmt: skip
+    assert cli_error(capsys, *args, "--resume", str(unfit)).startswith(
+        f"{unfit}: checkpoint does not fit this model (Error(s) in loading state_dict"
     )
     assert not run_dir.exists()  # nothing written for any refused command
 

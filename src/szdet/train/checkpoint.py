@@ -12,6 +12,7 @@ import logging
 import re
 import shutil
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,15 @@ def step_checkpoint_name(step: int) -> str:
     return f"step-{step:09d}.pt"
 
 
-def list_checkpoints(directory: Path) -> list[Path]:
-    """The step checkpoints in ``directory``, oldest first (``best.pt`` excluded)."""
+def _numbered_checkpoints(directory: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the step checkpoints in ``directory``, oldest first (no ``best.pt``)."""
     if not directory.is_dir():
         return []
-    found = [(int(m[1]), p) for p in directory.iterdir() if (m := _STEP_NAME.match(p.name))]
-    return [p for _, p in sorted(found)]
+    return sorted((int(m[1]), p) for p in directory.iterdir() if (m := _STEP_NAME.match(p.name)))
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    return [p for _, p in _numbered_checkpoints(directory)]
 
 
 def latest_checkpoint(directory: Path) -> Path | None:
@@ -128,6 +132,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     with open(path, "rb") as f:
         if f.read(4) != _ZIP_MAGIC:  # torch.save always writes a zip archive
             raise UserError(f"{path}: not a szdet checkpoint (not a PyTorch zip archive)")
+    try:  # torch.load does not check the archive's CRCs: a flipped bit would load silently
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as e:
+        raise UserError(f"{path}: unreadable checkpoint, truncated or corrupt ({e})") from None
+    if damaged is not None:
+        raise UserError(f"{path}: corrupt checkpoint (CRC mismatch in {damaged})")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, zip errors...
@@ -154,6 +165,18 @@ def checkpoint_config(ckpt: dict[str, Any], path: Path) -> Config:
     return cfg
 
 
+def read_for_resume(path: Path, cfg: Config, directory: Path) -> dict[str, Any]:
+    """The state to continue ``cfg``'s run (checkpoint folder ``directory``) from ``path``: read
+    safely, the same model, no setting changed that decides the run's course, no later history."""
+    state = read_checkpoint(path)
+    check_same_model(state, cfg, path)
+    changed = check_resumable(state, cfg, path)
+    check_no_later_checkpoints(directory, int(state["step"]), path)
+    if changed:
+        log.warning("resuming with changed operational settings: %s", "; ".join(changed))
+    return state
+
+
 def check_same_model(ckpt: dict[str, Any], cfg: Config, path: Path) -> None:
     """Refuse a checkpoint of another architecture, naming the model fields that differ."""
     if ckpt.get("fingerprint") == cfg.fingerprint():
@@ -177,20 +200,31 @@ RESUMABLE_CHANGES = (
 )  # fmt: skip
 
 
-def check_resumable(ckpt: dict[str, Any], cfg: Config, path: Path, continuing: bool) -> list[str]:
-    """The config differences between a checkpoint and ``cfg``. Continuing the same run
-    (--resume auto/true), only RESUMABLE_CHANGES may differ, or the resumed run would not be the
-    one that was interrupted; starting from another run's checkpoint (--resume PATH), training
-    settings may change (fine-tuning)."""
+def check_resumable(ckpt: dict[str, Any], cfg: Config, path: Path) -> list[str]:
+    """The config differences between a checkpoint and ``cfg``; only RESUMABLE_CHANGES may
+    differ, or the resumed run would not be the one that was checkpointed (the optimizer and
+    schedule state would silently keep the old settings)."""
     changed = config_differences(ckpt["config"], cfg.model_dump(mode="json"))
     decisive = [c for c in changed if not c.startswith(RESUMABLE_CHANGES)]
-    if continuing and decisive:
+    if decisive:
         shown = "; ".join(decisive[:3]) + (" ..." if len(decisive) > 3 else "")
         raise UserError(
             f"{path}: resuming would change how this run goes on ({shown}); keep the run's "
-            "settings, or start a new paths.run_name with --resume PATH"
+            "settings, or train a new run under another paths.run_name"
         )
     return changed
+
+
+def check_no_later_checkpoints(directory: Path, step: int, path: Path) -> None:
+    """Refuse to continue from ``path`` (at ``step``) into a folder holding later checkpoints:
+    their history is not this one's, and rotation (by step) would delete the new ones first."""
+    later = [p for at, p in _numbered_checkpoints(directory) if at > step]
+    if later:
+        raise UserError(
+            f"{directory}: holds checkpoints past step {step} of {path} (up to {later[-1].name}); "
+            f"continue from {path.name} under another paths.run_name, or resume the latest "
+            "with --resume auto"
+        )
 
 
 def config_differences(

@@ -119,7 +119,7 @@ class Trainer:
         self.step = self.epoch = self.epoch_step = 0
         self.stopped: str | None = None  # why an earlier epoch ended the run, if one did
         self.wandb_run_id: str | None = None
-        metrics_rows = self._restore(state) if state is not None else 0
+        metrics_rows = self._restore(state, resume_from) if resume_from and state else 0
         self.timer = ckpt.CheckpointTimer(
             cfg.train.checkpoint_every_min, cfg.train.checkpoint_every_steps
         )
@@ -171,7 +171,7 @@ class Trainer:
             try:
                 path = ckpt.resolve_resume(resume, self.run.checkpoints)
                 if path is not None:
-                    found = (path, self._read_state(path, continuing=resume in ("auto", "true")))
+                    found = (path, ckpt.read_for_resume(path, self.cfg, self.run.checkpoints))
             except UserError as e:
                 refusal = str(e)
         refusal, found = broadcast_from_main((refusal, found), self.info)
@@ -179,23 +179,21 @@ class Trainer:
             raise UserError(refusal)
         return found
 
-    def _read_state(self, path: Path, continuing: bool) -> dict[str, Any]:
-        state = ckpt.read_checkpoint(path)
-        ckpt.check_same_model(state, self.cfg, path)
-        changed = ckpt.check_resumable(state, self.cfg, path, continuing)
-        if changed and self.info.is_main:
-            log.warning("resuming with a changed config: %s", "; ".join(changed))
-        return state
-
-    def _restore(self, state: dict[str, Any]) -> int:
+    def _restore(self, state: dict[str, Any], path: Path) -> int:
         """Load a checkpoint's state; returns how many metrics rows it had seen."""
-        self.model.load_state_dict(state["model"])  # strict: every key, every shape
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        try:  # strict: every key, every shape; a file from another szdet version fails here
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        except (KeyError, ValueError, RuntimeError) as e:
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise UserError(f"{path}: checkpoint does not fit this model ({reason})") from None
         self.early_stop.load_state_dict(state["early_stop"])
         self.monitor.load_state_dict(state["monitor"], start_step=state["step"])
         self.step, self.epoch, self.epoch_step = state["step"], state["epoch"], state["epoch_step"]
-        self.wandb_run_id = state["wandb_run_id"]
+        # The same W&B run only for the same run: another run continuing this checkpoint gets its own.
+        same_run = state["config"]["paths"]["run_name"] == self.cfg.paths.run_name
+        self.wandb_run_id = state["wandb_run_id"] if same_run else None
         self.stopped = state["stopped"]
         sampler, batch_size = self.data.sampler, self.cfg.train.batch_size
         sampler.load_state_dict(state["sampler"])
