@@ -258,3 +258,19 @@ def test_bad_input_is_refused_in_one_line_before_anything_is_written(tmp_path, c
         f"{corrupt}: unreadable checkpoint, truncated or corrupt"
     )
     assert sorted(p.name for p in run_dir.rglob("*")) == ["checkpoints", corrupt.name]
+
+
+def test_exit_status_file_holds_the_code_of_every_ending(tmp_path, cache_dir, capsys, monkeypatch):
+    config = write_config(tmp_path, cache_dir)
+    status = tmp_path / "status"
+    args = ["train", "--config", str(config), "--exit-status", str(status)]
+    assert main([*args, "--set", "train.lr=fast"]) == 1  # a config error
+    assert status.read_text() == "1\n"
+
+    def crash(cfg, resume):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr("szdet.train.loop.run_training", crash)
+    assert main(args) == 70  # an internal error: the traceback, and the code launchers retry
+    assert status.read_text() == "70\n"
+    assert "internal error (exit 70)" in capsys.readouterr().err

@@ -224,27 +224,38 @@ def test_cuda_bf16_training_reports_gpu_memory(tmp_path, cache_dir):
 
 
 @pytest.mark.slow
-def test_torchrun_launcher_passes_exit_75_through(tmp_path, cache_dir):
-    # torchrun itself exits 1 when a worker exits 75; scripts/torchrun.sh (SkyPilot's run
-    # command) must hand SkyPilot the 75 that means "checkpointed, start me again".
+def test_torchrun_launcher_reports_the_trainers_exit_code_and_bounds_crash_restarts(
+    tmp_path, cache_dir
+):
+    # torchrun itself exits 1 whenever a worker fails; scripts/torchrun.sh (SkyPilot's run
+    # command) must hand SkyPilot the trainer's code: 75 and 70 restart, bad input does not.
     config = write_config(tmp_path, cache_dir, train={"time_limit_s": 1e-6})
     run_dir = load_config(config).run_dir
-    run_dir.mkdir(parents=True)
-    (run_dir / "exit_status").write_text("75\n")  # a stale status of an earlier attempt...
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    proc = subprocess.run(
-        [str(REPO / "scripts/torchrun.sh"), str(config)],
-        capture_output=True, text=True, timeout=300, env=env,
-    )  # fmt: skip
-    assert proc.returncode == EXIT_STOPPED, proc.stderr[-2000:]
-    assert (run_dir / "exit_status").read_text() == "75\n"
-    assert list_checkpoints(run_dir / "checkpoints")  # it stopped after a checkpoint
 
-    # ...is removed before the next attempt, so a failure is reported as a failure.
+    def launch(path_env: dict[str, str] = env) -> int:
+        proc = subprocess.run(
+            [str(REPO / "scripts/torchrun.sh"), str(config)],
+            capture_output=True, text=True, timeout=300, env=path_env,
+        )  # fmt: skip
+        return proc.returncode
+
+    # A worker that dies without unwinding (SIGKILL, an NCCL abort): torchrun says 1, nothing
+    # else is known, so it is a crash (70) -- until the 4th in a row, which ends it (1).
+    fake = tmp_path / "fake-bin"
+    fake.mkdir()
+    (fake / "torchrun").write_text("#!/bin/sh\nexit 1\n")  # what torchrun returns then
+    (fake / "torchrun").chmod(0o755)
+    crashing = {**env, "PATH": f"{fake}:{env['PATH']}"}
+    assert [launch(crashing) for _ in range(4)] == [70, 70, 70, 1]
+    assert (run_dir / "crashes-node0").read_text() == "4\n"
+
+    # The real trainer stops at its time limit after a checkpoint: 75, and the streak is over.
+    assert launch() == EXIT_STOPPED
+    assert list_checkpoints(run_dir / "checkpoints")
+    assert not (run_dir / "crashes-node0").exists()
+
+    # Bad input (a missing cache) is 1, never a restart.
     config.write_text(config.read_text().replace("cache_dir: ", "cache_dir: /nonexistent"))
-    proc = subprocess.run(
-        [str(REPO / "scripts/torchrun.sh"), str(config)],
-        capture_output=True, text=True, timeout=300, env=env,
-    )  # fmt: skip
-    assert proc.returncode == 1
-    assert not (run_dir / "exit_status").exists()
+    assert launch() == 1
+    assert not (run_dir / "crashes-node0").exists()

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
 
 from szdet import __version__
-from szdet.errors import UserError
+from szdet.errors import EXIT_INTERNAL, UserError, exit_code_for
+from szdet.fileio import write_text_atomic
 
 log = logging.getLogger("szdet")
-
-# Exit codes: 0 success, 1 bad input (one line), 2 usage, 3/4/75 from `szdet train` (see
-# szdet.train.loop), 70 an internal error (EX_SOFTWARE): launchers retry 70, never 1 or 2.
-EXIT_INTERNAL = 70
 
 
 # --- shared argument parsing ------------------------------------------------------------------
@@ -137,10 +135,21 @@ def cmd_cache_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    cfg = _config(args)  # config errors surface before torch is imported
-    from szdet.train.loop import run_training
+    code = EXIT_INTERNAL
+    try:
+        cfg = _config(args)  # config errors surface before torch is imported
+        from szdet.train.loop import run_training
 
-    return run_training(cfg, resume=args.resume)
+        code = run_training(cfg, resume=args.resume)
+        return code
+    except BaseException as e:
+        code = exit_code_for(e)
+        raise
+    finally:
+        # torchrun reports any failed worker as exit 1: its launcher reads the real code here.
+        # One writer per node (torchrun's LOCAL_RANK); a file on local disk, not shared.
+        if args.exit_status is not None and os.environ.get("LOCAL_RANK", "0") == "0":
+            write_text_atomic(args.exit_status, f"{code}\n")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -256,6 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto (latest checkpoint of this run if any), true (must exist), false, or a PATH",
     )
+    p.add_argument(
+        "--exit-status",
+        type=Path,
+        metavar="FILE",
+        help="also write the exit code to FILE (for launchers: torchrun turns every failure into 1)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="stitched per-recording evaluation: metrics.json + plots")
@@ -302,19 +317,19 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as e:
         print(f"szdet: error: {e}", file=sys.stderr)
-        return e.exit_code
+        return exit_code_for(e)
     except OSError as e:  # a path the user gave that is a folder, unreadable, on a full disk...
         log.debug("traceback", exc_info=True)
         where = f"{e.filename}: " if e.filename else ""
         print(f"szdet: error: {where}{e.strerror or e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
+        return exit_code_for(e)
+    except KeyboardInterrupt as e:
         print("szdet: interrupted", file=sys.stderr)
-        return 130
-    except Exception:  # a bug or a failing device, not bad input: the traceback is the report
+        return exit_code_for(e)
+    except Exception as e:  # a bug or a failing device, not bad input: the traceback is the report
         traceback.print_exc()
         print(f"szdet: internal error (exit {EXIT_INTERNAL})", file=sys.stderr)
-        return EXIT_INTERNAL
+        return exit_code_for(e)
 
 
 if __name__ == "__main__":

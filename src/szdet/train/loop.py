@@ -28,7 +28,6 @@ from torch.nn.parallel import DistributedDataParallel
 from szdet.cloud.tracking import Tracker
 from szdet.config import Config
 from szdet.errors import UserError
-from szdet.fileio import write_text_atomic
 from szdet.models import build_model, param_groups
 from szdet.progress import progress
 from szdet.train import checkpoint as ckpt
@@ -395,8 +394,6 @@ class Trainer:
     def close(self, exit_code: int) -> None:
         if self.metrics is not None:
             self.metrics.close()
-        if self.info.local_rank == 0:  # one writer per node: each node's launcher reads it
-            write_text_atomic(self.run.exit_status, f"{exit_code}\n")
         self.tracker.finish(exit_code)
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)

@@ -20,8 +20,6 @@ class RunDir:
         self.checkpoints = root / "checkpoints"
         self.plots = root / "plots"
         # The exit code of the last attempt: torchrun reports any failed worker as exit 1, so
-        # scripts/torchrun.sh reads this to pass 75 ("checkpointed, start me again") through.
-        self.exit_status = root / "exit_status"
 
     def write_config(self, cfg: Config) -> None:
         """The resolved config (every default filled in) that this run, or its resume, uses."""
