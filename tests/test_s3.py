@@ -152,7 +152,9 @@ def test_corrupt_object_is_caught_and_the_pull_resumes_once_fixed(
     assert not list(out.rglob("manifest.json"))  # no manifest while a listed file is missing
     assert not list(out.rglob("*.tmp"))
 
-    client.upload_file(str(cache / "train/bbb/bbb_s002_t000.npy"), bucket, key)
+    # A plain push trusts the object's size and stored sha256; --force uploads it again.
+    assert s3.push(cache, url, endpoint_url=endpoint).transferred_files == 0
+    assert s3.push(cache, url, endpoint_url=endpoint, force=True).transferred_files == 5
     resumed = s3.pull(url, out, endpoint_url=endpoint, workers=1)
     assert (resumed.transferred_files, resumed.skipped_files) == (1, 4)
     assert tree(out) == tree(cache)

@@ -123,7 +123,7 @@ def cmd_cache_verify(args: argparse.Namespace) -> int:
 def cmd_cache_push(args: argparse.Namespace) -> int:
     from szdet.cloud.s3 import push
 
-    push(args.dir, args.url, endpoint_url=args.endpoint_url, workers=args.workers)
+    push(args.dir, args.url, endpoint_url=args.endpoint_url, workers=args.workers, force=args.force)
     return 0
 
 
@@ -251,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "push":
             p.add_argument("dir", type=Path)
             p.add_argument("url", help="s3://bucket/prefix")
+            p.add_argument(
+                "--force",
+                action="store_true",
+                help="upload every file, even those already there (repairs objects a pull "
+                "found corrupt: their size and stored sha256 still look right)",
+            )
         else:
             p.add_argument("url", help="s3://bucket/prefix")
             p.add_argument("dir", type=Path)

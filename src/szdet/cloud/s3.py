@@ -289,8 +289,11 @@ def _local_splits(root: Path) -> dict[str, tuple[bytes, list[CacheFile]]]:
     return splits
 
 
-def push(dir: Path, url: str, endpoint_url: str | None = None, workers: int = 16) -> TransferReport:
-    """Upload the cache root ``dir`` to ``url``; files already there (size and sha256) are skipped."""
+def push(
+    dir: Path, url: str, endpoint_url: str | None = None, workers: int = 16, force: bool = False
+) -> TransferReport:
+    """Upload the cache root ``dir`` to ``url``; files already there (size and stored sha256) are
+    skipped unless ``force``: only a download can tell that an object's content changed."""
     root = Path(dir)
     location = parse_s3_url(url)
     splits = _local_splits(root)
@@ -310,7 +313,7 @@ def push(dir: Path, url: str, endpoint_url: str | None = None, workers: int = 16
             raise UserError(f"{path}: listed in the manifest but missing")
         if (size := path.stat().st_size) != f.bytes:
             raise UserError(f"{path}: {size} bytes, the manifest says {f.bytes}")
-        if bucket.head(key) == (f.bytes, f.sha256):
+        if not force and bucket.head(key) == (f.bytes, f.sha256):
             return False
         if sha256_file(path) != f.sha256:
             raise UserError(
@@ -382,7 +385,8 @@ def pull(url: str, dir: Path, endpoint_url: str | None = None, workers: int = 16
             if (got := sha256_file(tmp)) != f.sha256:
                 raise UserError(
                     f"{location.url(f.rel)}: sha256 {got[:12]}… does not match the manifest's "
-                    f"{f.sha256[:12]}… (object corrupt or changed since the push)"
+                    f"{f.sha256[:12]}… (object corrupt or changed since the push; repair it with "
+                    "szdet cache push --force)"
                 )
         return True
 
