@@ -21,6 +21,12 @@ class UserError(Exception):
         self.exit_code = exit_code
 
 
+def first_line(error: BaseException) -> str:
+    """An exception's message cut to its first line (its type name if it has none): the reason
+    part of a one-line error."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def exit_code_for(error: BaseException) -> int:
     """The exit code a command ends with when ``error`` escapes it."""
     if isinstance(error, UserError):

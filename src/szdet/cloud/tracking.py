@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from szdet.config import TrackingConfig
+from szdet.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +95,11 @@ class Tracker:
             if mode != "online":
                 raise
             # Hours of training must not die with W&B's servers: keep the records offline.
-            first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
             log.warning(
                 "W&B online start failed (%s: %s); logging offline instead, upload later with "
                 "`wandb sync %s`",
                 type(e).__name__,
-                first_line[:200],
+                first_line(e)[:200],
                 run_dir / "wandb",
             )
             mode = "offline"

@@ -33,7 +33,7 @@ from szdet.data.tusz import (
     RecordingFiles,
     read_annotation,
 )
-from szdet.errors import UserError
+from szdet.errors import UserError, first_line
 
 # Changing any of these changes the cache's contents: bump config.PREPROCESS_ALGORITHM too.
 BANDPASS_ORDER = 4
@@ -144,14 +144,10 @@ def _read_raw(path: Path, include: list[str] | None):  # -> mne.io.BaseRaw
         try:
             raw = mne.io.read_raw_edf(path, include=include, preload=False, verbose="warning")
         except Exception as e:  # mne raises many types on malformed headers
-            raise EdfError(f"{path}: not a readable EDF ({_first_line(e)})") from None
+            raise EdfError(f"{path}: not a readable EDF ({first_line(e)})") from None
     if any("does not match the file size" in str(w.message) for w in caught):
         raise EdfError(f"{path}: truncated EDF (file size does not match the header's records)")
     return raw
-
-
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _read_labels(path: Path) -> list[str]:
@@ -177,7 +173,7 @@ def _read_signals(path: Path, labels: list[str]) -> tuple[np.ndarray, float]:
     try:
         data = raw.get_data(picks=labels)
     except Exception as e:  # a header can promise data the file lacks
-        raise EdfError(f"{path}: cannot read samples ({_first_line(e)})") from None
+        raise EdfError(f"{path}: cannot read samples ({first_line(e)})") from None
     return data, float(raw.info["sfreq"])
 
 

@@ -3,8 +3,8 @@
 Sensitivity at a false-alarm target: the on-threshold is swept over a grid (off = on x the
 configured off/on ratio), each setting post-processed and OVLP-scored over the whole split; for each
 target the threshold with the highest sensitivity whose FA/24h stays within the target wins (ties:
-lower FA/24h, then the higher, stricter threshold). Thresholds chosen on dev are passed to the evaluation of
-another split and applied unchanged there, never re-tuned. Events always come from the stitched
+lower FA/24h, then the higher, stricter threshold). Thresholds chosen on dev are passed to the
+evaluation of another split and applied unchanged there, never re-tuned. Events always come from the stitched
 tracks, so an event under several overlapping windows counts once.
 """
 

@@ -20,7 +20,7 @@ import torch
 from pydantic import ValidationError
 
 from szdet.config import MODEL_EXECUTION_FIELDS, Config
-from szdet.errors import UserError
+from szdet.errors import UserError, first_line
 from szdet.fileio import atomic_path, remove_stale_tmp
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             raise UserError(
                 f"{path}: not a szdet checkpoint (holds objects that safe loading refuses)"
             ) from None
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        reason = first_line(e)[:120]
         raise UserError(f"{path}: unreadable checkpoint, truncated or corrupt ({reason})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__

@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from szdet.cloud.tracking import Tracker
 from szdet.config import Config
-from szdet.errors import UserError
+from szdet.errors import UserError, first_line
 from szdet.models import build_model, param_groups
 from szdet.progress import progress
 from szdet.train import checkpoint as ckpt
@@ -185,7 +185,7 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
         except (KeyError, ValueError, RuntimeError) as e:
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            reason = first_line(e)[:160]
             raise UserError(f"{path}: checkpoint does not fit this model ({reason})") from None
         self.early_stop.load_state_dict(state["early_stop"])
         self.monitor.load_state_dict(state["monitor"], start_step=state["step"])

@@ -19,7 +19,6 @@ class RunDir:
         self.metrics = root / "metrics.jsonl"
         self.checkpoints = root / "checkpoints"
         self.plots = root / "plots"
-        # The exit code of the last attempt: torchrun reports any failed worker as exit 1, so
 
     def write_config(self, cfg: Config) -> None:
         """The resolved config (every default filled in) that this run, or its resume, uses."""
