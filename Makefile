@@ -2,10 +2,11 @@
 PYTHON ?= python3.11
 VENV := .venv
 LAUNCH_VENV := .venv-launch
+KERNEL_VENV := .venv-kernels
 BIN := $(VENV)/bin
 IMAGE ?= szdet:latest
 
-.PHONY: setup smoke test test-fast lint bench image lock clean
+.PHONY: setup kernel-tools kernel-check smoke test test-fast lint bench image lock clean
 
 # The training environment: the package, its pinned dependencies and the test tools.
 $(VENV)/.installed: pyproject.toml requirements/train.txt
@@ -21,7 +22,21 @@ $(LAUNCH_VENV)/.installed: requirements/launch.txt
 	$(LAUNCH_VENV)/bin/python -m pip install -q -r requirements/launch.txt
 	touch $@
 
-setup: $(VENV)/.installed $(LAUNCH_VENV)/.installed
+# `szdet check-kernels --interpret`: Triton and the kernels' Python sources, layered over the
+# training environment and kept out of it.
+$(KERNEL_VENV)/.installed: $(VENV)/.installed requirements/kernels.txt scripts/install_kernel_tools.sh
+	scripts/install_kernel_tools.sh $(PYTHON) $(VENV) $(KERNEL_VENV)
+	touch $@
+
+setup: $(VENV)/.installed $(LAUNCH_VENV)/.installed $(KERNEL_VENV)/.installed
+
+kernel-tools: $(KERNEL_VENV)/.installed
+
+# The CUDA training path proven on this CPU at the cloud sizes, and at 8x the batch.
+kernel-check: $(KERNEL_VENV)/.installed
+	$(KERNEL_VENV)/bin/python -m szdet.cli check-kernels --interpret --config configs/cloud/train.yaml
+	$(KERNEL_VENV)/bin/python -m szdet.cli check-kernels --interpret --config configs/cloud/train.yaml \
+		--set train.batch_size=512
 
 smoke: $(VENV)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/smoke.sh configs/local/smoke.yaml
@@ -33,8 +48,9 @@ lint: $(VENV)/.installed
 	$(BIN)/hadolint --failure-threshold error Dockerfile
 
 test: setup lint
-	$(BIN)/python -m pytest tests --ignore=tests/launch
+	$(BIN)/python -m pytest tests --ignore=tests/launch --ignore=tests/kernels
 	$(LAUNCH_VENV)/bin/python -m pytest tests/launch
+	$(KERNEL_VENV)/bin/python -m pytest tests/kernels
 
 bench: $(VENV)/.installed
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
@@ -48,4 +64,4 @@ lock: $(VENV)/.installed $(LAUNCH_VENV)/.installed
 	$(LAUNCH_VENV)/bin/python -m pip freeze > requirements/launch.txt
 
 clean:
-	rm -rf $(VENV) $(LAUNCH_VENV) runs .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(LAUNCH_VENV) $(KERNEL_VENV) runs .mypy_cache .ruff_cache .pytest_cache

@@ -179,6 +179,11 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_check_kernels(args: argparse.Namespace) -> int:
+    if args.interpret:
+        cfg = _config(args)
+        from szdet.models.kernel_proof.report import check_interpret
+
+        return check_interpret(cfg, as_json=args.json)
     from szdet.models.check import check_kernels
 
     return check_kernels(require_cuda_kernels=args.require_cuda_kernels)
@@ -306,6 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--require-cuda-kernels", action="store_true", help="fail if mamba_ssm is not usable"
     )
+    p.add_argument(
+        "--interpret",
+        action="store_true",
+        help="no GPU needed: the fused path under Triton's interpreter vs the pure path, every "
+        "launch of a training step against CUDA's grid limits, and every kernel variant compiled "
+        "for sm_80/sm_90 (needs `make kernel-tools`)",
+    )
+    _add_config_args(p, required=False)  # --interpret: the sizes to check (default: the reference)
+    p.add_argument("--json", action="store_true", help="--interpret: print the report as JSON")
     p.set_defaults(func=cmd_check_kernels)
 
     p = sub.add_parser("model-summary", help="parameter count per component")

@@ -96,7 +96,9 @@ MODEL_EXECUTION_FIELDS = ("kernels", "chunk_size", "pure_chunk_size", "recompute
 class ModelConfig(Section):
     """V3 sizes (DESIGN §5); configs/local shrinks the widths, never the structure."""
 
-    kernels: Literal["auto", "pure"] = "auto"  # auto: mamba_ssm on CUDA when it imports
+    # auto: mamba_ssm on CUDA when it imports; cuda: the same, but a GPU without the kernels is an
+    # error rather than the ~30x slower pure path; pure: the pure path everywhere
+    kernels: Literal["auto", "pure", "cuda"] = "auto"
     in_channels: int = Field(19, ge=1)
     tcn_channels: list[int] = Field(default_factory=lambda: [64, 64, 128, 128, 256, 256, 512, 512])
     tcn_kernel_size: int = Field(7, ge=1)

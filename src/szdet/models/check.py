@@ -63,7 +63,7 @@ def mixer_sizes(cfg: ModelConfig) -> list[MixerSize]:
     ]
 
 
-def _randomise(module: Mamba2) -> Mamba2:
+def randomise(module: Mamba2) -> Mamba2:
     """Move dt_bias and D off their initial values so that every term is exercised."""
     with torch.no_grad():
         module.dt_bias.normal_(-2.0, 1.0)
@@ -72,7 +72,7 @@ def _randomise(module: Mamba2) -> Mamba2:
     return module
 
 
-def _outputs_and_grads(module: nn.Module, u: Tensor, run: Callable[[Tensor], Tensor]) -> dict:
+def outputs_and_grads(module: nn.Module, u: Tensor, run: Callable[[Tensor], Tensor]) -> dict:
     u = u.detach().clone().requires_grad_(True)
     module.zero_grad(set_to_none=True)
     out = run(u)
@@ -120,10 +120,10 @@ def _time_per_call(
 
 def check_pure_vs_naive(size: MixerSize, cfg: ModelConfig, device: torch.device) -> bool:
     torch.manual_seed(0)
-    pure = _randomise(Mamba2(**size.kwargs(cfg), chunk_size=cfg.pure_chunk_size)).to(device)
+    pure = randomise(Mamba2(**size.kwargs(cfg), chunk_size=cfg.pure_chunk_size)).to(device)
     u = torch.randn(2, PARITY_LENGTH, size.d_model, device=device)
-    chunked = _outputs_and_grads(pure, u, pure)
-    naive = _outputs_and_grads(pure, u, lambda x: pure(x, scan=ssd_naive))
+    chunked = outputs_and_grads(pure, u, pure)
+    naive = outputs_and_grads(pure, u, lambda x: pure(x, scan=ssd_naive))
     name, diff, rel = _worst_relative(naive, chunked)
     ok = rel <= PURE_VS_NAIVE_TOL
     print(
@@ -146,12 +146,12 @@ def check_kernel_vs_pure(size: MixerSize, cfg: ModelConfig, device: torch.device
     from mamba_ssm.modules.mamba2 import Mamba2 as KernelMamba2
 
     torch.manual_seed(0)
-    pure = _randomise(Mamba2(**size.kwargs(cfg), chunk_size=cfg.pure_chunk_size)).to(device)
+    pure = randomise(Mamba2(**size.kwargs(cfg), chunk_size=cfg.pure_chunk_size)).to(device)
     kernel = KernelMamba2(**size.kwargs(cfg), chunk_size=cfg.chunk_size).to(device)
     kernel.load_state_dict(pure.state_dict(), strict=True)  # the checkpoint contract itself
     u = torch.randn(size.sequences, TIMING_LENGTH, size.d_model, device=device)
-    ref = _outputs_and_grads(pure, u, pure)
-    got = _outputs_and_grads(kernel, u, kernel)
+    ref = outputs_and_grads(pure, u, pure)
+    got = outputs_and_grads(kernel, u, kernel)
     # ... and the module training really runs: our AutoMamba2 handing its own parameters to the
     # fused kernel (a wrong argument there would pass the line above and train another model).
     auto = AutoMamba2(
@@ -161,7 +161,7 @@ def check_kernel_vs_pure(size: MixerSize, cfg: ModelConfig, device: torch.device
         kernel_chunk_size=cfg.chunk_size,
     ).to(device)
     auto.load_state_dict(pure.state_dict(), strict=True)
-    got_auto = _outputs_and_grads(auto, u, auto)
+    got_auto = outputs_and_grads(auto, u, auto)
     ok = True
     candidates = [("mamba_ssm Mamba2", kernel, got), ("szdet AutoMamba2", auto, got_auto)]
     for label, module, outputs in candidates:

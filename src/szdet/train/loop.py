@@ -29,6 +29,7 @@ from szdet.cloud.tracking import Tracker
 from szdet.config import Config
 from szdet.errors import UserError, first_line
 from szdet.models import build_model, param_groups
+from szdet.models.kernels import select_path
 from szdet.progress import progress
 from szdet.train import checkpoint as ckpt
 from szdet.train.data import TrainData
@@ -75,6 +76,8 @@ class Trainer:
 
     def __init__(self, cfg: Config, info: DistInfo, resume: str) -> None:
         self.cfg, self.info, self.device = cfg, info, info.device
+        # First, so that a GPU without the kernels a cloud config requires stops before any work.
+        log.info("Mamba-2 path: %s", select_path(cfg.model.kernels, self.device))
         self.start_time = time.monotonic()
         self.run = RunDir(cfg.run_dir)
         resume_from, state = self._load_resume_state(resume)

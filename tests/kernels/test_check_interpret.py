@@ -1,0 +1,76 @@
+"""`szdet check-kernels --interpret` in its own environment (`make kernel-tools`), as CI runs it:
+the cloud config, and the same at 8x the batch. Triton compiles for sm_80/sm_90; no GPU."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from szdet.config import load_config
+from szdet.models import kernels
+from szdet.models.kernel_proof.audit import launch_audit, model_launches
+from szdet.models.kernel_proof.report import PARITY_TOL
+from szdet.models.kernel_proof.shims import A100
+
+ROOT = Path(__file__).resolve().parents[2]
+CLOUD = ROOT / "configs/cloud/train.yaml"
+# The kernels whose grids put (rows x chunks) on grid y: over CUDA's 65,535 at batch 64 unsplit.
+ROWS_TIMES_CHUNKS = {
+    "_chunk_state_fwd_kernel", "_chunk_scan_fwd_kernel", "_chunk_scan_bwd_dstates_kernel",
+    "_chunk_scan_chunk_state_bwd_dx_kernel", "_chunk_state_bwd_db_kernel",
+    "_chunk_scan_bwd_dc_kernel", "_chunk_scan_bwd_dcb_kernel",
+    "_chunk_scan_bwd_ddAcs_stable_kernel",
+}  # fmt: skip
+
+
+def _check(*extra: str) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-m", "szdet.cli", "check-kernels", "--interpret", "--json",
+         "--config", str(CLOUD), *extra],
+        capture_output=True, text=True, cwd=ROOT, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def _assert_all_fit(report: dict, batch: int) -> None:
+    audit = report["launch_audit"]
+    assert audit["batch"] == batch and audit["window_samples"] == 15360
+    assert audit["over_limit"] == [] and report["problems"] == []
+    assert set(audit["max_grid"]) >= ROWS_TIMES_CHUNKS
+    for grid in audit["max_grid"].values():
+        assert grid[0] <= 2**31 - 1 and max(grid[1:]) <= 65535
+    aot = report["aot"]
+    assert aot["failed"] == [] and aot["over_shared_memory"] == []
+    assert set(aot["targets"]) == {"sm_80", "sm_90"}
+    for target in aot["targets"].values():
+        assert set(target["kernels"]) >= ROWS_TIMES_CHUNKS
+        worst = max(k["max_shared_bytes"] for k in target["kernels"].values())
+        assert 0 < worst <= target["shared_limit_bytes"]
+
+
+@pytest.mark.slow
+def test_cloud_config_every_check_passes():
+    report = _check()
+    for stream, heads in (("node", 16), ("edge", 8)):
+        row = report["parity"][stream]
+        assert row["heads"] == heads and row["steps"] > 64  # spans a chunk boundary
+        assert row["out_rel_err"] <= PARITY_TOL and row["grad_rel_err"] <= PARITY_TOL
+    _assert_all_fit(report, batch=64)
+
+
+@pytest.mark.slow
+def test_eight_times_the_batch_still_fits():
+    _assert_all_fit(_check("--set", "train.batch_size=512"), batch=512)
+
+
+def test_the_audit_catches_unsplit_calls(monkeypatch):
+    """Without splitting (the code before the fix) the audit names every kernel over the limit."""
+    cfg = load_config(CLOUD)
+    monkeypatch.setattr(kernels, "rows_per_call", lambda seqlen, chunk_size: 10**9)
+    audit = launch_audit(cfg, [model_launches(cfg, A100)])
+    over = {row["kernel"]: row["grid"] for row in audit["over_limit"]}
+    assert set(over) == ROWS_TIMES_CHUNKS
+    assert max(grid[1] for grid in over.values()) == 64 * 171 * 15  # B x pairs x chunks
