@@ -79,13 +79,15 @@ def shutdown_distributed() -> None:
         dist.destroy_process_group()
 
 
-def sum_across_ranks(values: list[float], info: DistInfo) -> list[float]:
-    """Element-wise sum of ``values`` over all ranks (one small all-reduce), in float64."""
-    if not info.is_distributed:
-        return list(values)
-    tensor = torch.tensor(values, dtype=torch.float64, device=info.device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor.tolist()
+def sum_across_ranks_(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum ``tensor`` over all ranks in place, on its device (one all-reduce), and return it.
+
+    Nothing comes back to the host: on CUDA the all-reduce is queued like a kernel, and the host
+    waits only if and when it reads the result.
+    """
+    if info.is_distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
 
 
 def min_across_ranks(value: int, info: DistInfo) -> int:
