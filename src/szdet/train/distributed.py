@@ -42,7 +42,8 @@ class DistInfo:
 
 
 def pick_device(requested: str, local_rank: int) -> torch.device:
-    """``auto`` takes this process's GPU when CUDA is available, else the CPU."""
+    """``auto`` takes this process's GPU when CUDA is available, else the CPU; a GPU comes with
+    cuDNN autotuning on."""
     has_cuda = torch.cuda.is_available()
     if requested == "cuda" and not has_cuda:
         raise UserError("train.device: cuda requested but no CUDA device is available")
@@ -52,6 +53,9 @@ def pick_device(requested: str, local_rank: int) -> torch.device:
         raise UserError(
             f"train: local rank {local_rank} has no GPU ({torch.cuda.device_count()} visible)"
         )
+    # Training and prediction see one window shape (and a last, smaller batch): cuDNN may time
+    # its convolution algorithms once per shape and keep the fastest.
+    torch.backends.cudnn.benchmark = True
     return torch.device("cuda", local_rank)
 
 
