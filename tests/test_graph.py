@@ -126,3 +126,16 @@ def test_graph_stage_is_finite_for_zero_and_identical_weights():
         grads = torch.autograd.grad(out.square().sum(), [nodes, weights, *stage.parameters()])
         assert torch.isfinite(out).all()
         assert all(torch.isfinite(g).all() for g in grads)
+
+
+def test_pe_of_a_non_finite_graph_does_not_raise_and_its_nan_reaches_the_output():
+    # eigh would raise on this rank alone, while DDP needs every rank to reach backward.
+    adj = random_graphs(3)
+    adj[1, 2, 5] = adj[1, 5, 2] = torch.nan
+    for grad in (False, True):
+        assert laplacian_pe(adj, 4, grad=grad).shape == (3, N, 4)
+    stage = GraphStage(node_dim=8, pe_dim=4, layers=1, alpha=0.1, hops=2, top_k=3, pe_grad=False)
+    edges = torch.rand(3, 2, PAIRS)
+    edges[1, 0, 7] = torch.inf
+    out = stage(torch.randn(3, 2, N, 8), edges)
+    assert not out[1].isfinite().all() and out[[0, 2]].isfinite().all()

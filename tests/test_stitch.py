@@ -139,6 +139,7 @@ class ChannelZeroLogits(torch.nn.Module):
 
     def forward(self, x):
         assert not torch.is_grad_enabled()
+        assert x.dtype == torch.float32  # the cache's float16, widened on the device
         return self.mix(x)[:, 0, :]
 
 

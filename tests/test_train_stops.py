@@ -148,13 +148,14 @@ def test_a_nonfinite_gradient_with_a_finite_loss_is_skipped(tmp_path, cache_dir)
     handle = first.register_hook(lambda grad: grad * math.inf)
     x, y, _ = next(iter(trainer.data.loader))
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    result = trainer.stepper(x, y, save_due=False, stop_due=False)
-    assert result.loss is None and result.grad_norm is None and result.bad_here
+    result = trainer.stepper(x, y)
+    assert torch.isfinite(result.loss) and not torch.isfinite(result.grad_norm)
+    assert result.skipped and result.bad_here
     assert all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
     assert trainer.scheduler.last_epoch == 1  # the batch still counts as consumed
     handle.remove()
-    result = trainer.stepper(x, y, save_due=True, stop_due=False)
-    assert result.loss is not None and math.isfinite(result.loss) and result.save_now
+    result = trainer.stepper(x, y)
+    assert torch.isfinite(result.loss) and not result.skipped and not result.bad_here
     assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
     trainer.close(0)
 

@@ -211,7 +211,11 @@ class BalancedSampler(Sampler[int]):
 
 
 class WindowDataset(Dataset):
-    """Windows of a cached split as (x float32 (19, L), y float32 (L,), index)."""
+    """Windows of a cached split as (x (19, L) as stored, y float32 (L,), index).
+
+    x keeps the cache's float16: half the bytes of float32 through the loader and across to the
+    device, which widens it there (train/step.py, evaluate/stitch.py).
+    """
 
     def __init__(self, split: SplitLike, index: WindowIndex) -> None:
         self.split, self.index = split, index
@@ -223,8 +227,7 @@ class WindowDataset(Dataset):
         recording, start = int(self.index.recording[i]), int(self.index.start[i])
         length = self.index.length
         signal = self.split.signal(recording)  # a memory map: the slice reads only this window
-        # torch converts float16 with vector instructions, several times faster than numpy
-        x = torch.from_numpy(np.array(signal[:, start : start + length], order="C")).float()
+        x = torch.from_numpy(np.array(signal[:, start : start + length], order="C"))
         if x.shape[1] < length:
             x = torch.nn.functional.pad(x, (0, length - x.shape[1]))
         events = self.split.recordings[recording].events

@@ -9,6 +9,7 @@ ignored. Windows can arrive in any order; the `Stitcher` only keeps a sum and a 
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +91,12 @@ class Stitcher:
         ]
 
 
+# Batches whose probabilities may still be on their way to the host: the host stitches the oldest
+# while the device computes the newer ones, so it waits only for a copy already done and the
+# device's queue never runs dry.
+IN_FLIGHT_BATCHES = 3
+
+
 def predict_tracks(
     model: torch.nn.Module,
     split: Any,
@@ -114,8 +121,21 @@ def predict_tracks(
     window_recording = np.asarray(index.recording)
     window_start = np.asarray(index.start)
     loader = DataLoader(
-        WindowDataset(split, index), batch_size=batch_size, shuffle=False, num_workers=num_workers
+        WindowDataset(split, index),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
     )
+    in_flight: deque[tuple[torch.Tensor, torch.Tensor, torch.cuda.Event | None]] = deque()
+
+    def stitch_oldest() -> None:
+        probs, ids, landed = in_flight.popleft()
+        if landed is not None:
+            landed.synchronize()
+        ids_np = ids.numpy()
+        stitcher.add_batch(window_recording[ids_np], window_start[ids_np], probs.numpy())
+
     was_training = model.training
     model.eval()
     try:
@@ -126,10 +146,26 @@ def predict_tracks(
                 with torch.autocast(
                     device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
                 ):
-                    logits = model(x.to(device, non_blocking=True))
-                probs = torch.sigmoid(logits.float()).cpu().numpy()
-                ids_np = ids.numpy()
-                stitcher.add_batch(window_recording[ids_np], window_start[ids_np], probs)
+                    logits = model(x.to(device, non_blocking=True).float())
+                # From CUDA, a non-blocking copy lands in pinned memory, unwaited for.
+                probs = torch.sigmoid(logits.float()).to("cpu", non_blocking=True)
+                in_flight.append((probs, ids, _event_after_queued_work(device)))
+                if len(in_flight) > IN_FLIGHT_BATCHES:
+                    stitch_oldest()
+            while in_flight:
+                stitch_oldest()
     finally:
         model.train(was_training)
     return stitcher.tracks()
+
+
+def _event_after_queued_work(device: torch.device) -> torch.cuda.Event | None:
+    """An event that completes once the device's work queued so far is done (None on the CPU,
+    whose work is done when queued)."""
+    import torch
+
+    if device.type != "cuda":
+        return None
+    event = torch.cuda.Event()
+    event.record()
+    return event

@@ -133,6 +133,10 @@ def laplacian_pe(adj: Tensor, dim: int, grad: bool) -> Tensor:
         deg = a.sum(-1)
         inv_sqrt = torch.where(deg > 0, deg.clamp_min(1e-12).rsqrt(), 0.0)
         lap = eye - inv_sqrt[..., :, None] * a * inv_sqrt[..., None, :]
+        # Non-finite input would make eigh raise on this rank alone, while DDP needs every rank to
+        # go on to backward (train/step.py); zeros keep eigh going, and the NaN still reaches the
+        # loss through the adjacency. Finite input passes unchanged.
+        lap = torch.nan_to_num(lap, nan=0.0, posinf=0.0, neginf=0.0)
         _, evecs = stable_eigh(lap) if grad else torch.linalg.eigh(lap)
         vecs = evecs[..., 1 : dim + 1]  # the first is trivial (D^1/2 1 for a connected graph)
         peak = vecs.gather(-2, vecs.abs().argmax(dim=-2, keepdim=True))

@@ -42,7 +42,8 @@ class DistInfo:
 
 
 def pick_device(requested: str, local_rank: int) -> torch.device:
-    """``auto`` takes this process's GPU when CUDA is available, else the CPU."""
+    """``auto`` takes this process's GPU when CUDA is available, else the CPU; a GPU comes with
+    cuDNN autotuning on."""
     has_cuda = torch.cuda.is_available()
     if requested == "cuda" and not has_cuda:
         raise UserError("train.device: cuda requested but no CUDA device is available")
@@ -52,6 +53,9 @@ def pick_device(requested: str, local_rank: int) -> torch.device:
         raise UserError(
             f"train: local rank {local_rank} has no GPU ({torch.cuda.device_count()} visible)"
         )
+    # Training and prediction see one window shape (and a last, smaller batch): cuDNN may time
+    # its convolution algorithms once per shape and keep the fastest.
+    torch.backends.cudnn.benchmark = True
     return torch.device("cuda", local_rank)
 
 
@@ -79,13 +83,15 @@ def shutdown_distributed() -> None:
         dist.destroy_process_group()
 
 
-def sum_across_ranks(values: list[float], info: DistInfo) -> list[float]:
-    """Element-wise sum of ``values`` over all ranks (one small all-reduce), in float64."""
-    if not info.is_distributed:
-        return list(values)
-    tensor = torch.tensor(values, dtype=torch.float64, device=info.device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor.tolist()
+def sum_across_ranks_(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum ``tensor`` over all ranks in place, on its device (one all-reduce), and return it.
+
+    Nothing comes back to the host: on CUDA the all-reduce is queued like a kernel, and the host
+    waits only if and when it reads the result.
+    """
+    if info.is_distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
 
 
 def min_across_ranks(value: int, info: DistInfo) -> int:

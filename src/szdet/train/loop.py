@@ -41,11 +41,11 @@ from szdet.train.distributed import (
     shutdown_distributed,
 )
 from szdet.train.early_stop import EarlyStopping, Verdict
-from szdet.train.monitor import StepMonitor, format_duration
+from szdet.train.monitor import StepMonitor, format_value
 from szdet.train.rng import capture_rng_state, restore_rng_state, seed_everything
 from szdet.train.run_dir import MetricsLog, RunDir
 from szdet.train.schedule import WarmupCosine
-from szdet.train.step import Stepper, StepResult
+from szdet.train.step import Stepper
 from szdet.train.validate import Validator
 
 log = logging.getLogger(__name__)
@@ -252,37 +252,48 @@ class Trainer:
             unit="step",
             disable=not self.info.is_main,
         )
+        every_steps = [self.cfg.train.log_every_steps, self.cfg.train.checkpoint_every_steps]
         for x, y, ids in batches:
-            result = self.stepper(x, y, *self._wishes())
+            result = self.stepper(x, y)
             self.step += 1
             self.epoch_step += 1
-            self.monitor.record(result.loss)
-            if result.bad_here:
-                self.last_bad_batch = self.data.describe_batch(ids)
-            if self.step % self.cfg.train.log_every_steps == 0:
-                self._log_step(result)
-            if self.monitor.nonfinite_in_row >= self.cfg.train.max_nonfinite_in_row:
-                return self._stop_nonfinite()
+            self.monitor.record(result, ids)
             last_of_epoch = self.epoch_step == self.data.steps_per_epoch
-            if result.stop_now or (result.save_now and not last_of_epoch):
-                self.save()
-            if result.stop_now:
-                why = "stop signal" if self.stop_requested else "train.time_limit_s reached"
-                if self.info.is_main:
-                    log.warning(
-                        "stopping at step %d (%s); resume with --resume true", self.step, why
-                    )
-                return EXIT_STOPPED
+            if last_of_epoch or any(n and self.step % n == 0 for n in every_steps):
+                code = self._at_boundary(result.lr, last_of_epoch)
+                if code is not None:
+                    return code
         return None
 
+    def _at_boundary(self, lr: float, last_of_epoch: bool) -> int | None:
+        """Read the steps since the last boundary and act on what every rank then agrees: too many
+        non-finite steps, a checkpoint due, a stop. Boundaries (log rows, checkpoint_every_steps,
+        epoch ends) fall on the same steps on every rank; a stop signal, the time limit or a
+        checkpoint due by the clock waits for the next one, at most one log interval away."""
+        found = self.monitor.read(*self._wishes(), self.info)
+        if found.bad_ids is not None:
+            self.last_bad_batch = self.data.describe_batch(found.bad_ids)
+        if self.step % self.cfg.train.log_every_steps == 0:
+            self._log_step(lr, found.grad_norm)
+        if found.peak_in_row >= self.cfg.train.max_nonfinite_in_row:
+            return self._stop_nonfinite(found.peak_in_row)
+        if found.stop or (found.save and not last_of_epoch):
+            self.save()
+        if not found.stop:
+            return None
+        why = "stop signal" if self.stop_requested else "train.time_limit_s reached"
+        if self.info.is_main:
+            log.warning("stopping at step %d (%s); resume with --resume true", self.step, why)
+        return EXIT_STOPPED
+
     def _wishes(self) -> tuple[bool, bool]:
-        """(checkpoint due after this step, stop after this step) as this rank sees them: rank 0
-        keeps the clocks, any rank may have had SIGTERM; the step shares them out."""
+        """(checkpoint due now, stop now) as this rank sees them: rank 0 keeps the clocks, any
+        rank may have had SIGTERM; the boundary's read shares them out."""
         if not self.info.is_main:
             return False, self.stop_requested
         limit_s = self.cfg.train.time_limit_s
         timed_out = limit_s is not None and time.monotonic() - self.start_time > limit_s
-        return self.timer.due(self.step + 1), timed_out or self.stop_requested
+        return self.timer.due(self.step), timed_out or self.stop_requested
 
     def end_epoch(self, epoch: int) -> Verdict:
         """Validate on dev, log, checkpoint (and best.pt), decide whether to stop."""
@@ -307,9 +318,9 @@ class Trainer:
             log.info(
                 "epoch %d: train loss %s, dev AUROC %s, sens@10FA/24h %s%s",
                 epoch + 1,
-                _fmt(train_loss),
-                _fmt(summary.auroc),
-                _fmt(summary.sens_at_10fa),
+                format_value(train_loss),
+                format_value(summary.auroc),
+                format_value(summary.sens_at_10fa),
                 " (best so far)" if verdict.improved else "",
             )
             plots = self.validator.write_plots(self.run.metrics, summary)
@@ -324,21 +335,12 @@ class Trainer:
 
     # --- bookkeeping -----------------------------------------------------------------------
 
-    def _log_step(self, result: StepResult) -> None:
-        if not self.info.is_main:
-            return
-        row = self.monitor.step_row(self.step, self.epoch, result.lr, result.grad_norm)
-        self._write_row(row)
-        log.info(
-            "step %d/%d loss %s lr %.2e %.1f windows/s ETA %s non-finite %d",
-            self.step,
-            self.monitor.total_steps,
-            _fmt(row["loss"]),
-            row["lr"],
-            row["windows_per_s"],
-            format_duration(row["eta_s"]),
-            row["nonfinite_total"],
-        )
+    def _log_step(self, lr: float, grad_norm: float | None) -> None:
+        """A step row: the loss averaged over the interval's finite steps, the last grad norm."""
+        row = self.monitor.step_row(self.step, self.epoch, lr, grad_norm)  # every rank: resets
+        if self.info.is_main:
+            self._write_row(row)
+            log.info("%s", self.monitor.describe(row))
 
     def _write_row(self, row: dict[str, Any]) -> None:
         assert self.metrics is not None
@@ -350,13 +352,13 @@ class Trainer:
         }
         self.tracker.log(scalars, row["step"])
 
-    def _stop_nonfinite(self) -> int:
+    def _stop_nonfinite(self, in_row: int) -> int:
         batches = gather_to_main(self.last_bad_batch or "(finite on this rank)", self.info)
         if self.info.is_main and batches is not None:
             log.error(
                 "stopping: %d non-finite losses or gradients in a row (train.max_nonfinite_in_row"
                 "=%d) at step %d; last batch (recording@window start): %s",
-                self.monitor.nonfinite_in_row,
+                in_row,
                 self.cfg.train.max_nonfinite_in_row,
                 self.step,
                 "; ".join(f"rank {rank}: {b}" for rank, b in enumerate(batches)),
@@ -400,7 +402,3 @@ class Trainer:
         self.tracker.finish(exit_code)
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None or value != value else f"{value:.4f}"

@@ -1,4 +1,11 @@
-"""One optimizer step: forward under autocast, focal loss, backward, clip, AdamW, schedule."""
+"""One optimizer step: forward under autocast, focal loss, backward, clip, AdamW, schedule.
+
+The step never waits for the device. Whether it updates the weights is decided there (a
+non-finite loss on any rank, or a non-finite gradient, skips the update); its loss, gradient norm
+and verdict stay there as tensors, summed up by the monitor and read by the host only at the
+loop's boundaries (monitor.py). On CUDA the one wait left is inside ``torch.linalg.eigh``
+(models/graph.py), which checks its error codes on the host and has no variant that does not.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +17,19 @@ from dataclasses import dataclass
 import torch
 
 from szdet.config import TrainConfig
-from szdet.train.distributed import DistInfo, sum_across_ranks
+from szdet.train.distributed import DistInfo, sum_across_ranks_
 from szdet.train.losses import focal_loss
 
 
 @dataclass(frozen=True)
 class StepResult:
-    loss: float | None  # mean over ranks; None: a non-finite loss or gradient skipped the update
-    grad_norm: float | None  # before clipping
+    """What a step did. The tensors are on the device: reading one waits for it."""
+
+    loss: torch.Tensor  # this rank's focal loss, float32 (non-finite ones are ``bad_here``)
+    grad_norm: torch.Tensor  # before clipping, of the gradients all ranks share
+    skipped: torch.Tensor  # bool, equal on every rank: the update was skipped
+    bad_here: torch.Tensor  # bool: this rank's own loss, or the gradient, was non-finite
     lr: float  # the rate this step used
-    bad_here: bool  # this rank's own loss or gradient was non-finite
-    save_now: bool  # a periodic checkpoint is due (agreed by every rank)
-    stop_now: bool  # time limit or SIGTERM (agreed by every rank)
 
 
 class Stepper:
@@ -40,45 +48,29 @@ class Stepper:
         self.optimizer, self.scheduler = optimizer, scheduler
         self.autocast_dtype = autocast_dtype
 
-    def __call__(
-        self, x: torch.Tensor, y: torch.Tensor, save_due: bool, stop_due: bool
-    ) -> StepResult:
-        """Train on one batch. ``save_due``/``stop_due`` are rank 0's wishes, shared here."""
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
+        """Train on one batch: ``x`` as the loader gives it (float16, pinned on CUDA)."""
         device = self.info.device
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        autocast = (
-            torch.autocast(device.type, dtype=self.autocast_dtype)
-            if self.autocast_dtype is not None
-            else contextlib.nullcontext()
-        )
-        loss: torch.Tensor | None = None
+        # float16 crosses (half the bytes of float32) and is widened on the device.
+        x = x.to(device, non_blocking=True).float()
+        y = y.to(device, non_blocking=True)
         try:
-            with autocast:
-                logits = self.ddp_model(x)
-            loss = focal_loss(logits, y, self.cfg.focal_alpha, self.cfg.focal_gamma)
-            loss_value = float(loss.detach())
+            loss = self._loss(x, y)
         except torch.linalg.LinAlgError:
-            # eigh/solve on non-finite activations raise instead of returning NaN: the same
-            # numerical failure as a NaN loss, counted and skipped alike.
-            loss_value = math.nan
-        finite = math.isfinite(loss_value)
-        # One small all-reduce agrees on what every rank must do alike: skip the update if any
-        # rank's loss is non-finite (DDP's gradient all-reduce would spread its NaN to all), and
-        # checkpoint or stop when rank 0 says so.
-        loss_sum, bad_ranks, save, stop = sum_across_ranks(
-            [loss_value if finite else 0.0, float(not finite), float(save_due), float(stop_due)],
-            self.info,
-        )
-        skip, grad_norm = bad_ranks > 0, None
-        if not skip:
-            assert loss is not None
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip_norm)
-            grad_norm = float(norm)
-            # Gradients are already all-reduced: every rank sees this same norm and skips alike.
-            skip = not math.isfinite(grad_norm)
-            if not skip:
-                self.optimizer.step()
+            # eigh failed on finite input (non-finite input never reaches it, models/graph.py).
+            # This rank must still backpropagate with the others (DDP all-reduces gradients in
+            # backward): a forward of silence, times NaN, makes every gradient NaN on every rank,
+            # so all skip alike.
+            loss = self._loss(torch.zeros_like(x), y) * math.nan
+        bad_loss = ~torch.isfinite(loss.detach())
+        # Any rank's non-finite loss skips the update on all of them.
+        bad_anywhere = sum_across_ranks_(bad_loss.float(), self.info) > 0
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip_norm)
+        # Gradients are all-reduced by now: every rank sees this same norm.
+        bad_norm = ~torch.isfinite(norm)
+        skipped = bad_anywhere | bad_norm
+        self._update(skipped)
         self.optimizer.zero_grad(set_to_none=True)
         lr = float(self.scheduler.get_last_lr()[0])
         with warnings.catch_warnings():
@@ -86,11 +78,24 @@ class Stepper:
             # very first optimizer step was one of those, which is intended here.
             warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
             self.scheduler.step()
-        return StepResult(
-            loss=None if skip else loss_sum / self.info.world_size,
-            grad_norm=None if skip else grad_norm,
-            lr=lr,
-            bad_here=not finite or (skip and bad_ranks == 0),
-            save_now=save > 0,
-            stop_now=stop > 0,
+        return StepResult(loss.detach(), norm, skipped, bad_loss | bad_norm, lr)
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        autocast = (
+            torch.autocast(x.device.type, dtype=self.autocast_dtype)
+            if self.autocast_dtype is not None
+            else contextlib.nullcontext()
         )
+        with autocast:
+            logits = self.ddp_model(x)
+        return focal_loss(logits, y, self.cfg.focal_alpha, self.cfg.focal_gamma)
+
+    def _update(self, skipped: torch.Tensor) -> None:
+        if self.optimizer.defaults.get("fused"):
+            # Fused AdamW (the CUDA one, loop.py) takes the skip as a tensor, as under a
+            # GradScaler: where ``found_inf`` is 1 it leaves weights, moments and step count be.
+            self.optimizer.found_inf = skipped.float()  # type: ignore[attr-defined]
+            self.optimizer.step()
+            del self.optimizer.found_inf  # type: ignore[attr-defined]
+        elif not skipped.item():  # the unfused AdamW has no such input; on the CPU a read is free
+            self.optimizer.step()
