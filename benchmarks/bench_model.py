@@ -165,7 +165,8 @@ def train_step(args: argparse.Namespace) -> dict:
     stepper = Stepper(
         cfg.train, info, model, model, optimizer, scheduler, torch.bfloat16 if bf16 else None
     )
-    x = torch.randn(args.batch, cfg.model.in_channels, WINDOW, device=device)
+    # float16, as the loader hands windows over (the step widens them on the device)
+    x = torch.randn(args.batch, cfg.model.in_channels, WINDOW, device=device, dtype=torch.float16)
     y = (torch.rand(args.batch, WINDOW, device=device) < 0.1).float()
 
     def sync() -> None:
@@ -184,6 +185,7 @@ def train_step(args: argparse.Namespace) -> dict:
     windows_per_s = args.batch / seconds
     flops = model_flops_per_window(cfg.model)
     achieved_tflops = flops * windows_per_s / 1e12
+    audit = audit_launches(lambda: stepper(x, y)) if args.audit_launches else None
     return {
         "config": str(args.config),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -202,7 +204,21 @@ def train_step(args: argparse.Namespace) -> dict:
         "mfu_vs_bf16_dense_peak": achieved_tflops / args.peak_tflops,
         "peak_tflops_assumed": args.peak_tflops,
         "losses_finite": not any(bool(r.skipped) for r in results),
+        "launch_audit": audit,
     }
+
+
+def audit_launches(step: Callable[[], object]) -> dict:
+    """One more step, every Triton launch's grid recorded as it runs (after the timing: the
+    recording costs host time): the launch audit on the real device."""
+    from szdet.models.kernel_proof.audit import grid_report
+    from szdet.models.kernel_proof.launches import recording
+
+    with recording(execute=True) as launches:
+        step()
+        torch.cuda.synchronize()
+    largest, over = grid_report(launches)
+    return {"launches": len(launches), "max_grid": largest, "over_limit": over}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--peak-tflops", type=float, default=H100_H200_BF16_DENSE_TFLOPS)
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    p.add_argument(
+        "--audit-launches", action="store_true", help="CUDA: record every Triton grid of a step"
+    )
     args = parser.parse_args(argv)
     if args.what == "train-step":
         result = train_step(args)

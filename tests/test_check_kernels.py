@@ -43,7 +43,8 @@ def test_gpu_script_runs_on_cpu_with_tiny_settings(tmp_path):
     env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable}
     proc = subprocess.run(
         ["bash", str(ROOT / "scripts/gpu_check.sh"), "--device", "cpu", "--batch", "1",
-         "--steps", "1", "--warmup", "0", "--config", str(ROOT / "configs/local/smoke.yaml")],
+         "--steps", "1", "--warmup", "0", "--config", str(ROOT / "configs/local/smoke.yaml"),
+         "--train-steps", "2"],
         capture_output=True, text=True, cwd=ROOT, env=env, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -51,3 +52,7 @@ def test_gpu_script_runs_on_cpu_with_tiny_settings(tmp_path):
     step = json.loads((tmp_path / "train_step.json").read_text())
     assert step["batch"] == 1 and step["windows_per_s"] > 0 and step["losses_finite"]
     assert step["model_gflop_per_window_fwd_bwd"] > 0
+    validation = json.loads((tmp_path / "validation.json").read_text())
+    assert validation["wall_s"] > 0 and any("val/auroc" in row for row in validation["rows"])
+    summary = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert summary["exit_codes"] == {"check_kernels": 0, "train_step": 0, "train_validate": 0}

@@ -3,7 +3,7 @@
 A Triton kernel call goes ``Autotuner.run`` -> (``Heuristics.run``) -> ``JITFunction.run``, which
 binds the arguments, compiles for the current device and launches ``grid(bound arguments)``.
 
-- :func:`recording` replaces the last step: it binds the arguments exactly as ``JITFunction.run``
+- :func:`recording` (on a GPU, ``execute=True``, it only watches) replaces the last step: it binds the arguments exactly as ``JITFunction.run``
   does for an A100, evaluates the grid, stores the launch and returns without compiling or
   running anything, so meta tensors of any size will do. Its autotuner goes through every config
   (on a GPU the autotuner benchmarks them all, and any one may win), so each kernel's largest
@@ -58,16 +58,20 @@ def _grid3(grid: Any, bound: dict) -> tuple[int, int, int]:
 
 
 @contextlib.contextmanager
-def recording() -> Iterator[list[Launch]]:
-    """Record every Triton launch made inside the context, running none (module docstring)."""
+def recording(execute: bool = False) -> Iterator[list[Launch]]:
+    """Record every Triton launch made inside the context, running none (module docstring);
+    ``execute``: on a GPU, record and run them, the autotuner left as it is."""
     from triton.runtime.autotuner import Autotuner
     from triton.runtime.jit import JITFunction
 
     launches: list[Launch] = []
+    run = JITFunction.run
 
-    def record(self: Any, *args: Any, grid: Any, warmup: bool, **kwargs: Any) -> None:
+    def record(self: Any, *args: Any, grid: Any, warmup: bool, **kwargs: Any) -> Any:
         bound, _, _, _ = bind(self, A100.capability, args, kwargs)
-        launches.append(Launch(self.__name__, _grid3(grid, bound), self, args, kwargs))
+        kept = ((), {}) if execute else (args, kwargs)  # real tensors would pin the activations
+        launches.append(Launch(self.__name__, _grid3(grid, bound), self, *kept))
+        return run(self, *args, grid=grid, warmup=warmup, **kwargs) if execute else None
 
     def every_config(self: Any, *args: Any, **kwargs: Any) -> None:
         self.nargs = dict(zip(self.arg_names, args, strict=False))  # defaults may be omitted
@@ -79,7 +83,10 @@ def recording() -> Iterator[list[Launch]]:
         finally:
             self.nargs = None
 
-    with patched(JITFunction, "run", record), patched(Autotuner, "run", every_config):
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(patched(JITFunction, "run", record))
+        if not execute:
+            stack.enter_context(patched(Autotuner, "run", every_config))
         yield launches
 
 
