@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from szdet.config import CHANNELS_19, PreprocessConfig
-from szdet.errors import UserError
+from szdet.errors import ResourceError, UserError, resource_shortage
 from szdet.fileio import write_json_atomic
 
 FORMAT = "szdet-cache"
@@ -246,6 +246,10 @@ class CacheSplit:
         try:
             array = np.load(path, mmap_mode="r")
         except (OSError, ValueError) as e:
+            if isinstance(e, OSError) and (shortage := resource_shortage(e)):
+                # Not this file's fault; and unlike an OSError's errno, the type survives torch's
+                # re-raise of a DataLoader worker's exception, so the exit code stays 70.
+                raise ResourceError(f"{path}: {shortage}") from None
             raise UserError(f"{path}: cannot open cache array ({e})") from None
         if array.shape != (len(CHANNELS_19), record.n_samples) or array.dtype != np.float16:
             raise UserError(
