@@ -4,8 +4,10 @@ has, and running out of one is a crash launchers retry (exit 70), not bad input 
 import errno
 import os
 import resource
+import subprocess
 
 import numpy as np
+import pytest
 from torch.utils.data import DataLoader
 
 from cache_support import write_split
@@ -13,6 +15,43 @@ from szdet.cli import main
 from szdet.data.manifest import MAX_OPEN_ARRAYS, CacheSplit
 from szdet.data.windows import WindowDataset, WindowIndex
 from szdet.errors import ResourceError, UserError, exit_code_for, original_message
+from szdet.train.run_dir import read_metrics
+from train_support import train_cmd, write_config
+
+FD_LIMIT = 128  # far below the recordings a worker reads, as 1,024 is below a full corpus
+
+
+def _limit_open_files() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
+
+
+@pytest.mark.slow
+def test_train_and_validate_with_workers_under_ulimit_n_128(tmp_path):
+    # One 1 s window per recording, a seizure in every third: each worker reads more recordings
+    # than it may open files, in training (320 windows drawn from 300) and in validation (all 300).
+    recordings = [(1.0, [(0.25, 0.75)] if i % 3 == 0 else []) for i in range(300)]
+    for split in ("train", "dev"):
+        write_split(tmp_path / "cache", split, recordings)
+    config = write_config(
+        tmp_path,
+        tmp_path / "cache",
+        windows={"length_s": 1.0, "train_stride_s": 1.0, "eval_stride_s": 1.0},
+        train={
+            "epochs": 1, "batch_size": 32, "max_steps_per_epoch": 10, "num_workers": 2,
+            "checkpoint_every_steps": None,
+        },
+    )  # fmt: skip
+    proc = subprocess.run(
+        train_cmd(config),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=_limit_open_files,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_metrics(tmp_path / "runs" / "szdet" / "metrics.jsonl")
+    epochs = [r for r in rows if r["kind"] == "epoch"]
+    assert [(r["epoch"], r["step"]) for r in epochs] == [(0, 10)] and "val/auroc" in epochs[0]
 
 
 def _open_fds() -> int:
