@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from szdet.config import PreprocessConfig
-from szdet.data.cache import write_array
-from szdet.data.manifest import CachedRecording, CacheSplit, make_manifest
+from cache_support import RATE_HZ, write_split
+from szdet.data.manifest import CacheSplit
 from szdet.data.windows import (
     BACKGROUND,
     FULL,
@@ -20,33 +19,11 @@ from szdet.data.windows import (
     window_kinds,
     window_starts,
 )
-from szdet.fileio import write_json_atomic
-
-RATE_HZ = 256.0
 
 
 def make_split(root: Path, recordings: list[tuple[float, list[tuple[float, float]]]]) -> CacheSplit:
-    """A cache split written in the real format: (duration_s, events) per recording."""
-    rng = np.random.default_rng(0)
-    records = []
-    for i, (duration_s, events) in enumerate(recordings):
-        n = round(duration_s * RATE_HZ)
-        file = f"p{i:03d}/p{i:03d}_s001_t000.npy"
-        nbytes, sha = write_array(
-            root / "train" / file, rng.standard_normal((19, n)).astype(np.float32)
-        )
-        records.append(
-            CachedRecording(
-                name=f"p{i:03d}_s001_t000", patient=f"p{i:03d}", session="s001_2010",
-                montage="01_tcp_ar", n_samples=n, duration_s=n / RATE_HZ, events=events,
-                file=file, sha256=sha, bytes=nbytes, interpolated=[], source_bytes=0,
-            )
-        )  # fmt: skip
-    pre = PreprocessConfig()
-    manifest = make_manifest(
-        "train", RATE_HZ, pre.model_dump(mode="json"), pre.fingerprint(), records, []
-    )
-    write_json_atomic(root / "train" / "manifest.json", manifest)
+    """A train split written in the real format: (duration_s, events) per recording."""
+    write_split(root, "train", recordings)
     return CacheSplit.open(root, "train")
 
 

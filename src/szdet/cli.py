@@ -15,7 +15,14 @@ import traceback
 from pathlib import Path
 
 from szdet import __version__
-from szdet.errors import EXIT_INTERNAL, UserError, exit_code_for
+from szdet.errors import (
+    EXIT_INTERNAL,
+    ResourceError,
+    UserError,
+    exit_code_for,
+    original_message,
+    resource_shortage,
+)
 from szdet.fileio import write_text_atomic
 
 log = logging.getLogger("szdet")
@@ -328,6 +335,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _resource_limit(message: str, error: BaseException) -> int:
+    """A machine limit ran out: one line that says so, and exit 70, which launchers retry."""
+    code = exit_code_for(error)
+    print(
+        f"szdet: error: {message} (a resource limit, not bad input: exit {code})", file=sys.stderr
+    )
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -336,11 +352,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as e:
-        print(f"szdet: error: {e}", file=sys.stderr)
+        print(f"szdet: error: {original_message(e)}", file=sys.stderr)
         return exit_code_for(e)
-    except OSError as e:  # a path the user gave that is a folder, unreadable, on a full disk...
+    except ResourceError as e:
+        return _resource_limit(original_message(e), e)
+    except OSError as e:
         log.debug("traceback", exc_info=True)
         where = f"{e.filename}: " if e.filename else ""
+        if shortage := resource_shortage(e):
+            return _resource_limit(f"{where}{shortage}", e)
+        # a path the user gave that is a folder, unreadable, on a full disk...
         print(f"szdet: error: {where}{e.strerror or e}", file=sys.stderr)
         return exit_code_for(e)
     except KeyboardInterrupt as e:

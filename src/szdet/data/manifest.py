@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from szdet.config import CHANNELS_19, PreprocessConfig
-from szdet.errors import UserError
+from szdet.errors import ResourceError, UserError, resource_shortage
 from szdet.fileio import write_json_atomic
 
 FORMAT = "szdet-cache"
@@ -34,6 +35,11 @@ FORMAT_VERSION = 1
 DTYPE = "float16"
 MANIFEST = "manifest.json"
 _SHARD_MANIFEST = re.compile(r"^manifest\.shard-(\d+)-of-(\d+)\.json$")
+# Memory maps a process keeps open, the least recently read closed first. Each holds a file
+# descriptor and every DataLoader worker maps its own, so one per recording would pass a
+# container's `ulimit -n 1024` on the full train split (4,667 recordings); reopening an evicted
+# one costs only its .npy header.
+MAX_OPEN_ARRAYS = 32
 
 
 def shard_manifest_name(index: int, count: int) -> str:
@@ -168,7 +174,8 @@ def merge_shards(cache_root: Path, split: str) -> None:
 
 
 class CacheSplit:
-    """One built split: its manifest, and its arrays opened as memory maps on first use."""
+    """One built split: its manifest, and its arrays opened as memory maps on first use (the
+    MAX_OPEN_ARRAYS most recently read kept open)."""
 
     def __init__(
         self, split_dir: Path, manifest: dict[str, Any], recordings: list[CachedRecording]
@@ -180,7 +187,7 @@ class CacheSplit:
         self.preprocess: dict[str, Any] = manifest["preprocess"]
         self.recordings = recordings
         self.skipped: list[dict[str, str]] = manifest.get("skipped", [])
-        self._arrays: dict[int, np.ndarray] = {}
+        self._arrays: OrderedDict[int, np.ndarray] = OrderedDict()  # least recently read first
         self._pid = os.getpid()
 
     @classmethod
@@ -220,21 +227,35 @@ class CacheSplit:
     def signal(self, i: int) -> np.ndarray:
         """Recording ``i`` as a read-only float16 (19, n_samples) memory map."""
         if self._pid != os.getpid():  # a forked worker maps the files afresh
-            self._arrays, self._pid = {}, os.getpid()
+            self._arrays, self._pid = OrderedDict(), os.getpid()
         array = self._arrays.get(i)
         if array is None:
-            record = self.recordings[i]
-            path = self.dir / record.file
-            try:
-                array = np.load(path, mmap_mode="r")
-            except (OSError, ValueError) as e:
-                raise UserError(f"{path}: cannot open cache array ({e})") from None
-            if array.shape != (len(CHANNELS_19), record.n_samples) or array.dtype != np.float16:
-                raise UserError(
-                    f"{path}: array {array.dtype}{array.shape} does not match the manifest "
-                    f"(float16{(len(CHANNELS_19), record.n_samples)})"
-                )
+            array = self._open(i)
+            if len(self._arrays) == MAX_OPEN_ARRAYS:
+                # Dropping the last reference unmaps it and closes its descriptor; a caller still
+                # holding the array (or a view of it) keeps that one open until it lets go.
+                self._arrays.popitem(last=False)
             self._arrays[i] = array
+        else:
+            self._arrays.move_to_end(i)
+        return array
+
+    def _open(self, i: int) -> np.ndarray:
+        record = self.recordings[i]
+        path = self.dir / record.file
+        try:
+            array = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as e:
+            if isinstance(e, OSError) and (shortage := resource_shortage(e)):
+                # Not this file's fault; and unlike an OSError's errno, the type survives torch's
+                # re-raise of a DataLoader worker's exception, so the exit code stays 70.
+                raise ResourceError(f"{path}: {shortage}") from None
+            raise UserError(f"{path}: cannot open cache array ({e})") from None
+        if array.shape != (len(CHANNELS_19), record.n_samples) or array.dtype != np.float16:
+            raise UserError(
+                f"{path}: array {array.dtype}{array.shape} does not match the manifest "
+                f"(float16{(len(CHANNELS_19), record.n_samples)})"
+            )
         return array
 
     def __len__(self) -> int:
@@ -242,4 +263,4 @@ class CacheSplit:
 
     def __getstate__(self) -> dict[str, Any]:
         # DataLoader workers started by spawn get a pickled copy: never pickle the mapped data.
-        return {**self.__dict__, "_arrays": {}}
+        return {**self.__dict__, "_arrays": OrderedDict()}
