@@ -2,6 +2,7 @@
 the cloud config, and the same at 8x the batch. Triton compiles for sm_80/sm_90; no GPU."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,11 +26,18 @@ ROWS_TIMES_CHUNKS = {
 }  # fmt: skip
 
 
-def _check(*extra: str) -> dict:
+@pytest.fixture(scope="module")
+def triton_cache(tmp_path_factory):
+    """A cold compile cache shared by this file's runs, as on a fresh CI machine."""
+    return str(tmp_path_factory.mktemp("triton-cache"))
+
+
+def _check(cache_dir: str, *extra: str) -> dict:
     proc = subprocess.run(
         [sys.executable, "-m", "szdet.cli", "check-kernels", "--interpret", "--json",
          "--config", str(CLOUD), *extra],
         capture_output=True, text=True, cwd=ROOT, timeout=900,
+        env={**os.environ, "TRITON_CACHE_DIR": cache_dir},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
@@ -52,8 +60,8 @@ def _assert_all_fit(report: dict, batch: int) -> None:
 
 
 @pytest.mark.slow
-def test_cloud_config_every_check_passes():
-    report = _check()
+def test_cloud_config_every_check_passes(triton_cache):
+    report = _check(triton_cache)
     for stream, heads in (("node", 16), ("edge", 8)):
         row = report["parity"][stream]
         assert row["heads"] == heads and row["steps"] > 64  # spans a chunk boundary
@@ -62,8 +70,8 @@ def test_cloud_config_every_check_passes():
 
 
 @pytest.mark.slow
-def test_eight_times_the_batch_still_fits():
-    _assert_all_fit(_check("--set", "train.batch_size=512"), batch=512)
+def test_eight_times_the_batch_still_fits(triton_cache):
+    _assert_all_fit(_check(triton_cache, "--set", "train.batch_size=512"), batch=512)
 
 
 def test_the_audit_catches_unsplit_calls(monkeypatch):
