@@ -16,9 +16,6 @@ FROM ghcr.io/astral-sh/uv:${UV_VERSION} AS uv
 # --- builder: Python 3.11, the pinned environment in /opt/venv, the two kernels compiled --------
 FROM nvidia/cuda:${CUDA_VERSION}-devel-ubuntu${UBUNTU_VERSION} AS builder
 ARG PYTHON_VERSION=3.11
-ARG CAUSAL_CONV1D_VERSION=1.7.0
-ARG MAMBA_SSM_VERSION=2.3.2.post1
-ARG MAX_JOBS=4
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # A standalone CPython (uv's python-build-standalone) at a fixed path, so the venv moves to the
 # runtime stage unchanged.
@@ -35,35 +32,27 @@ RUN uv python install "${PYTHON_VERSION}" \
 # Runtime dependencies exactly as pinned for CPU (requirements/train.txt as constraints); torch
 # resolves to the CUDA 13.0 build of the same version. einops and transformers are what
 # mamba_ssm imports at runtime (its other declared dependencies serve models we do not use).
-COPY pyproject.toml README.md /tmp/szdet/
+# pyproject.toml alone (uv reads its dependencies without the README), so a README edit does not
+# rebuild the kernels below.
+COPY pyproject.toml /tmp/szdet/
 COPY requirements/train.txt /tmp/szdet/constraints.txt
 RUN uv pip install -r /tmp/szdet/pyproject.toml -c /tmp/szdet/constraints.txt \
         einops==0.8.2 transformers==5.23.0 setuptools==84.2.1 \
     && python -c "import torch; assert torch.version.cuda.startswith('13.0'), torch.version.cuda"
 
-# The kernels, for A100 (sm_80) and H100 (sm_90) only. Both setup.py files hard-code a long list
-# of -gencode pairs that overrides TORCH_CUDA_ARCH_LIST, so the build replaces every other pair
-# with `pass` and fails loudly if an upstream change leaves anything but 80 and 90.
-ENV TORCH_CUDA_ARCH_LIST="8.0;9.0" \
-    CAUSAL_CONV1D_FORCE_BUILD=TRUE \
-    MAMBA_FORCE_BUILD=TRUE \
-    MAX_JOBS=${MAX_JOBS}
-WORKDIR /tmp/kernels
+# The kernels, for A100 (sm_80) and H100/H200 (sm_90) only, compiled and import-checked by the
+# script that also builds them natively (its header: pins, parallelism). Only the script is
+# copied, before the project, so a code change does not recompile them. Optional build args
+# override its defaults; the wheels are dropped once installed.
+ARG CAUSAL_CONV1D_VERSION
+ARG MAMBA_SSM_VERSION
+ARG MAX_JOBS
+ARG NVCC_THREADS
+COPY scripts/build_kernels.sh /tmp/build_kernels.sh
 RUN uv pip install wheel==0.48.0 ninja==1.13.2 \
-    && pip download --no-cache-dir --no-deps --no-binary :all: --no-build-isolation -d sdist \
-        "causal-conv1d==${CAUSAL_CONV1D_VERSION}" "mamba-ssm==${MAMBA_SSM_VERSION}" \
-    && for archive in sdist/*.tar.gz; do tar -xzf "$archive"; done \
-    && for setup in */setup.py; do \
-        sed -i -E '/cc_flag\.append\("-gencode"\)/{N;/compute_(75|87|1[0-9][0-9]),/s/^( *).*/\1pass/}' "$setup" \
-        && ! grep -Eq 'compute_(75|87|1[0-9][0-9]),' "$setup" \
-        && grep -q 'arch=compute_80,code=sm_80' "$setup" \
-        && grep -q 'arch=compute_90,code=sm_90' "$setup"; \
-    done \
-    && pip wheel --no-cache-dir --no-deps --no-build-isolation -w /wheels causal_conv1d-*/ mamba_ssm-*/ \
-    && uv pip install --no-deps /wheels/*.whl \
+    && /tmp/build_kernels.sh /tmp/wheels \
     && uv pip uninstall wheel ninja \
-    && python -c "import torch, causal_conv1d_cuda, selective_scan_cuda" \
-    && rm -rf /tmp/kernels /wheels
+    && rm -rf /tmp/wheels /tmp/build_kernels.sh
 
 # --- runtime: CUDA runtime libraries, the venv, the project; no nvcc, no build caches -----------
 FROM nvidia/cuda:${CUDA_VERSION}-runtime-ubuntu${UBUNTU_VERSION} AS runtime
