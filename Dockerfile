@@ -86,6 +86,8 @@ RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
     && szdet --version
 COPY configs ./configs
 COPY scripts ./scripts
+# scripts/gpu_check.sh runs benchmarks/bench_model.py train-step.
+COPY benchmarks ./benchmarks
 
 # SkyPilot runs its setup inside the container as root (or through passwordless sudo).
 # hadolint ignore=DL3002,DL3066

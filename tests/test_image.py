@@ -198,7 +198,10 @@ def test_dockerignore_keeps_data_runs_environments_and_git_out():
         assert needed in patterns
     # ...and nothing the Dockerfile copies is ignored.
     copied = {"pyproject.toml", "README.md", "src", "configs", "scripts", "requirements"}
+    copied |= {"benchmarks"}  # scripts/gpu_check.sh runs benchmarks/bench_model.py
     assert not copied & patterns
+    runtime = list(stages().values())[-1]
+    assert "benchmarks ./benchmarks" in [a for k, a in runtime if k == "COPY"]
 
 
 def run_entrypoint(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
