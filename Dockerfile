@@ -5,7 +5,7 @@
 #   docker build --build-arg COMMIT=$(git rev-parse HEAD) -t szdet:latest .
 #
 # torch 2.13.0's default PyPI wheel is built for CUDA 13.0 (it requires cuda-toolkit 13.0.x), so the
-# kernels are compiled by nvcc 13.0 and the runtime stage sits on the CUDA 13.0 runtime base.
+# kernels are compiled by nvcc 13.0 and the runtime stage sits on the CUDA 13.0 base image.
 
 ARG CUDA_VERSION=13.0.2
 ARG UBUNTU_VERSION=24.04
@@ -54,8 +54,12 @@ RUN uv pip install wheel==0.48.0 ninja==1.13.2 \
     && uv pip uninstall wheel ninja \
     && rm -rf /tmp/wheels /tmp/build_kernels.sh
 
-# --- runtime: CUDA runtime libraries, the venv, the project; no nvcc, no build caches -----------
-FROM nvidia/cuda:${CUDA_VERSION}-runtime-ubuntu${UBUNTU_VERSION} AS runtime
+# --- runtime: the CUDA base (cudart, driver hooks), the venv, the project; no nvcc, no caches ---
+# -base, not -runtime: -runtime adds ~2 GB of CUDA libraries (cuBLAS, cuFFT, cuSPARSE, NCCL, ...)
+# that torch's nvidia-* wheels already put in the venv, and torch loads those (its RPATH). The two
+# kernels need only libcudart.so.13 and torch's own libraries (readelf -d), all loaded by
+# `import torch` first; Triton brings its own ptxas and CUDA headers; libcuda is the driver's.
+FROM nvidia/cuda:${CUDA_VERSION}-base-ubuntu${UBUNTU_VERSION} AS runtime
 ARG VERSION=0.1.0
 ARG COMMIT=unknown
 LABEL org.opencontainers.image.title="szdet" \
