@@ -31,13 +31,14 @@ export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
 "$py" -c 'import setuptools, wheel, packaging' 2>/dev/null \
   || die "$py lacks setuptools, wheel or packaging (the sdists build without isolation)"
 command -v ninja >/dev/null || die "no ninja next to $py (without it torch compiles serially)"
-torch_cuda=$("$py" -c 'import torch; print(torch.__version__, torch.version.cuda or "")') \
+torch_cuda=$("$py" -c 'import torch; print(torch.__version__, torch.version.cuda or "none")') \
   || die "$py cannot import torch"
-[[ $torch_cuda == *" "?* ]] || die "torch $torch_cuda is a CPU build: the kernels need its CUDA build"
+[[ $torch_cuda != *" none" ]] \
+  || die "torch ${torch_cuda% none} is a CPU build: the kernels need its CUDA build"
 nvcc_release=$("$CUDA_HOME/bin/nvcc" --version | sed -n 's/.*release \([0-9.]*\),.*/\1/p')
 
-# One nvcc thread per target architecture (two), and as many ninja jobs as leave one core each:
-# upstream's fixed MAX_JOBS-times---threads-4 oversubscribes a small builder.
+# ninja runs MAX_JOBS nvcc at once, each compiling its file's two architectures on NVCC_THREADS
+# threads: together they fill the cores, where upstream's fixed 4 x --threads 4 oversubscribes.
 cores=$(nproc)
 NVCC_THREADS=${NVCC_THREADS:-$((cores >= 2 ? 2 : 1))}
 MAX_JOBS=${MAX_JOBS:-$((cores / NVCC_THREADS > 0 ? cores / NVCC_THREADS : 1))}
@@ -74,7 +75,7 @@ for pkg in causal_conv1d-"$CAUSAL_CONV1D_VERSION" mamba_ssm-"$MAMBA_SSM_VERSION"
   set +e
   # -v so ninja's [done/total] lines (and errors) show progress; everything else goes to the log.
   "$py" -m pip wheel --no-cache-dir --no-deps --no-build-isolation -v -w "$wheels" "$work/$pkg" 2>&1 \
-    | tee "$log" | { grep --line-buffered -E '^\[[0-9]+/[0-9]+\]|error' | cut -c1-160 || true; }
+    | tee "$log" | { grep --line-buffered -E '^ *\[[0-9]+/[0-9]+\]|error' | cut -c1-160 || true; }
   rc=${PIPESTATUS[0]}
   set -e
   if [[ $rc -ne 0 ]]; then tail -n 60 "$log" >&2; die "$pkg: pip wheel failed ($rc)"; fi

@@ -141,7 +141,7 @@ def test_build_kernels_script_refuses_a_cpu_torch_at_once(tmp_path):
     )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        f"build_kernels.sh: torch {torch.__version__}  is a CPU build: the kernels need its CUDA build"
+        f"build_kernels.sh: torch {torch.__version__} is a CPU build: the kernels need its CUDA build"
     ]
     assert not (tmp_path / "wheels").exists()
 
