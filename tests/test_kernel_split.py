@@ -38,6 +38,7 @@ def test_fused_scan_splits_rows_into_fitting_calls_in_order():
     per_call = rows_per_call(steps, 64)
     assert len(calls) == math.ceil(rows / per_call) == 3
     assert max(calls) <= per_call and sum(calls) == rows
+    assert all(n % 16 == 0 for n in calls)  # one kernel specialisation for every piece
     assert max(calls) * math.ceil(steps / 64) <= CUDA_GRID_YZ_MAX
     assert torch.equal(out[:, 0, 0], torch.arange(rows, dtype=torch.float32))  # order kept
 
