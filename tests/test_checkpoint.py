@@ -106,8 +106,7 @@ def test_failing_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
 
     def crash_half_way(obj, f):
         real_save(obj, f)
-        with open(f, "r+b") as fh:  # a partly written file, then the process "dies"
-            fh.truncate(100)
+        f.truncate(100)  # a partly written file, then the process "dies"
         raise OSError("disk full")
 
     monkeypatch.setattr(ckpt_mod.torch, "save", crash_half_way)

@@ -63,8 +63,10 @@ def save_checkpoint(
     """
     path = directory / step_checkpoint_name(int(state["step"]))
     first = directory / BEST_NAME if best else path
-    with atomic_path(first) as tmp:
-        torch.save({"format": FORMAT, **state}, tmp)
+    # Through an open file: torch.save(obj, path) reports a full disk as a bare RuntimeError,
+    # through a file with the ENOSPC behind it, which atomic_path turns into one named line.
+    with atomic_path(first) as tmp, open(tmp, "wb") as f:
+        torch.save({"format": FORMAT, **state}, f)
     if best:
         with atomic_path(path) as tmp:
             shutil.copyfile(first, tmp)
