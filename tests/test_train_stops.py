@@ -209,6 +209,25 @@ def test_collapse_stops_the_run_and_a_resume_stays_stopped(tmp_path, cache_dir, 
     assert read_metrics(again.run.metrics) == rows  # nothing trained, nothing logged
 
 
+@pytest.mark.slow
+def test_resume_auto_falls_back_past_a_corrupt_latest_checkpoint(tmp_path, cache_dir, caplog):
+    first = in_process_trainer(tmp_path, cache_dir, epochs=1)
+    first.close(first.fit())
+    previous, latest = list_checkpoints(first.run.checkpoints)  # steps 2 and 3 (keep_last 2)
+    latest.write_bytes(latest.read_bytes()[:-4096])  # the last save cut short
+
+    with caplog.at_level(logging.WARNING, logger="szdet.train.checkpoint"):
+        again = in_process_trainer(tmp_path, cache_dir, epochs=1)
+    assert again.step == 2
+    assert caplog.records[0].getMessage().startswith(f"{latest}: unreadable checkpoint")
+    code = again.fit()
+    again.close(code)
+    assert code == 0 and step_sequence(again.run.root) == [1, 2, 3]
+    assert list_checkpoints(again.run.checkpoints) == [previous, latest]
+    assert read_checkpoint(latest)["step"] == 3
+    assert (latest.parent / f"{latest.name}.corrupt").is_file()  # the evidence, kept aside
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (CPU counterparts above)")
 def test_cuda_bf16_training_reports_gpu_memory(tmp_path, cache_dir):

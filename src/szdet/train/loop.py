@@ -2,8 +2,8 @@
 
 ``--resume`` decides where a run starts:
 
-- ``auto``: from the latest checkpoint of this run directory if there is one, else fresh;
-- ``true``: from the latest checkpoint, which must exist (the Modal re-spawn after exit 75);
+- ``auto``: from the newest checkpoint of this run directory that reads back, else fresh;
+- ``true``: from that checkpoint, which must exist (the Modal re-spawn after exit 75);
 - ``false``: fresh, and refused if the run directory already holds checkpoints, so a finished or
   interrupted run is never overwritten by accident (pick a new ``paths.run_name`` or delete it);
 - a path: from that checkpoint (its model config must match), writing into this run directory.
