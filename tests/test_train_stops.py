@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cache_support import write_split
 from szdet.config import load_config
 from szdet.train.checkpoint import list_checkpoints, read_checkpoint
 from szdet.train.early_stop import EarlyStopping
@@ -226,6 +227,30 @@ def test_resume_auto_falls_back_past_a_corrupt_latest_checkpoint(tmp_path, cache
     assert list_checkpoints(again.run.checkpoints) == [previous, latest]
     assert read_checkpoint(latest)["step"] == 3
     assert (latest.parent / f"{latest.name}.corrupt").is_file()  # the evidence, kept aside
+
+
+@pytest.mark.slow
+def test_a_dev_split_without_seizures_warns_trains_on_and_keeps_the_last_as_best(
+    tmp_path, cache_dir, caplog
+):
+    quiet = tmp_path / "cache"
+    quiet.mkdir()
+    (quiet / "train").symlink_to(cache_dir / "train")
+    write_split(quiet, "dev", [(40.0, []), (30.0, [])])
+    with caplog.at_level(logging.WARNING):
+        trainer = in_process_trainer(tmp_path / "run", quiet, early_stop_patience=1)
+        started = [r.getMessage() for r in caplog.records]
+        code = trainer.fit()
+        trainer.close(code)
+    unranked = "dev has no seizure events, so validation cannot rank checkpoints"
+    assert len(started) == 1 and unranked in started[0] and str(quiet / "dev") in started[0]
+    assert code == 0  # patience 1 would have stopped after epoch 1 on NaN scores
+    rows = read_metrics(trainer.run.metrics)
+    assert [r["epoch"] for r in rows if r["kind"] == "epoch"] == [0, 1]
+    last = list_checkpoints(trainer.run.checkpoints)[-1]
+    assert (trainer.run.checkpoints / "best.pt").read_bytes() == last.read_bytes()
+    ended = caplog.records[-1].getMessage()
+    assert unranked in ended and "best.pt is the last checkpoint" in ended
 
 
 @pytest.mark.gpu
