@@ -185,7 +185,7 @@ def test_resume_is_refused_when_no_checkpoint_reads_back_and_a_named_one_must(tm
         with pytest.raises(UserError) as refused:
             resolve_resume(resume, tmp_path)
         message = str(refused.value)
-        assert message.startswith(f"{tmp_path}: none of its 2 checkpoints reads back (newest: ")
+        assert message.startswith(f"{tmp_path}: no checkpoint here reads back (newest of 2: ")
         assert "\n" not in message and str(second) in message
     assert list_checkpoints(tmp_path) == [first, second]  # left as they were: nothing resumed
     # An explicit --resume PATH is the user's choice: refused in one line, no fallback.

@@ -146,7 +146,7 @@ def newest_valid_checkpoint(directory: Path) -> Path | None:
         return path
     if corrupt:
         raise UserError(
-            f"{directory}: none of its {len(corrupt)} checkpoints reads back (newest: "
+            f"{directory}: no checkpoint here reads back (newest of {len(corrupt)}: "
             f"{corrupt[0][1]}); resume another with --resume PATH, or start over under another "
             "paths.run_name"
         )
