@@ -1,5 +1,6 @@
 """Checkpoints: atomic saves, keep-last-K + best, safe strict loading, clear refusals."""
 
+import logging
 import pickle
 import random
 
@@ -12,13 +13,17 @@ from szdet.errors import UserError
 from szdet.train import checkpoint as ckpt_mod
 from szdet.train.checkpoint import (
     BEST_NAME,
+    CORRUPT_SUFFIX,
     CheckpointTimer,
+    check_no_later_checkpoints,
     check_same_model,
     latest_checkpoint,
     list_checkpoints,
     load_for_inference,
     prepare_directory,
     read_checkpoint,
+    read_for_resume,
+    resolve_resume,
     save_checkpoint,
 )
 from szdet.train.rng import capture_rng_state, restore_rng_state, seed_everything
@@ -106,8 +111,7 @@ def test_failing_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
 
     def crash_half_way(obj, f):
         real_save(obj, f)
-        with open(f, "r+b") as fh:  # a partly written file, then the process "dies"
-            fh.truncate(100)
+        f.truncate(100)  # a partly written file, then the process "dies"
         raise OSError("disk full")
 
     monkeypatch.setattr(ckpt_mod.torch, "save", crash_half_way)
@@ -142,6 +146,52 @@ def test_a_flipped_bit_inside_a_tensor_is_refused(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(UserError, match=rf"^{path}: corrupt checkpoint \(CRC mismatch in "):
         read_checkpoint(path)
+
+
+def _flip_a_weight_bit(path):
+    data = bytearray(path.read_bytes())
+    data[data.find(read_checkpoint(path)["model"]["weight"].numpy().tobytes()) + 1] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_resume_falls_back_past_corrupt_checkpoints_and_sets_them_aside(tmp_path, caplog):
+    good, flipped, truncated = (
+        save_checkpoint(training_state(step), tmp_path, keep_last=3) for step in (1, 2, 3)
+    )
+    _flip_a_weight_bit(flipped)
+    truncated.write_bytes(truncated.read_bytes()[:1000])
+    with caplog.at_level(logging.WARNING, logger="szdet.train.checkpoint"):
+        assert resolve_resume("auto", tmp_path) == good
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2
+    assert warnings[0].startswith(f"{truncated}: unreadable checkpoint, truncated or corrupt (")
+    assert warnings[1].startswith(f"{flipped}: corrupt checkpoint (CRC mismatch in ")
+    assert all(w.endswith(f"resuming from {good.name}") for w in warnings)
+    # Kept as evidence under other names: not resumed, counted or rotated away.
+    aside = sorted(p.name for p in tmp_path.glob(f"*{CORRUPT_SUFFIX}"))
+    assert aside == [f"{flipped.name}{CORRUPT_SUFFIX}", f"{truncated.name}{CORRUPT_SUFFIX}"]
+    assert list_checkpoints(tmp_path) == [good]
+    check_no_later_checkpoints(tmp_path, 1, good)  # the resumed run may write steps 2 and 3
+    save_checkpoint(training_state(4), tmp_path, keep_last=2)  # cadence changed: step 4 next
+    assert [p.name for p in list_checkpoints(tmp_path)] == [good.name, "step-000000004.pt"]
+    assert resolve_resume("true", tmp_path) == tmp_path / "step-000000004.pt"
+
+
+def test_resume_is_refused_when_no_checkpoint_reads_back_and_a_named_one_must(tmp_path):
+    first, second = (save_checkpoint(training_state(s), tmp_path, keep_last=2) for s in (1, 2))
+    for path in (first, second):
+        path.write_bytes(path.read_bytes()[:1000])
+    for resume in ("auto", "true"):
+        with pytest.raises(UserError) as refused:
+            resolve_resume(resume, tmp_path)
+        message = str(refused.value)
+        assert message.startswith(f"{tmp_path}: no checkpoint here reads back (newest of 2: ")
+        assert "\n" not in message and str(second) in message
+    assert list_checkpoints(tmp_path) == [first, second]  # left as they were: nothing resumed
+    # An explicit --resume PATH is the user's choice: refused in one line, no fallback.
+    assert resolve_resume(str(second), tmp_path) == second
+    with pytest.raises(UserError, match=rf"^{second}: unreadable checkpoint, truncated or corrupt"):
+        read_for_resume(second, Config(), tmp_path)
 
 
 def test_garbage_and_missing_files_are_refused(tmp_path):

@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from szdet.cloud.plan import plan_action
 from szdet.errors import UserError
+from szdet.train.checkpoint import FORMAT
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,6 +76,9 @@ def test_train_resume_is_checked_as_szdet_train_would(tmp_path):
     checkpoints = tmp_path / "runs" / "r1" / "checkpoints"
     checkpoints.mkdir(parents=True)
     (checkpoints / "step-000000100.pt").write_bytes(b"x")
+    with pytest.raises(UserError, match="no checkpoint here reads back"):  # found on a CPU
+        plan_action("train", config, resume="true")
+    torch.save({"format": FORMAT, "step": 100}, checkpoints / "step-000000100.pt")
     assert plan_action("train", config, resume="true")["run_dir"] == str(tmp_path / "runs" / "r1")
     with pytest.raises(UserError, match="holds checkpoints of an earlier run"):
         plan_action("train", config, resume="false")

@@ -100,3 +100,24 @@ def test_unreachable_server_falls_back_to_offline_without_leaking_the_key(tmp_pa
     assert b"train/loss" in (run_dir / f"run-{run_id}.wandb").read_bytes()
     for path in (p for p in (tmp_path / "wandb").rglob("*") if p.is_file()):
         assert api_key.encode() not in path.read_bytes(), f"the API key leaked into {path}"
+
+
+def test_a_failing_wandb_turns_tracking_off_with_one_warning(caplog):
+    class FullDiskRun:
+        id, calls = "abc", 0
+
+        def log(self, row):
+            self.calls += 1
+            raise OSError(28, "No space left on device")
+
+    run = FullDiskRun()
+    tracker = Tracker(run)
+    with caplog.at_level("WARNING", logger="szdet.cloud.tracking"):
+        tracker.log({"loss": 1.0}, step=1)
+        tracker.log({"loss": 0.5}, step=2)
+        tracker.finish(exit_code=0)
+    assert run.calls == 1 and tracker.run_id is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "W&B failed (OSError: [Errno 28] No space left on device); tracking is off for the rest "
+        "of this run"
+    ]

@@ -255,8 +255,9 @@ def test_bad_input_is_refused_in_one_line_before_anything_is_written(tmp_path, c
     corrupt.parent.mkdir(parents=True)
     corrupt.write_bytes(b"PK\x03\x04" + bytes(100))
     assert cli_error(capsys, *args).startswith(
-        f"{corrupt}: unreadable checkpoint, truncated or corrupt"
-    )
+        f"{corrupt.parent}: no checkpoint here reads back (newest of 1: {corrupt}: unreadable "
+        "checkpoint, truncated or corrupt"
+    )  # and nothing set aside: with no earlier checkpoint to resume, it stays as it was
     assert sorted(p.name for p in run_dir.rglob("*")) == ["checkpoints", corrupt.name]
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cache_support import write_split
 from szdet.config import load_config
 from szdet.train.checkpoint import list_checkpoints, read_checkpoint
 from szdet.train.early_stop import EarlyStopping
@@ -207,6 +208,49 @@ def test_collapse_stops_the_run_and_a_resume_stays_stopped(tmp_path, cache_dir, 
     again.close(code)
     assert code == EXIT_COLLAPSE and "already stopped (collapse)" in caplog.text
     assert read_metrics(again.run.metrics) == rows  # nothing trained, nothing logged
+
+
+@pytest.mark.slow
+def test_resume_auto_falls_back_past_a_corrupt_latest_checkpoint(tmp_path, cache_dir, caplog):
+    first = in_process_trainer(tmp_path, cache_dir, epochs=1)
+    first.close(first.fit())
+    previous, latest = list_checkpoints(first.run.checkpoints)  # steps 2 and 3 (keep_last 2)
+    latest.write_bytes(latest.read_bytes()[:-4096])  # the last save cut short
+
+    with caplog.at_level(logging.WARNING, logger="szdet.train.checkpoint"):
+        again = in_process_trainer(tmp_path, cache_dir, epochs=1)
+    assert again.step == 2
+    assert caplog.records[0].getMessage().startswith(f"{latest}: unreadable checkpoint")
+    code = again.fit()
+    again.close(code)
+    assert code == 0 and step_sequence(again.run.root) == [1, 2, 3]
+    assert list_checkpoints(again.run.checkpoints) == [previous, latest]
+    assert read_checkpoint(latest)["step"] == 3
+    assert (latest.parent / f"{latest.name}.corrupt").is_file()  # the evidence, kept aside
+
+
+@pytest.mark.slow
+def test_a_dev_split_without_seizures_warns_trains_on_and_keeps_the_last_as_best(
+    tmp_path, cache_dir, caplog
+):
+    quiet = tmp_path / "cache"
+    quiet.mkdir()
+    (quiet / "train").symlink_to(cache_dir / "train")
+    write_split(quiet, "dev", [(40.0, []), (30.0, [])])
+    with caplog.at_level(logging.WARNING):
+        trainer = in_process_trainer(tmp_path / "run", quiet, early_stop_patience=1)
+        started = [r.getMessage() for r in caplog.records]
+        code = trainer.fit()
+        trainer.close(code)
+    unranked = "dev has no seizure events, so validation cannot rank checkpoints"
+    assert len(started) == 1 and unranked in started[0] and str(quiet / "dev") in started[0]
+    assert code == 0  # patience 1 would have stopped after epoch 1 on NaN scores
+    rows = read_metrics(trainer.run.metrics)
+    assert [r["epoch"] for r in rows if r["kind"] == "epoch"] == [0, 1]
+    last = list_checkpoints(trainer.run.checkpoints)[-1]
+    assert (trainer.run.checkpoints / "best.pt").read_bytes() == last.read_bytes()
+    ended = caplog.records[-1].getMessage()
+    assert unranked in ended and "best.pt is the last checkpoint" in ended
 
 
 @pytest.mark.gpu

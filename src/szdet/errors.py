@@ -4,12 +4,15 @@ input; ResourceError: a machine limit ran out), and the exit codes every command
 Exit codes: 0 success, 1 bad input (one line), 2 usage, 3/4/75 from `szdet train` (see
 szdet.train.loop), 70 an internal error (EX_SOFTWARE: a bug, a failing device, or a machine limit
 such as open files running out; the traceback or the one-line ResourceError is the report), 130
-interrupted. Launchers retry 70 and 75, never 1-4.
+interrupted. Launchers retry 70 and 75, never 1-4. A full disk is a machine limit (70): the
+file being written is fine, and space freed (or a fresh machine) is what helps.
 """
 
 import errno
+import os
 import re
 import resource
+import shutil
 
 EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 70, 130
 
@@ -37,6 +40,8 @@ _SHORTAGES = {
     errno.ENFILE: "too many open files on this machine (sysctl fs.file-max)",
     errno.ENOMEM: "out of memory",
     errno.EAGAIN: "resource temporarily unavailable (processes: ulimit -u {nproc})",
+    errno.ENOSPC: "no space left on device{space}",
+    errno.EDQUOT: "disk quota exceeded{space}",
 }
 _WORKER_ERROR = re.compile(r"Caught \w+ in DataLoader worker process \d+\.\n")
 
@@ -49,7 +54,22 @@ def resource_shortage(error: OSError) -> str | None:
     return _SHORTAGES[error.errno].format(
         nofile=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         nproc=resource.getrlimit(resource.RLIMIT_NPROC)[0],
+        space=_free_space(error.filename),
     )
+
+
+def _free_space(filename: str | None) -> str:
+    """`` (N bytes free on MOUNT)`` for the filesystem holding ``filename``, or "" if unknown."""
+    if not filename:
+        return ""
+    mount = os.path.realpath(filename)
+    while not os.path.ismount(mount):
+        mount = os.path.dirname(mount)
+    try:
+        free = shutil.disk_usage(mount).free
+    except OSError:
+        return ""
+    return f" ({free} bytes free on {mount})"
 
 
 def original_message(error: BaseException) -> str:
@@ -73,7 +93,7 @@ def exit_code_for(error: BaseException) -> int:
     if isinstance(error, UserError):
         return error.exit_code
     if isinstance(error, OSError) and resource_shortage(error) is None:
-        return EXIT_BAD_INPUT  # a path the user gave: a folder, unreadable, a full disk...
+        return EXIT_BAD_INPUT  # a path the user gave: a folder, unreadable...
     if isinstance(error, KeyboardInterrupt):
         return EXIT_INTERRUPTED
     return EXIT_INTERNAL

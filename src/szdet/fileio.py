@@ -8,14 +8,19 @@ itself survives a power cut.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 TMP_SUFFIX = ".tmp"
+FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# numpy's tofile (under np.save) reports a full disk as a short write, with no errno.
+_SHORT_WRITE = re.compile(r"^\d+ requested and \d+ written$")
 
 
 def fsync_dir(directory: Path) -> None:
@@ -37,13 +42,42 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
     try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        with naming_full_disk(path):
+            yield tmp
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def naming_full_disk(path: str | Path) -> Iterator[None]:
+    """Turn a full disk met while writing ``path`` into ``OSError(ENOSPC, ..., path)``: writes
+    through a Python file raise it naming no file, numpy's as a short write, torch.save's as a
+    RuntimeError in its context, shutil.copyfile naming its source."""
+    try:
+        yield
+    except Exception as e:
+        code = full_disk_errno(e)
+        if code is None:
+            raise
+        raise OSError(code, os.strerror(code), str(path)) from None
+
+
+def full_disk_errno(error: BaseException) -> int | None:
+    """ENOSPC or EDQUOT if ``error``, or an exception it was raised while handling, is a full
+    disk (or quota); else None."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError):
+            if seen.errno in FULL_DISK_ERRNOS:
+                return seen.errno
+            if seen.errno is None and _SHORT_WRITE.match(str(seen)):
+                return errno.ENOSPC
+        seen = seen.__context__
+    return None
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:

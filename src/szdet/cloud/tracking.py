@@ -113,19 +113,33 @@ class Tracker:
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         if self._run is not None:
-            self._run.log({STEP_KEY: step, **metrics})
+            self._guarded(self._run.log, {STEP_KEY: step, **metrics})
 
     def log_images(self, images: dict[str, Path], step: int) -> None:
         if self._run is not None and images:
             import wandb
 
-            self._run.log({STEP_KEY: step, **{k: wandb.Image(str(p)) for k, p in images.items()}})
+            row = {k: wandb.Image(str(p)) for k, p in images.items()}
+            self._guarded(self._run.log, {STEP_KEY: step, **row})
 
     def finish(self, exit_code: int = 0) -> None:
         """End the run and stop W&B's service process, which writes the run's last records."""
         if self._run is not None:
             import wandb
 
-            self._run.finish(exit_code=exit_code)
+            self._guarded(self._run.finish, exit_code=exit_code)
             self._run = None
             wandb.teardown()
+
+    def _guarded(self, call: Any, *args: Any, **kwargs: Any) -> None:
+        """W&B failing (a full disk under its files, its service process gone) must not end the
+        training it watches: one warning, then tracking is off; metrics.jsonl keeps every row."""
+        try:
+            call(*args, **kwargs)
+        except Exception as e:
+            log.warning(
+                "W&B failed (%s: %s); tracking is off for the rest of this run",
+                type(e).__name__,
+                first_line(e)[:200],
+            )
+            self._run = None

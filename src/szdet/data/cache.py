@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
-import multiprocessing
 import sys
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +32,7 @@ from szdet.data.manifest import (
     shard_manifest_name,
     shard_manifests,
 )
+from szdet.data.pool import run_parallel
 from szdet.data.tusz import (
     RecordingFiles,
     check_patient_disjoint,
@@ -102,7 +100,9 @@ def build_cache(
     build = functools.partial(
         build_recording, split_dir=split_dir, root=edf_root(data_root), preprocess=preprocess
     )
-    fresh = list(progress(_run(build, todo, workers), f"cache {split}", len(todo), unit="rec"))
+    fresh = list(
+        progress(run_parallel(build, todo, workers), f"cache {split}", len(todo), unit="rec")
+    )
     records += fresh
 
     recordings = [CachedRecording.from_json(r["recording"]) for r in records if "recording" in r]
@@ -179,25 +179,6 @@ def claim_split_dir(split_dir: Path, preprocess: PreprocessConfig) -> None:
         )
     if existing != path:
         write_json_atomic(path, ours)
-
-
-def _run(
-    build: Callable[[RecordingFiles], dict[str, Any]], todo: list[RecordingFiles], workers: int
-) -> Iterator[dict[str, Any]]:
-    """Build records in completion order, in this process or in a pool of ``workers``."""
-    if workers <= 1 or len(todo) <= 1:
-        yield from map(build, todo)
-        return
-    # forkserver: workers start from a clean process, not a fork of one running threads (tqdm)
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["szdet.data.cache", "mne.io"])  # imported once, not per worker
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context)
-    try:
-        futures = [pool.submit(build, files) for files in todo]
-        for future in as_completed(futures):
-            yield future.result()
-    finally:  # on Ctrl-C or an error, do not wait for the queued recordings
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _record_path(split_dir: Path, files: RecordingFiles) -> Path:

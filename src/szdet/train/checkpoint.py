@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "szdet-checkpoint-v1"
 BEST_NAME = "best.pt"
+CORRUPT_SUFFIX = ".corrupt"  # a step checkpoint that did not read back, set aside on resume
 _ZIP_MAGIC = b"PK\x03\x04"
 _STEP_NAME = re.compile(r"^step-(\d+)\.pt$")
 
@@ -63,8 +64,10 @@ def save_checkpoint(
     """
     path = directory / step_checkpoint_name(int(state["step"]))
     first = directory / BEST_NAME if best else path
-    with atomic_path(first) as tmp:
-        torch.save({"format": FORMAT, **state}, tmp)
+    # Through an open file: torch.save(obj, path) reports a full disk as a bare RuntimeError,
+    # through a file with the ENOSPC behind it, which atomic_path turns into one named line.
+    with atomic_path(first) as tmp, open(tmp, "wb") as f:
+        torch.save({"format": FORMAT, **state}, f)
     if best:
         with atomic_path(path) as tmp:
             shutil.copyfile(first, tmp)
@@ -99,13 +102,12 @@ class CheckpointTimer:
 
 def resolve_resume(resume: str, directory: Path) -> Path | None:
     """The checkpoint ``--resume auto|true|false|PATH`` names, or None to start fresh."""
-    latest = latest_checkpoint(directory)
-    if resume == "auto":
-        return latest
-    if resume == "true":
-        if latest is None:
+    if resume in ("auto", "true"):
+        found = newest_valid_checkpoint(directory)
+        if found is None and resume == "true":
             raise UserError(f"{directory}: --resume true, but there is no checkpoint to resume")
-        return latest
+        return found
+    latest = latest_checkpoint(directory)
     if resume == "false":
         if latest is not None or (directory / BEST_NAME).exists():
             raise UserError(
@@ -119,6 +121,36 @@ def resolve_resume(resume: str, directory: Path) -> Path | None:
             f"{path}: --resume checkpoint not found (expected auto, true, false or a file)"
         )
     return path
+
+
+def newest_valid_checkpoint(directory: Path) -> Path | None:
+    """The newest step checkpoint that reads back whole, or None if there is none.
+
+    A newer one that does not (a save cut short by a full disk, a flipped bit) would otherwise
+    cost the whole run: it is renamed to ``<name>.corrupt`` with a warning and the run resumes
+    from the one before. Renamed, not deleted, to keep the evidence; and out of the step-*.pt
+    names, so rotation neither counts it among the last K (deleting the resumed-from checkpoint
+    too early) nor deletes it, and check_no_later_checkpoints does not see it as later history.
+    When none reads back, all stay as they are and resuming is refused.
+    """
+    corrupt: list[tuple[Path, str]] = []
+    for path in reversed(list_checkpoints(directory)):
+        try:
+            read_checkpoint(path)
+        except UserError as e:
+            corrupt.append((path, str(e)))
+            continue
+        for bad, why in corrupt:
+            aside = bad.rename(bad.with_name(bad.name + CORRUPT_SUFFIX))
+            log.warning("%s; set aside as %s, resuming from %s", why, aside.name, path.name)
+        return path
+    if corrupt:
+        raise UserError(
+            f"{directory}: no checkpoint here reads back (newest of {len(corrupt)}: "
+            f"{corrupt[0][1]}); resume another with --resume PATH, or start over under another "
+            "paths.run_name"
+        )
+    return None
 
 
 # --- reading ----------------------------------------------------------------------------------

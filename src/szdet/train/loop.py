@@ -2,8 +2,8 @@
 
 ``--resume`` decides where a run starts:
 
-- ``auto``: from the latest checkpoint of this run directory if there is one, else fresh;
-- ``true``: from the latest checkpoint, which must exist (the Modal re-spawn after exit 75);
+- ``auto``: from the newest checkpoint of this run directory that reads back, else fresh;
+- ``true``: from that checkpoint, which must exist (the Modal re-spawn after exit 75);
 - ``false``: fresh, and refused if the run directory already holds checkpoints, so a finished or
   interrupted run is never overwritten by accident (pick a new ``paths.run_name`` or delete it);
 - a path: from that checkpoint (its model config must match), writing into this run directory.
@@ -107,11 +107,8 @@ class Trainer:
         self.stepper = Stepper(
             cfg.train, info, self.model, ddp_model, self.optimizer, self.scheduler, autocast_dtype
         )
-        self.early_stop = EarlyStopping(
-            cfg.train.early_stop_patience,
-            cfg.train.collapse_auroc_floor,
-            cfg.train.collapse_after_epochs,
-        )
+        self.validator = Validator(cfg, info, autocast_dtype, self.run.plots)
+        self.early_stop = EarlyStopping.for_run(cfg.train, self.validator.split, info.is_main)
         self.monitor = StepMonitor(
             total_steps,
             cfg.train.batch_size * info.world_size,
@@ -127,7 +124,6 @@ class Trainer:
         )
         self.stop_requested = False
         self.last_bad_batch = ""  # recordings and window starts of this rank's last bad batch
-        self.validator = Validator(cfg, info, autocast_dtype, self.run.plots)
 
         # Bad input has been refused by now (resume request, checkpoint, caches): start writing.
         self.metrics: MetricsLog | None = None
@@ -321,7 +317,7 @@ class Trainer:
                 format_value(train_loss),
                 format_value(summary.auroc),
                 format_value(summary.sens_at_10fa),
-                " (best so far)" if verdict.improved else "",
+                verdict.note,
             )
             plots = self.validator.write_plots(self.run.metrics, summary)
             self.tracker.log_images(plots, self.step)

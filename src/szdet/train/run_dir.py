@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from szdet.config import Config
-from szdet.fileio import write_text_atomic
+from szdet.fileio import naming_full_disk, write_text_atomic
 
 
 class RunDir:
@@ -43,14 +43,16 @@ class MetricsLog:
 
     def append(self, row: dict[str, Any]) -> None:
         assert self._file is not None, "metrics log is closed"
-        self._file.write(json.dumps(_finite_or_null(row), allow_nan=False) + "\n")
-        self._file.flush()  # a killed process loses no finished row
+        with naming_full_disk(self.path):
+            self._file.write(json.dumps(_finite_or_null(row), allow_nan=False) + "\n")
+            self._file.flush()  # a killed process loses no finished row
         self.rows += 1
 
     def sync(self) -> None:
         """Make every row so far durable (called before a checkpoint counts them)."""
         if self._file is not None:
-            os.fsync(self._file.fileno())
+            with naming_full_disk(self.path):
+                os.fsync(self._file.fileno())
 
     def close(self) -> None:
         if self._file is not None:
