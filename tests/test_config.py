@@ -90,6 +90,13 @@ def test_cross_field_rules(tmp_path):
     assert load_config(None, ["evaluate.threshold_on=0.01"]).evaluate.threshold_on == 0.01
 
 
+def test_early_stopping_needs_an_fa_target_to_follow():
+    with pytest.raises(UserError, match=r"evaluate.fa_targets_per_24h: .*at least 1 item"):
+        load_config(None, ["evaluate.fa_targets_per_24h=[]"])
+    with pytest.raises(UserError, match=r"evaluate.fa_targets_per_24h.0: .*greater than 0"):
+        load_config(None, ["evaluate.fa_targets_per_24h=[-1]"])
+
+
 def test_missing_invalid_and_cyclic_files(tmp_path):
     with pytest.raises(UserError, match="not found"):
         load_config(tmp_path / "absent.yaml")

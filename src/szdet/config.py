@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    ValidationError,
+    model_validator,
+)
 
 from szdet.errors import UserError
 
@@ -165,7 +172,7 @@ class TrainConfig(Section):
     checkpoint_every_min: float = Field(30.0, gt=0)
     checkpoint_every_steps: int | None = Field(None, ge=1)  # also every N steps (None: time only)
     keep_last: int = Field(3, ge=1)
-    early_stop_patience: int = Field(10, ge=1)  # epochs without a better sens@10FA/24h
+    early_stop_patience: int = Field(10, ge=1)  # epochs without better sens at the first FA target
     collapse_auroc_floor: float = Field(0.55, ge=0, le=1)
     collapse_after_epochs: int = Field(3, ge=1)
     max_nonfinite_in_row: int = Field(20, ge=1)
@@ -186,7 +193,11 @@ class EvaluateConfig(Section):
     min_duration_s: float = Field(5.0, ge=0)
     merge_gap_s: float = Field(10.0, ge=0)
     max_event_s: float = Field(600.0, gt=0)  # longer events are split
-    fa_targets_per_24h: list[float] = Field(default_factory=lambda: [10.0, 5.0, 2.5, 1.0])
+    # Operating points reported as sensitivity at each FA/24h; the FIRST is also the one early
+    # stopping follows (train.early_stop_patience) and best.pt is chosen on.
+    fa_targets_per_24h: list[PositiveFloat] = Field(
+        default_factory=lambda: [10.0, 5.0, 2.5, 1.0], min_length=1
+    )
     # On-thresholds tried when choosing sensitivity at each FA target (logit-spaced grid).
     sweep_points: int = Field(100, ge=2)
     timeline_recordings: int = Field(4, ge=0)

@@ -1,4 +1,5 @@
-"""When to stop: no better sensitivity at 10 FA/24h for ``patience`` epochs, or a collapsed model.
+"""When to stop: no better dev sensitivity at the first of ``evaluate.fa_targets_per_24h`` (10 by
+default) for ``patience`` epochs, or a collapsed model.
 
 Sensitivity at a fixed FA rate moves in steps of one seizure and saturates on easy data, so equal
 sensitivities are ranked by sample AUROC: the best epoch is the first with the highest
@@ -10,6 +11,9 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from szdet.config import Config
+from szdet.evaluate.metrics import target_key
 
 
 @dataclass(frozen=True)
@@ -24,13 +28,23 @@ class EarlyStopping:
     patience: int
     collapse_floor: float
     collapse_after_epochs: int
+    fa_target: str  # the sens_at_fa key followed, e.g. "10" (see metrics.target_key)
     best_score: float = -math.inf
     best_auroc: float = -math.inf
     best_epoch: int = -1
     epochs_without_improvement: int = 0
 
+    @classmethod
+    def from_config(cls, cfg: Config) -> EarlyStopping:
+        return cls(
+            cfg.train.early_stop_patience,
+            cfg.train.collapse_auroc_floor,
+            cfg.train.collapse_after_epochs,
+            target_key(cfg.evaluate.fa_targets_per_24h[0]),
+        )
+
     def update(self, epoch: int, score: float, auroc: float) -> Verdict:
-        """Judge epoch ``epoch`` (0-based) from its dev sens@10FA/24h ``score`` and sample AUROC.
+        """Judge epoch ``epoch`` (0-based) from its dev sensitivity at ``fa_target`` (``score``) and sample AUROC.
 
         A NaN score (no seizure on dev, say) never counts as an improvement.
         """
@@ -56,7 +70,7 @@ class EarlyStopping:
             return Verdict(
                 improved,
                 "early_stop",
-                f"no better dev sensitivity at 10 FA/24h for {self.patience} epochs "
+                f"no better dev sensitivity at {self.fa_target} FA/24h for {self.patience} epochs "
                 f"(best {self.best_score:.3f} at epoch {self.best_epoch})",
             )
         return Verdict(improved, None)

@@ -107,11 +107,7 @@ class Trainer:
         self.stepper = Stepper(
             cfg.train, info, self.model, ddp_model, self.optimizer, self.scheduler, autocast_dtype
         )
-        self.early_stop = EarlyStopping(
-            cfg.train.early_stop_patience,
-            cfg.train.collapse_auroc_floor,
-            cfg.train.collapse_after_epochs,
-        )
+        self.early_stop = EarlyStopping.from_config(cfg)
         self.monitor = StepMonitor(
             total_steps,
             cfg.train.batch_size * info.world_size,
@@ -301,7 +297,7 @@ class Trainer:
         verdict: Verdict | None = None
         summary = self.validator.run(self.model, epoch)
         if summary is not None:  # rank 0
-            verdict = self.early_stop.update(epoch, summary.sens_at_10fa, summary.auroc)
+            verdict = self.early_stop.update(epoch, summary.early_stop_score, summary.auroc)
             row: dict[str, Any] = {
                 "kind": "epoch",
                 "step": self.step,
@@ -316,11 +312,12 @@ class Trainer:
                 row["gpu_peak_gb"] = peak_gb
             self._write_row(row)
             log.info(
-                "epoch %d: train loss %s, dev AUROC %s, sens@10FA/24h %s%s",
+                "epoch %d: train loss %s, dev AUROC %s, sens@%sFA/24h %s%s",
                 epoch + 1,
                 format_value(train_loss),
                 format_value(summary.auroc),
-                format_value(summary.sens_at_10fa),
+                summary.early_stop_target,
+                format_value(summary.early_stop_score),
                 " (best so far)" if verdict.improved else "",
             )
             plots = self.validator.write_plots(self.run.metrics, summary)
