@@ -44,7 +44,8 @@ class EarlyStopping:
         )
 
     def update(self, epoch: int, score: float, auroc: float) -> Verdict:
-        """Judge epoch ``epoch`` (0-based) from its dev sensitivity at ``fa_target`` (``score``) and sample AUROC.
+        """Judge epoch ``epoch`` (0-based) from its dev sensitivity at ``fa_target`` FA/24h
+        (``score``) and sample AUROC.
 
         A NaN score (no seizure on dev, say) never counts as an improvement.
         """
