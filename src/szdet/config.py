@@ -21,6 +21,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from szdet.errors import UserError
 
@@ -231,6 +232,23 @@ class Config(Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     cloud: CloudConfig = Field(default_factory=CloudConfig)
 
+    @model_validator(mode="after")
+    def _windows_fit_the_model(self) -> Config:
+        # The TCN's strided downsample (models/tcn.py) maps each `downsample` samples to one step,
+        # and the detector refuses a window it cannot divide (models/detector.py): at step 1 of a
+        # run otherwise, with a traceback and an exit code the launchers retry.
+        samples = self.windows.length_s * self.preprocess.sample_rate_hz
+        whole = round(samples)
+        if abs(samples - whole) > 1e-6 or whole % self.model.downsample:
+            raise PydanticCustomError(
+                "window_misfit",
+                f"windows.length_s ({self.windows.length_s:g} s) x preprocess.sample_rate_hz "
+                f"({self.preprocess.sample_rate_hz:g} Hz) = {samples:g} samples, which must be a "
+                f"whole multiple of model.downsample ({self.model.downsample})",
+                {"fields": ("windows.length_s", "preprocess.sample_rate_hz", "model.downsample")},
+            )
+        return self
+
     @property
     def run_dir(self) -> Path:
         return self.paths.runs_dir / self.paths.run_name
@@ -328,11 +346,8 @@ def _describe_error(err: Any, sources: dict[str, str], default_source: str) -> s
         if candidate in sources:
             source = sources[candidate]
             break
-    else:  # a rule across a section's fields: the --set overrides inside it are the likely cause
-        inside = [
-            s for k, s in sources.items() if k.startswith(f"{loc}.") and s.startswith("--set")
-        ]
-        source = ", ".join(inside) or default_source
+    else:  # a rule across fields (of a section, or those it names): its --set is the likely cause
+        source = _rule_source(err.get("ctx", {}).get("fields", (loc,)), sources, default_source)
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         section = _section_model(err["loc"][:-1])
@@ -342,7 +357,19 @@ def _describe_error(err: Any, sources: dict[str, str], default_source: str) -> s
     # a whole section's input (a cross-field rule) is too long to echo; its message names values
     quiet = err["type"] in ("extra_forbidden", "missing") or isinstance(got, dict)
     shown = "" if quiet else f" (got {got!r})"
-    return f"{source}: {loc}: {msg}{shown}"
+    return f"{source}: {loc + ': ' if loc else ''}{msg}{shown}"
+
+
+def _rule_source(fields: tuple[str, ...], sources: dict[str, str], default_source: str) -> str:
+    """The --set overrides of ``fields`` (dotted fields or whole sections), else
+    ``default_source``."""
+    overrides = [
+        s
+        for k, s in sources.items()
+        if s.startswith("--set")
+        and any(k == f or k.startswith(f"{f}.") or f.startswith(f"{k}.") for f in fields)
+    ]
+    return ", ".join(overrides) or default_source
 
 
 def _section_model(loc: tuple) -> type[BaseModel] | None:
