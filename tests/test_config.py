@@ -106,6 +106,25 @@ def test_windows_must_fit_the_models_downsample(tmp_path):
     assert load_config(None, fits).model.downsample == 25
 
 
+def test_a_duplicate_key_is_refused_naming_file_line_and_key(tmp_path):
+    # YAML's last-one-wins would silently train with lr 0.5.
+    path = write(tmp_path / "dup.yaml", "train:\n  lr: 0.001\n  epochs: 3\n  lr: 0.5\n")
+    with pytest.raises(
+        UserError, match=rf"^{path}: line 4: duplicate key 'lr' \(first on line 2\)$"
+    ):
+        load_config(path)
+    sections = write(tmp_path / "sections.yaml", "train: {lr: 0.1}\nmodel: {}\ntrain: {}\n")
+    with pytest.raises(UserError, match=rf"^{sections}: line 3: duplicate key 'train'"):
+        load_config(sections)
+    # The same key in two sections, or in a file and the one it extends, is no duplicate.
+    write(tmp_path / "base.yaml", "train: {lr: 0.1}\n")
+    child = write(tmp_path / "child.yaml", "extends: base.yaml\ntrain: {lr: 0.2}\nmodel: {}\n")
+    assert load_config(child).train.lr == 0.2
+    merged = write(tmp_path / "merge.yaml", "x: &x {lr: 0.1}\ntrain: {<<: *x, lr: 0.3}\n")
+    with pytest.raises(UserError, match=r"merge.yaml: x: unknown field"):  # the merge was allowed
+        load_config(merged)
+
+
 def test_early_stopping_needs_an_fa_target_to_follow():
     with pytest.raises(UserError, match=r"evaluate.fa_targets_per_24h: .*at least 1 item"):
         load_config(None, ["evaluate.fa_targets_per_24h=[]"])

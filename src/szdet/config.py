@@ -1,8 +1,9 @@
 """The one typed config: every setting of a run lives here, loaded from YAML.
 
 A YAML file may start with ``extends: other.yaml`` (relative to itself) and override any field of
-the file it extends; ``--set section.field=value`` overrides come last. Unknown fields are refused,
-and every error names the file the value came from, the field, the bad value and what is allowed.
+the file it extends; ``--set section.field=value`` overrides come last. Unknown fields and keys
+repeated in a file (szdet/config_yaml.py) are refused, and every error names the file the value
+came from, the field, the bad value and what is allowed.
 """
 
 from __future__ import annotations
@@ -10,19 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PositiveFloat,
-    ValidationError,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
+from szdet.config_yaml import read_config_yaml
 from szdet.errors import UserError
 
 # The model's 19 referential inputs, in this order (DESIGN §4).
@@ -196,7 +191,7 @@ class EvaluateConfig(Section):
     max_event_s: float = Field(600.0, gt=0)  # longer events are split
     # Operating points reported as sensitivity at each FA/24h; the FIRST is also the one early
     # stopping follows (train.early_stop_patience) and best.pt is chosen on.
-    fa_targets_per_24h: list[PositiveFloat] = Field(
+    fa_targets_per_24h: list[Annotated[float, Field(gt=0)]] = Field(
         default_factory=lambda: [10.0, 5.0, 2.5, 1.0], min_length=1
     )
     # On-thresholds tried when choosing sensitivity at each FA target (logit-spaced grid).
@@ -273,24 +268,6 @@ def config_hash(obj: Any) -> str:
 # Loading: YAML files with `extends:`, then --set overrides, each value remembering its source.
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: config file not found") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}:{where} not valid YAML ({getattr(e, 'problem', e)})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(
-            f"{path}: a config must be a mapping of sections, got {type(data).__name__}"
-        )
-    return data
-
-
 def _merge(base: dict, override: dict, sources: dict[str, str], source: str, prefix: str) -> dict:
     out = dict(base)
     for key, value in override.items():
@@ -310,7 +287,7 @@ def _load_raw(path: Path, sources: dict[str, str], seen: tuple[Path, ...] = ()) 
     if path in seen:
         chain = " -> ".join(str(p) for p in (*seen, path))
         raise UserError(f"{path}: `extends` forms a cycle ({chain})")
-    data = _read_yaml(path)
+    data = read_config_yaml(path)
     parent = data.pop("extends", None)
     merged: dict[str, Any] = {}
     if parent is not None:
