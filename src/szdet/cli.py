@@ -304,12 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="stitched per-recording evaluation: metrics.json + plots")
     p.add_argument("--checkpoint", type=Path, required=True, help="a training checkpoint (.pt)")
     p.add_argument("--cache", type=Path, required=True, help="cache root holding <split>/")
-    p.add_argument(
-        "--split",
-        default="dev",
-        help="split to score (default dev); on any other, the thresholds per FA/24h target are "
-        "chosen on the checkpoint's dev split and applied unchanged",
-    )
+    p.add_argument("--split", default="dev", help="split to score, at thresholds chosen on dev")
     p.add_argument("--out", type=Path, required=True, help="folder for metrics.json and the plots")
     _add_evaluate_overrides(p, "--set evaluate.fa_targets_per_24h=[10,1]")
     p.set_defaults(func=cmd_evaluate)
