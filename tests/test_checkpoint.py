@@ -1,6 +1,7 @@
 """Checkpoints: atomic saves, keep-last-K + best, safe strict loading, clear refusals."""
 
 import logging
+import os
 import pickle
 import random
 
@@ -216,7 +217,7 @@ class Foreign:  # an arbitrary pickled object: weights_only loading must refuse 
 def test_foreign_files_are_refused(tmp_path):
     pickled = tmp_path / "object.pt"
     torch.save({"format": ckpt_mod.FORMAT, "payload": Foreign()}, pickled)
-    with pytest.raises(UserError, match="safe loading refuses"):
+    with pytest.raises(UserError, match=r"refused: the checkpoint's pickle asks for .*\.Foreign"):
         read_checkpoint(pickled)
     plain = tmp_path / "other.pt"
     torch.save({"state_dict": {"w": torch.zeros(1)}}, plain)
@@ -226,6 +227,27 @@ def test_foreign_files_are_refused(tmp_path):
     raw_pickle.write_bytes(pickle.dumps([1, 2, 3]))
     with pytest.raises(UserError, match=f"^{raw_pickle}: not a szdet checkpoint"):
         read_checkpoint(raw_pickle)
+
+
+class RunsACommand:  # pickles as a call of os.system: what a malicious checkpoint would hold
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def test_a_pickle_calling_a_function_is_refused_as_such_and_never_run(tmp_path):
+    ran = tmp_path / "ran"
+    evil = tmp_path / "step-000000001.pt"
+    torch.save({"format": ckpt_mod.FORMAT, "step": RunsACommand(f"touch {ran}")}, evil)
+    with pytest.raises(UserError) as e:
+        read_checkpoint(evil)
+    assert str(e.value) == (
+        f"{evil}: refused: the checkpoint's pickle asks for {os.system.__module__}.system (not "
+        "plain weights; szdet loads checkpoints with weights_only=True)"
+    )
+    assert not ran.exists()
 
 
 def test_other_architecture_is_refused_naming_the_difference(tmp_path):

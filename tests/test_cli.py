@@ -1,5 +1,6 @@
 """The command line itself: help for every command, one-line errors, exit codes."""
 
+import argparse
 import subprocess
 import sys
 
@@ -65,3 +66,25 @@ def test_an_internal_error_exits_70_with_its_traceback(tmp_path, capsys, monkeyp
     err = capsys.readouterr().err
     assert "Traceback" in err and "illegal memory access" in err
     assert err.strip().splitlines()[-1] == "szdet: internal error (exit 70)"
+
+
+def _subcommand(name: str) -> argparse.ArgumentParser:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[name]
+
+
+@pytest.mark.parametrize("command", ["detect", "evaluate", "score"])
+def test_every_flag_of_the_evaluation_commands_has_help(command):
+    parser = _subcommand(command)
+    undocumented = [
+        a.dest for a in parser._actions if not (a.help and a.help.strip()) and a.dest != "help"
+    ]
+    assert undocumented == []
+
+
+def test_detect_help_says_the_default_threshold_is_uncalibrated(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["detect", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "uncalibrated" in text and "evaluate.threshold_on" in text
+    assert 'sens_at_fa["10"].threshold' in text and "metrics.json" in text

@@ -90,6 +90,48 @@ def test_cross_field_rules(tmp_path):
     assert load_config(None, ["evaluate.threshold_on=0.01"]).evaluate.threshold_on == 0.01
 
 
+def test_windows_must_fit_the_models_downsample(tmp_path):
+    # 2.01 s x 256 Hz is no whole number of samples; 60 s x 256 Hz = 15,360 is no multiple of 7.
+    with pytest.raises(UserError, match=r"^--set windows.length_s=2.01: .*windows.length_s"):
+        load_config(None, ["windows.length_s=2.01"])
+    cloud = Path(__file__).resolve().parent.parent / "configs/cloud/train.yaml"
+    with pytest.raises(UserError, match=r"^--set model.downsample=7: .*model.downsample \(7\)"):
+        load_config(cloud, ["model.downsample=7"])
+    path = write(tmp_path / "w.yaml", "windows:\n  length_s: 61.03\n")
+    with pytest.raises(UserError, match=rf"^{path}: .*preprocess.sample_rate_hz") as e:
+        load_config(path)
+    assert "\n" not in str(e.value)
+    # 1.1 x 250 is 275.00000000000006 in floating point: a whole 275 samples, 11 steps of 25.
+    fits = ["preprocess.sample_rate_hz=250", "windows.length_s=1.1", "model.downsample=25"]
+    assert load_config(None, fits).model.downsample == 25
+
+
+def test_a_duplicate_key_is_refused_naming_file_line_and_key(tmp_path):
+    # YAML's last-one-wins would silently train with lr 0.5.
+    path = write(tmp_path / "dup.yaml", "train:\n  lr: 0.001\n  epochs: 3\n  lr: 0.5\n")
+    with pytest.raises(
+        UserError, match=rf"^{path}: line 4: duplicate key 'lr' \(first on line 2\)$"
+    ):
+        load_config(path)
+    sections = write(tmp_path / "sections.yaml", "train: {lr: 0.1}\nmodel: {}\ntrain: {}\n")
+    with pytest.raises(UserError, match=rf"^{sections}: line 3: duplicate key 'train'"):
+        load_config(sections)
+    # The same key in two sections, or in a file and the one it extends, is no duplicate.
+    write(tmp_path / "base.yaml", "train: {lr: 0.1}\n")
+    child = write(tmp_path / "child.yaml", "extends: base.yaml\ntrain: {lr: 0.2}\nmodel: {}\n")
+    assert load_config(child).train.lr == 0.2
+    merged = write(tmp_path / "merge.yaml", "x: &x {lr: 0.1}\ntrain: {<<: *x, lr: 0.3}\n")
+    with pytest.raises(UserError, match=r"merge.yaml: x: unknown field"):  # the merge was allowed
+        load_config(merged)
+
+
+def test_early_stopping_needs_an_fa_target_to_follow():
+    with pytest.raises(UserError, match=r"evaluate.fa_targets_per_24h: .*at least 1 item"):
+        load_config(None, ["evaluate.fa_targets_per_24h=[]"])
+    with pytest.raises(UserError, match=r"evaluate.fa_targets_per_24h.0: .*greater than 0"):
+        load_config(None, ["evaluate.fa_targets_per_24h=[-1]"])
+
+
 def test_missing_invalid_and_cyclic_files(tmp_path):
     with pytest.raises(UserError, match="not found"):
         load_config(tmp_path / "absent.yaml")

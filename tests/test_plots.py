@@ -63,10 +63,10 @@ def test_training_curves_from_metrics_jsonl(tmp_path):
     ]
     jsonl = tmp_path / "metrics.jsonl"
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert_real_png(plot_training_curves(jsonl, tmp_path / "plots" / "training.png"))
+    assert_real_png(plot_training_curves(jsonl, tmp_path / "plots" / "training.png", "10"))
 
 
 def test_training_curves_before_the_first_epoch(tmp_path):
     jsonl = tmp_path / "metrics.jsonl"
     jsonl.write_text(json.dumps({"kind": "step", "step": 0, "epoch": 0, "loss": 0.7}) + "\n")
-    assert_real_png(plot_training_curves(jsonl, tmp_path / "training.png"), min_bytes=10_000)
+    assert_real_png(plot_training_curves(jsonl, tmp_path / "training.png", "10"), min_bytes=10_000)

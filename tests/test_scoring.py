@@ -1,6 +1,7 @@
 """Event scoring: hand-worked NEDC OVLP/TAES cases, SzCORE equal to timescoring, `szdet score`."""
 
 import json
+import logging
 import math
 
 import numpy as np
@@ -321,3 +322,22 @@ def test_touching_reference_events_are_scored_as_two(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert [result["ovlp"][k] for k in ("tp", "fn", "fp")] == [1, 1, 2]
     assert [result["taes"][k] for k in ("tp", "fn", "fp")] == pytest.approx([0.1, 1.9, 2.0])
+
+
+def test_score_clips_events_to_the_recording_and_warns_about_the_hypothesis(
+    tmp_path, capsys, caplog
+):
+    # An alarm past the file's end cannot have happened: scored up to the end (590 s), not 86,400 s.
+    ref, hyp = tmp_path / "ref.csv_bi", tmp_path / "hyp.csv_bi"
+    write_annotation(ref, [Event("TERM", 100, 120, "seiz"), Event("TERM", 595, 700, "seiz")], 590)
+    past_end = [Event("TERM", 580, 86_400, "seiz"), Event("TERM", 600, 650, "seiz")]
+    write_annotation(hyp, past_end, 590.0)
+    with caplog.at_level(logging.WARNING, logger="szdet.evaluate.scoring"):
+        assert main(["score", "--ref", str(ref), "--hyp", str(hyp), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for method in ("ovlp", "taes"):
+        assert (out[method]["fn"], out[method]["fp"]) == (1, 1)  # the 600-650 s alarm is dropped
+    assert out["ovlp"]["fa_per_24h"] == pytest.approx(86_400 / 590)
+    assert out["szcore"]["fp"] == 1
+    [warning] = caplog.records
+    assert str(hyp) in warning.getMessage() and "past the recording's end" in warning.getMessage()

@@ -18,6 +18,7 @@ import torch
 from cache_support import write_split
 from szdet.config import load_config
 from szdet.train.checkpoint import list_checkpoints, read_checkpoint
+from szdet.train.distributed import DistInfo
 from szdet.train.early_stop import EarlyStopping
 from szdet.train.loop import EXIT_COLLAPSE, EXIT_NONFINITE, EXIT_STOPPED, Trainer
 from szdet.train.run_dir import MetricsLog, read_metrics
@@ -37,17 +38,22 @@ def cache_dir(tmp_path_factory) -> Path:
 
 
 def test_early_stopping_patience_and_collapse():
-    stop = EarlyStopping(patience=2, collapse_floor=0.55, collapse_after_epochs=3)
+    stop = EarlyStopping(patience=2, collapse_floor=0.55, collapse_after_epochs=3, fa_target="10")
     history = [(0.2, 0.5), (0.4, 0.6), (0.4, 0.7), (0.4, 0.7), (math.nan, 0.8)]  # sens, AUROC
     verdicts = [stop.update(epoch, *scores) for epoch, scores in enumerate(history)]
     # A tie on sensitivity is broken by AUROC; an exact tie or a NaN is no improvement.
     assert [v.improved for v in verdicts] == [True, True, True, False, False]
     assert [v.stop for v in verdicts[:4]] == [None] * 4  # AUROC 0.5 came before epoch 3
     assert verdicts[4].stop == "early_stop" and "best 0.400 at epoch 2" in verdicts[4].reason
-    restored = EarlyStopping(patience=2, collapse_floor=0.55, collapse_after_epochs=3)
+    assert "sensitivity at 10 FA/24h" in verdicts[4].reason
+    restored = EarlyStopping(
+        patience=2, collapse_floor=0.55, collapse_after_epochs=3, fa_target="10"
+    )
     restored.load_state_dict(stop.state_dict())
     assert restored == stop
-    collapsed = EarlyStopping(patience=10, collapse_floor=0.55, collapse_after_epochs=2)
+    collapsed = EarlyStopping(
+        patience=10, collapse_floor=0.55, collapse_after_epochs=2, fa_target="10"
+    )
     assert collapsed.update(0, 0.1, 0.3).stop is None
     # NaN: dev has one class only (no seizure in a small subset, say), not a collapse...
     assert collapsed.update(1, 0.2, math.nan).stop is None
@@ -251,6 +257,25 @@ def test_a_dev_split_without_seizures_warns_trains_on_and_keeps_the_last_as_best
     assert (trainer.run.checkpoints / "best.pt").read_bytes() == last.read_bytes()
     ended = caplog.records[-1].getMessage()
     assert unranked in ended and "best.pt is the last checkpoint" in ended
+
+
+@pytest.mark.slow
+def test_early_stopping_follows_the_first_configured_fa_target(tmp_path, cache_dir, caplog):
+    # No 10 FA/24h target: early stopping follows 5 FA/24h, the first, and names it everywhere.
+    config = write_config(
+        tmp_path, cache_dir, train={"epochs": 2, "early_stop_patience": 1},
+        evaluate={"fa_targets_per_24h": [5, 2.5]},
+    )  # fmt: skip
+    trainer = Trainer(load_config(config), DistInfo(0, 1, 0, torch.device("cpu")), resume="auto")
+    with caplog.at_level(logging.INFO, logger="szdet.train.loop"):
+        code = trainer.fit()
+    trainer.close(code)
+    assert code == 0 and (trainer.run.checkpoints / "best.pt").is_file()
+    epochs = [r for r in read_metrics(trainer.run.metrics) if r["kind"] == "epoch"]
+    assert epochs[0]["best"] and not math.isnan(epochs[0]["val/sens_at_5fa"])
+    assert "sens@5FA/24h" in caplog.text and "10FA" not in caplog.text
+    state = read_checkpoint(trainer.run.checkpoints / "best.pt")["early_stop"]
+    assert state["best_score"] == epochs[state["best_epoch"]]["val/sens_at_5fa"]
 
 
 @pytest.mark.gpu

@@ -74,8 +74,18 @@ def _add_config_args(p: argparse.ArgumentParser, required: bool) -> None:
     _add_overrides(p, "override a config field, e.g. --set train.lr=3e-4 (repeatable)")
 
 
-def _add_evaluate_overrides(p: argparse.ArgumentParser) -> None:
-    _add_overrides(p, "override an evaluate.* setting of the checkpoint's config, e.g. thresholds")
+def _add_evaluate_overrides(p: argparse.ArgumentParser, example: str = "thresholds") -> None:
+    _add_overrides(p, f"override an evaluate.* setting of the checkpoint's config, e.g. {example}")
+
+
+# Kept in step with the README's `szdet detect` paragraph.
+DETECT_THRESHOLD = (
+    "Events start where the seizure probability rises above evaluate.threshold_on, 0.5 unless the "
+    "checkpoint's config says otherwise: an uncalibrated default, not an operating point. For a "
+    "calibrated one, run `szdet evaluate --split dev` and pass the threshold dev chose for an FA "
+    'rate from its metrics.json, e.g. for 10 FA/24h: --set evaluate.threshold_on=<sens_at_fa["10"]'
+    ".threshold>; the off-threshold follows at evaluate.threshold_off_ratio."
+)
 
 
 def _config(args: argparse.Namespace):  # -> szdet.config.Config
@@ -292,26 +302,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="stitched per-recording evaluation: metrics.json + plots")
-    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--checkpoint", type=Path, required=True, help="a training checkpoint (.pt)")
     p.add_argument("--cache", type=Path, required=True, help="cache root holding <split>/")
-    p.add_argument("--split", default="dev")
-    p.add_argument("--out", type=Path, required=True)
-    _add_evaluate_overrides(p)
+    p.add_argument("--split", default="dev", help="split to score, at thresholds chosen on dev")
+    p.add_argument("--out", type=Path, required=True, help="folder for metrics.json and the plots")
+    _add_evaluate_overrides(p, "--set evaluate.fa_targets_per_24h=[10,1]")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("detect", help="seizure events of EDF recordings as TUSZ .csv_bi files")
-    p.add_argument("edf", type=Path, nargs="+")
-    p.add_argument("--checkpoint", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
+    p = sub.add_parser(
+        "detect",
+        help="seizure events of EDF recordings as TUSZ .csv_bi files",
+        description=DETECT_THRESHOLD,
+    )
+    p.add_argument("edf", type=Path, nargs="+", help="EDF recordings (the 19 10-20 electrodes)")
+    p.add_argument("--checkpoint", type=Path, required=True, help="a training checkpoint (.pt)")
+    p.add_argument("--out", type=Path, required=True, help="folder for <edf name>.csv_bi")
     p.add_argument("--plot", action="store_true", help="also write a PNG timeline per recording")
-    _add_evaluate_overrides(p)
+    _add_evaluate_overrides(
+        p,
+        "the on-threshold (0.5 by default, uncalibrated: see above) --set evaluate.threshold_on=T",
+    )
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("score", help="score .csv_bi hypotheses against references")
     p.add_argument("--ref", type=Path, required=True, help="a .csv_bi file or a folder of them")
     p.add_argument("--hyp", type=Path, required=True, help="a .csv_bi file or a folder of them")
-    p.add_argument("--method", choices=["ovlp", "taes", "szcore", "all"], default="all")
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--method",
+        choices=["ovlp", "taes", "szcore", "all"],
+        default="all",
+        help="NEDC OVLP or TAES, SzCORE event scoring, or all three (default)",
+    )
+    p.add_argument("--json", action="store_true", help="print the scores as JSON, not a table")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("check-kernels", help="mamba_ssm CUDA kernels vs the pure-PyTorch path")

@@ -1,8 +1,9 @@
 """The one typed config: every setting of a run lives here, loaded from YAML.
 
 A YAML file may start with ``extends: other.yaml`` (relative to itself) and override any field of
-the file it extends; ``--set section.field=value`` overrides come last. Unknown fields are refused,
-and every error names the file the value came from, the field, the bad value and what is allowed.
+the file it extends; ``--set section.field=value`` overrides come last. Unknown fields and keys
+repeated in a file (szdet/config_yaml.py) are refused, and every error names the file the value
+came from, the field, the bad value and what is allowed.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
+from szdet.config_yaml import read_config_yaml
 from szdet.errors import UserError
 
 # The model's 19 referential inputs, in this order (DESIGN §4).
@@ -165,7 +168,7 @@ class TrainConfig(Section):
     checkpoint_every_min: float = Field(30.0, gt=0)
     checkpoint_every_steps: int | None = Field(None, ge=1)  # also every N steps (None: time only)
     keep_last: int = Field(3, ge=1)
-    early_stop_patience: int = Field(10, ge=1)  # epochs without a better sens@10FA/24h
+    early_stop_patience: int = Field(10, ge=1)  # epochs without better sens at the first FA target
     collapse_auroc_floor: float = Field(0.55, ge=0, le=1)
     collapse_after_epochs: int = Field(3, ge=1)
     max_nonfinite_in_row: int = Field(20, ge=1)
@@ -186,7 +189,11 @@ class EvaluateConfig(Section):
     min_duration_s: float = Field(5.0, ge=0)
     merge_gap_s: float = Field(10.0, ge=0)
     max_event_s: float = Field(600.0, gt=0)  # longer events are split
-    fa_targets_per_24h: list[float] = Field(default_factory=lambda: [10.0, 5.0, 2.5, 1.0])
+    # Operating points reported as sensitivity at each FA/24h; the FIRST is also the one early
+    # stopping follows (train.early_stop_patience) and best.pt is chosen on.
+    fa_targets_per_24h: list[Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: [10.0, 5.0, 2.5, 1.0], min_length=1
+    )
     # On-thresholds tried when choosing sensitivity at each FA target (logit-spaced grid).
     sweep_points: int = Field(100, ge=2)
     timeline_recordings: int = Field(4, ge=0)
@@ -220,6 +227,23 @@ class Config(Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     cloud: CloudConfig = Field(default_factory=CloudConfig)
 
+    @model_validator(mode="after")
+    def _windows_fit_the_model(self) -> Config:
+        # The TCN's strided downsample (models/tcn.py) maps each `downsample` samples to one step,
+        # and the detector refuses a window it cannot divide (models/detector.py): at step 1 of a
+        # run otherwise, with a traceback and an exit code the launchers retry.
+        samples = self.windows.length_s * self.preprocess.sample_rate_hz
+        whole = round(samples)
+        if abs(samples - whole) > 1e-6 or whole % self.model.downsample:
+            raise PydanticCustomError(
+                "window_misfit",
+                f"windows.length_s ({self.windows.length_s:g} s) x preprocess.sample_rate_hz "
+                f"({self.preprocess.sample_rate_hz:g} Hz) = {samples:g} samples, which must be a "
+                f"whole multiple of model.downsample ({self.model.downsample})",
+                {"fields": ("windows.length_s", "preprocess.sample_rate_hz", "model.downsample")},
+            )
+        return self
+
     @property
     def run_dir(self) -> Path:
         return self.paths.runs_dir / self.paths.run_name
@@ -244,24 +268,6 @@ def config_hash(obj: Any) -> str:
 # Loading: YAML files with `extends:`, then --set overrides, each value remembering its source.
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: config file not found") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}:{where} not valid YAML ({getattr(e, 'problem', e)})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(
-            f"{path}: a config must be a mapping of sections, got {type(data).__name__}"
-        )
-    return data
-
-
 def _merge(base: dict, override: dict, sources: dict[str, str], source: str, prefix: str) -> dict:
     out = dict(base)
     for key, value in override.items():
@@ -281,7 +287,7 @@ def _load_raw(path: Path, sources: dict[str, str], seen: tuple[Path, ...] = ()) 
     if path in seen:
         chain = " -> ".join(str(p) for p in (*seen, path))
         raise UserError(f"{path}: `extends` forms a cycle ({chain})")
-    data = _read_yaml(path)
+    data = read_config_yaml(path)
     parent = data.pop("extends", None)
     merged: dict[str, Any] = {}
     if parent is not None:
@@ -317,11 +323,8 @@ def _describe_error(err: Any, sources: dict[str, str], default_source: str) -> s
         if candidate in sources:
             source = sources[candidate]
             break
-    else:  # a rule across a section's fields: the --set overrides inside it are the likely cause
-        inside = [
-            s for k, s in sources.items() if k.startswith(f"{loc}.") and s.startswith("--set")
-        ]
-        source = ", ".join(inside) or default_source
+    else:  # a rule across fields (of a section, or those it names): its --set is the likely cause
+        source = _rule_source(err.get("ctx", {}).get("fields", (loc,)), sources, default_source)
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         section = _section_model(err["loc"][:-1])
@@ -331,7 +334,19 @@ def _describe_error(err: Any, sources: dict[str, str], default_source: str) -> s
     # a whole section's input (a cross-field rule) is too long to echo; its message names values
     quiet = err["type"] in ("extra_forbidden", "missing") or isinstance(got, dict)
     shown = "" if quiet else f" (got {got!r})"
-    return f"{source}: {loc}: {msg}{shown}"
+    return f"{source}: {loc + ': ' if loc else ''}{msg}{shown}"
+
+
+def _rule_source(fields: tuple[str, ...], sources: dict[str, str], default_source: str) -> str:
+    """The --set overrides of ``fields`` (dotted fields or whole sections), else
+    ``default_source``."""
+    overrides = [
+        s
+        for k, s in sources.items()
+        if s.startswith("--set")
+        and any(k == f or k.startswith(f"{f}.") or f.startswith(f"{k}.") for f in fields)
+    ]
+    return ", ".join(overrides) or default_source
 
 
 def _section_model(loc: tuple) -> type[BaseModel] | None:

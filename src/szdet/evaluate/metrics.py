@@ -138,7 +138,8 @@ def choose_thresholds(sweep: Sweep, fa_targets: Sequence[float]) -> dict[float, 
     return chosen
 
 
-def _target_key(target: float | str) -> str:
+def target_key(target: float | str) -> str:
+    """An FA/24h target as metrics' ``sens_at_fa`` keys spell it: 10.0 -> "10", 2.5 -> "2.5"."""
     return f"{float(target):g}"
 
 
@@ -191,7 +192,7 @@ def evaluate_tracks(
         **{method: score.to_dict() for method, score in configured.items()},
         "thresholds_source": source,
         "sens_at_fa": {
-            _target_key(t): _at_threshold(track_set, ref, cfg, on) for t, on in chosen.items()
+            target_key(t): _at_threshold(track_set, ref, cfg, on) for t, on in chosen.items()
         },
         "sweep": sweep.to_dict(),
         "roc": _roc_for_plot(fpr, tpr),
@@ -213,11 +214,11 @@ def _frames(
 def _given_thresholds(
     thresholds: Mapping[float | str, float | None], fa_targets: Sequence[float]
 ) -> dict[float, float | None]:
-    given = {_target_key(k): v for k, v in thresholds.items()}
-    missing = [t for t in fa_targets if _target_key(t) not in given]
+    given = {target_key(k): v for k, v in thresholds.items()}
+    missing = [t for t in fa_targets if target_key(t) not in given]
     if missing:
         raise ValueError(f"no threshold given for FA/24h target(s) {missing}")
-    return {t: given[_target_key(t)] for t in fa_targets}
+    return {t: given[target_key(t)] for t in fa_targets}
 
 
 def _at_threshold(

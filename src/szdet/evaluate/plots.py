@@ -132,9 +132,10 @@ def plot_timeline(
     return save_png(fig, path)
 
 
-def plot_training_curves(metrics_jsonl: str | Path, path: str | Path) -> Path:
-    """Loss per logged step, and dev AUROC and sensitivity at 10 FA/24h per epoch, from the rows
-    of a run's metrics.jsonl (``kind`` "step" with ``loss``; ``kind`` "epoch" with ``val/...``)."""
+def plot_training_curves(metrics_jsonl: str | Path, path: str | Path, fa_target: str) -> Path:
+    """Loss per logged step, and dev AUROC and sensitivity at ``fa_target`` FA/24h (the one early
+    stopping follows) per epoch, from the rows of a run's metrics.jsonl (``kind`` "step" with
+    ``loss``; ``kind`` "epoch" with ``val/...``)."""
     rows = [json.loads(line) for line in Path(metrics_jsonl).read_text().splitlines() if line]
     steps = [r for r in rows if r.get("kind") == "step" and r.get("loss") is not None]
     epochs = [r for r in rows if r.get("kind") == "epoch"]
@@ -146,7 +147,7 @@ def plot_training_curves(metrics_jsonl: str | Path, path: str | Path) -> Path:
     numbers = [r["epoch"] + 1 for r in epochs]
     for key, label, colour in [
         ("val/auroc", "dev AUROC", "tab:blue"),
-        ("val/sens_at_10fa", "dev sensitivity at 10 FA/24h", "tab:red"),
+        (f"val/sens_at_{fa_target}fa", f"dev sensitivity at {fa_target} FA/24h", "tab:red"),
     ]:
         values = [np.nan if r.get(key) is None else r[key] for r in epochs]
         dev_ax.plot(numbers, values, marker="o", color=colour, label=label)

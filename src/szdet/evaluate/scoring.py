@@ -32,13 +32,16 @@ apart merged, then events > 300 s split; a reference extended 30 s before and 60
 if any hypothesis sample falls inside; a hypothesis is a false alarm if no sample of it falls inside
 a detected, extended reference).
 
-FA/24h = false alarms / total recording duration x 86,400 s.
+FA/24h = false alarms / total recording duration x 86,400 s. `szdet score` cuts both files' events
+to the reference's ``# duration`` (events starting after it are dropped) and warns, naming the
+file, about a hypothesis that runs past it.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,8 +49,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from szdet.data.tusz import read_annotation
+from szdet.data.tusz import Annotation, clip_intervals, read_annotation
 from szdet.errors import UserError
+
+log = logging.getLogger(__name__)
 
 SECONDS_PER_DAY = 86_400.0
 METHODS = ("ovlp", "taes", "szcore")
@@ -303,6 +308,7 @@ def score_all(
 # --- `szdet score` ----------------------------------------------------------------------------
 
 DURATION_TOLERANCE_S = 1.0  # NEDC refuses pairs whose files end at different times
+END_TOLERANCE_S = 0.01  # the header's precision: events this little past the end go unremarked
 
 
 def _annotation_files(path: Path, side: str) -> dict[str, Path]:
@@ -342,10 +348,25 @@ def read_pairs(ref: Path, hyp: Path) -> tuple[Events, Events, list[float]]:
                 f"{hyp_path}: duration {hyp_ann.duration_s:.2f} s differs from the reference "
                 f"{ref_path} ({ref_ann.duration_s:.2f} s)"
             )
-        ref_events.append(ref_ann.seizure_intervals())
-        hyp_events.append(hyp_ann.seizure_intervals())
+        ref_events.append(clip_intervals(ref_ann.seizure_intervals(), ref_ann.duration_s))
+        hyp_events.append(_hypothesis_within(hyp_ann, ref_ann.duration_s))
         durations.append(ref_ann.duration_s)
     return Events.from_lists(ref_events), Events.from_lists(hyp_events), durations
+
+
+def _hypothesis_within(hyp: Annotation, duration_s: float) -> list[Interval]:
+    """The hypothesis' seizure events cut to the recording: an alarm past its end cannot have
+    happened, and would count as false alarms over time that was never recorded."""
+    events = hyp.seizure_intervals()
+    if events and events[-1][1] > duration_s + END_TOLERANCE_S:
+        log.warning(
+            "%s: seizure events up to %.2f s, past the recording's end (%.2f s): "
+            "clipped to it, those starting after it dropped",
+            hyp.path,
+            events[-1][1],
+            duration_s,
+        )
+    return clip_intervals(events, duration_s)
 
 
 def format_table(scores: dict[str, EventScore]) -> str:

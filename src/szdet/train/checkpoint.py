@@ -9,6 +9,7 @@ fingerprint before anything touches a model.
 from __future__ import annotations
 
 import logging
+import pickle
 import re
 import shutil
 import time
@@ -30,6 +31,7 @@ BEST_NAME = "best.pt"
 CORRUPT_SUFFIX = ".corrupt"  # a step checkpoint that did not read back, set aside on resume
 _ZIP_MAGIC = b"PK\x03\x04"
 _STEP_NAME = re.compile(r"^step-(\d+)\.pt$")
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
 def step_checkpoint_name(step: int) -> str:
@@ -174,9 +176,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, zip errors...
-        if "Unsupported global" in str(e):
+        # weights_only refuses any function or class outside its allowlist (os.system, say)
+        # before calling it; torch's message names it "GLOBAL module.name".
+        if isinstance(e, pickle.UnpicklingError) and (asked := _REFUSED_GLOBAL.search(str(e))):
             raise UserError(
-                f"{path}: not a szdet checkpoint (holds objects that safe loading refuses)"
+                f"{path}: refused: the checkpoint's pickle asks for {asked[1]} (not plain "
+                "weights; szdet loads checkpoints with weights_only=True)"
             ) from None
         reason = first_line(e)[:120]
         raise UserError(f"{path}: unreadable checkpoint, truncated or corrupt ({reason})") from None

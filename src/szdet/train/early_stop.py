@@ -1,4 +1,5 @@
-"""When to stop: no better sensitivity at 10 FA/24h for ``patience`` epochs, or a collapsed model.
+"""When to stop: no better dev sensitivity at the first of ``evaluate.fa_targets_per_24h`` (10 by
+default) for ``patience`` epochs, or a collapsed model.
 
 Sensitivity at a fixed FA rate moves in steps of one seizure and saturates on easy data, so equal
 sensitivities are ranked by sample AUROC: the best epoch is the first with the highest
@@ -18,8 +19,10 @@ import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from szdet.evaluate.metrics import target_key
+
 if TYPE_CHECKING:
-    from szdet.config import TrainConfig
+    from szdet.config import Config
     from szdet.data.manifest import CacheSplit
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,7 @@ class EarlyStopping:
     patience: int
     collapse_floor: float
     collapse_after_epochs: int
+    fa_target: str = "10"  # the sens_at_fa key followed (see metrics.target_key)
     unranked_dev: str = ""  # the dev split folder when it holds no seizure event
     epochs: int = 0  # the run's, for the closing warning of an unranked run
     best_score: float = -math.inf
@@ -48,7 +52,7 @@ class EarlyStopping:
     epochs_without_improvement: int = 0
 
     @classmethod
-    def for_run(cls, train: TrainConfig, dev: CacheSplit, is_main: bool) -> EarlyStopping:
+    def for_run(cls, cfg: Config, dev: CacheSplit, is_main: bool) -> EarlyStopping:
         unranked = "" if any(r.events for r in dev.recordings) else str(dev.dir)
         if unranked and is_main:
             log.warning(
@@ -57,11 +61,12 @@ class EarlyStopping:
                 unranked,
             )
         return cls(
-            train.early_stop_patience,
-            train.collapse_auroc_floor,
-            train.collapse_after_epochs,
+            cfg.train.early_stop_patience,
+            cfg.train.collapse_auroc_floor,
+            cfg.train.collapse_after_epochs,
+            fa_target=target_key(cfg.evaluate.fa_targets_per_24h[0]),
             unranked_dev=unranked,
-            epochs=train.epochs,
+            epochs=cfg.train.epochs,
         )
 
     def update(self, epoch: int, score: float, auroc: float) -> Verdict:
@@ -95,7 +100,7 @@ class EarlyStopping:
             return Verdict(
                 improved,
                 "early_stop",
-                f"no better dev sensitivity at 10 FA/24h for {self.patience} epochs "
+                f"no better dev sensitivity at {self.fa_target} FA/24h for {self.patience} epochs "
                 f"(best {self.best_score:.3f} at epoch {self.best_epoch})",
                 note,
             )

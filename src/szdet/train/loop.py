@@ -76,11 +76,13 @@ class Trainer:
 
     def __init__(self, cfg: Config, info: DistInfo, resume: str) -> None:
         self.cfg, self.info, self.device = cfg, info, info.device
-        # First, so that a GPU without the kernels a cloud config requires stops before any work.
-        log.info("Mamba-2 path: %s", select_path(cfg.model.kernels, self.device))
+        # First, so that a GPU without the kernels a cloud config requires stops before any work;
+        # logged once the resume is known to go ahead (a refusal stays one line).
+        mamba_path = select_path(cfg.model.kernels, self.device)
         self.start_time = time.monotonic()
         self.run = RunDir(cfg.run_dir)
         resume_from, state = self._load_resume_state(resume)
+        log.info("Mamba-2 path: %s", mamba_path)
 
         seed_everything(cfg.train.seed + info.rank)
         self.model = build_model(cfg.model).to(self.device)
@@ -108,7 +110,7 @@ class Trainer:
             cfg.train, info, self.model, ddp_model, self.optimizer, self.scheduler, autocast_dtype
         )
         self.validator = Validator(cfg, info, autocast_dtype, self.run.plots)
-        self.early_stop = EarlyStopping.for_run(cfg.train, self.validator.split, info.is_main)
+        self.early_stop = EarlyStopping.for_run(cfg, self.validator.split, info.is_main)
         self.monitor = StepMonitor(
             total_steps,
             cfg.train.batch_size * info.world_size,
@@ -297,7 +299,7 @@ class Trainer:
         verdict: Verdict | None = None
         summary = self.validator.run(self.model, epoch)
         if summary is not None:  # rank 0
-            verdict = self.early_stop.update(epoch, summary.sens_at_10fa, summary.auroc)
+            verdict = self.early_stop.update(epoch, summary.early_stop_score, summary.auroc)
             row: dict[str, Any] = {
                 "kind": "epoch",
                 "step": self.step,
@@ -312,11 +314,12 @@ class Trainer:
                 row["gpu_peak_gb"] = peak_gb
             self._write_row(row)
             log.info(
-                "epoch %d: train loss %s, dev AUROC %s, sens@10FA/24h %s%s",
+                "epoch %d: train loss %s, dev AUROC %s, sens@%sFA/24h %s%s",
                 epoch + 1,
                 format_value(train_loss),
                 format_value(summary.auroc),
-                format_value(summary.sens_at_10fa),
+                summary.early_stop_target,
+                format_value(summary.early_stop_score),
                 verdict.note,
             )
             plots = self.validator.write_plots(self.run.metrics, summary)

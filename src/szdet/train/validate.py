@@ -14,14 +14,12 @@ import torch
 from szdet.config import Config
 from szdet.data.manifest import CacheSplit
 from szdet.data.windows import WindowIndex
-from szdet.evaluate.metrics import evaluate_tracks
+from szdet.evaluate.metrics import evaluate_tracks, target_key
 from szdet.evaluate.plots import plot_training_curves, write_split_plots
 from szdet.evaluate.stitch import predict_tracks
 from szdet.train.distributed import DistInfo, gather_to_main
 
 log = logging.getLogger(__name__)
-
-EARLY_STOP_FA_TARGET = "10"  # early stopping follows sensitivity at 10 FA/24h (DESIGN §6)
 
 
 @dataclass
@@ -29,15 +27,16 @@ class ValidationSummary:
     epoch: int
     metrics: dict[str, Any]  # evaluate_tracks' full dict
     tracks: list[np.ndarray] = field(repr=False)
+    # The sens_at_fa key early stopping follows: the first of evaluate.fa_targets_per_24h.
+    early_stop_target: str
 
     @property
     def auroc(self) -> float:
         return _float(self.metrics.get("auroc"))
 
     @property
-    def sens_at_10fa(self) -> float:
-        at = self.metrics["sens_at_fa"].get(EARLY_STOP_FA_TARGET, {})
-        return _float(at.get("sensitivity"))
+    def early_stop_score(self) -> float:
+        return _float(self.metrics["sens_at_fa"][self.early_stop_target]["sensitivity"])
 
     @property
     def scalars(self) -> dict[str, float]:
@@ -106,7 +105,9 @@ class Validator:
             [r.duration_s for r in recordings],
             self.cfg.evaluate,
         )
-        return ValidationSummary(epoch, metrics, tracks)
+        return ValidationSummary(
+            epoch, metrics, tracks, target_key(self.cfg.evaluate.fa_targets_per_24h[0])
+        )
 
     def write_plots(self, metrics_path: Path, summary: ValidationSummary) -> dict[str, Path]:
         """Training curves, and dev ROC, sensitivity vs FA/24h and timelines of this epoch, as PNGs
@@ -114,7 +115,7 @@ class Validator:
         recordings = self.split.recordings
         written = {
             "training_curves": plot_training_curves(
-                metrics_path, self.plots_dir / "training_curves.png"
+                metrics_path, self.plots_dir / "training_curves.png", summary.early_stop_target
             ),
             **write_split_plots(
                 self.plots_dir,
