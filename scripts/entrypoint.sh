@@ -3,7 +3,7 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# The one layout (DESIGN §2/§7): a cache mounted here is used by `smoke` instead of synthetic data.
+# The one layout: a cache mounted here is used by `smoke` instead of synthetic data.
 mounted_cache=/results/cache/tusz
 
 usage() {

@@ -1,4 +1,4 @@
-"""`szdet`: the one command line (DESIGN §3).
+"""`szdet`: the one command line.
 
 Each subcommand parses its flags here and hands plain values to the stage that does the work;
 those stages are imported only when their command runs, so `szdet --help` stays instant and a

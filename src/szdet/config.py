@@ -20,7 +20,7 @@ from pydantic_core import PydanticCustomError
 from szdet.config_yaml import read_config_yaml
 from szdet.errors import UserError
 
-# The model's 19 referential inputs, in this order (DESIGN §4).
+# The model's 19 referential inputs, in this order.
 CHANNELS_19 = (
     "FP1", "F3", "C3", "P3", "F7", "T3", "T5", "O1", "FZ", "CZ",
     "PZ", "FP2", "F4", "C4", "P4", "F8", "T4", "T6", "O2",
@@ -85,7 +85,7 @@ class WindowsConfig(Section):
     length_s: float = Field(60.0, gt=0)
     train_stride_s: float = Field(10.0, gt=0)
     eval_stride_s: float = Field(30.0, gt=0)  # overlapping windows, averaged when stitched
-    # Balanced draw per epoch (DESIGN §6): all partial-seizure windows, and these multiples of
+    # Balanced draw per epoch: all partial-seizure windows, and these multiples of
     # their count of all-seizure and background windows.
     full_seizure_ratio: float = Field(0.3, ge=0)
     background_ratio: float = Field(2.5, ge=0)
@@ -97,7 +97,7 @@ MODEL_EXECUTION_FIELDS = ("kernels", "chunk_size", "pure_chunk_size", "recompute
 
 
 class ModelConfig(Section):
-    """V3 sizes (DESIGN §5); configs/local shrinks the widths, never the structure."""
+    """V3 sizes; configs/local shrinks the widths, never the structure."""
 
     # auto: mamba_ssm on CUDA when it imports; cuda: the same, but a GPU without the kernels is an
     # error rather than the ~30x slower pure path; pure: the pure path everywhere

@@ -100,7 +100,7 @@ def parse_modal_run(argv: list[str]) -> tuple[dict, dict]:
     return ctx.params, command.make_context(name, rest, parent=ctx).params
 
 
-# The user's plan, verbatim, with deploy/modal/app.py read as modal/app.py (DESIGN §1).
+# The user's plan, verbatim, with deploy/modal/app.py read as modal/app.py.
 USER_COMMANDS = [
     ("modal run modal/app.py --action populate-cache", False,
      {"action": "populate-cache", "config": "configs/modal/train.yaml", "resume": "auto"}),

@@ -1,6 +1,6 @@
 """EDF reading and preprocessing: any scalp EEG recording -> 19 channels, 256 Hz, robust z-scores.
 
-The steps, in order (DESIGN §4):
+The steps, in order:
 
 1. read only the EEG channels we need (mne ``include``: files carry up to 128 channels, some at
    other rates), names normalised (``EEG FP1-REF`` -> ``FP1``, T7/T8/P7/P8 -> T3/T4/T5/T6);

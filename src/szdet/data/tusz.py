@@ -29,7 +29,7 @@ from szdet.fileio import write_text_atomic
 
 SPLITS = ("train", "dev", "eval")
 MONTAGES = ("01_tcp_ar", "02_tcp_le", "03_tcp_ar_a")
-# TUSZ seizure types. DESIGN §4 lists nine; TUSZ v2 also uses cnsz (clonic) and atsz (atonic).
+# TUSZ seizure types. The usual list has nine; TUSZ v2 also uses cnsz (clonic) and atsz (atonic).
 SEIZURE_LABELS = frozenset(
     {"seiz", "fnsz", "gnsz", "spsz", "cpsz", "absz", "tnsz", "cnsz", "tcsz", "atsz", "mysz"}
 )

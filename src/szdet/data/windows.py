@@ -7,7 +7,7 @@ covered and no window reads past the end. A recording shorter than one window ge
 at 0, zero-padded past its end (padding is labelled background). Each window is BACKGROUND (no
 seizure sample), PARTIAL (some) or FULL (every sample seizure).
 
-Balanced sampling (DESIGN §6). Each epoch draws every PARTIAL window, ``full_ratio`` times their
+Balanced sampling. Each epoch draws every PARTIAL window, ``full_ratio`` times their
 count of FULL windows and ``background_ratio`` times their count of BACKGROUND windows. A class
 with fewer windows than wanted contributes each of them once and the remainder drawn with
 replacement; a class with enough is drawn without replacement. With no PARTIAL windows the FULL

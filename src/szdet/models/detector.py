@@ -1,4 +1,4 @@
-"""V3, the dual-stream detector (DESIGN §5): (B, 19, L) EEG -> (B, L) per-sample seizure logits.
+"""V3, the dual-stream detector: (B, 19, L) EEG -> (B, L) per-sample seizure logits.
 
 TCN at the full rate, strided downsample, projection to electrodes (B, N, T, D); then two streams:
 nodes through a bidirectional Mamba-2 per electrode, and each pair's cosine similarity through the

@@ -10,7 +10,7 @@ from szdet.config import ModelConfig
 from szdet.models import build_model
 from szdet.models.kernels import describe_path
 
-WINDOW_SAMPLES = 15360  # 60 s at 256 Hz, the window in use (DESIGN §4)
+WINDOW_SAMPLES = 15360  # 60 s at 256 Hz, the window in use
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -1,7 +1,7 @@
 """Training checkpoints: atomic writes, the last K kept plus ``best.pt``, strict and safe loading.
 
 A checkpoint is one ``torch.save`` dict of plain types and tensors holding everything that decides
-the rest of a run (DESIGN §6): see ``TrainState`` in szdet.train.loop for its keys. It is untrusted
+the rest of a run (``Trainer.save`` in szdet/train/loop.py assembles it). It is untrusted
 input when read back, so loading uses ``weights_only=True`` and checks the format tag and the model
 fingerprint before anything touches a model.
 """

@@ -1,4 +1,4 @@
-"""`szdet train`: the training loop, resumable to the step, on one process or many (DESIGN §6).
+"""`szdet train`: the training loop, resumable to the step, on one process or many.
 
 ``--resume`` decides where a run starts:
 

@@ -1,4 +1,4 @@
-"""Focal loss on per-sample seizure logits (Lin et al. 2017), the training objective (DESIGN §6).
+"""Focal loss on per-sample seizure logits (Lin et al. 2017), the training objective.
 
 Seizure samples are a few percent of the signal; the focal term (1 - p_t)^gamma shrinks the loss of
 samples the model already gets right, so the many easy background samples do not drown the rare
