@@ -248,6 +248,11 @@ class Config(Section):
     def run_dir(self) -> Path:
         return self.paths.runs_dir / self.paths.run_name
 
+    @property
+    def window_samples(self) -> int:
+        """Samples per window at the cache's rate (a whole number: ``_windows_fit_the_model``)."""
+        return round(self.windows.length_s * self.preprocess.sample_rate_hz)
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 

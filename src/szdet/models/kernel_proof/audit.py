@@ -35,7 +35,7 @@ def _bf16_in_proj(model: nn.Module) -> list[Any]:
 
 def model_launches(cfg: Config, gpu: GpuModel) -> dict[str, list[Launch]]:
     """The recorded launches of a training step ("train") and a validation batch ("validate")."""
-    window = round(cfg.windows.length_s * cfg.preprocess.sample_rate_hz)
+    window = cfg.window_samples
     model_cfg = cfg.model.model_copy(update={"kernels": "cuda"})
     with torch.device("meta"):
         model = build_model(model_cfg)
@@ -82,7 +82,7 @@ def launch_audit(cfg: Config, recorded: list[dict[str, list[Launch]]]) -> dict[s
     return {
         "batch": cfg.train.batch_size,
         "validation_batch": cfg.evaluate.batch_size,
-        "window_samples": round(cfg.windows.length_s * cfg.preprocess.sample_rate_hz),
+        "window_samples": cfg.window_samples,
         "launches": {phase: len(group) for phase, group in recorded[0].items()},
         "kernels": len(largest),
         "max_grid": largest,
