@@ -10,16 +10,17 @@ its own parameters to mamba_ssm's fused kernel ``mamba_split_conv1d_scan_combine
 - mamba_ssm and causal_conv1d import.
 
 Otherwise it runs the pure chunked scan, except that ``cuda`` on a GPU without importable kernels
-is an error (:func:`select_path`): a cloud run never falls back to a path ~30x slower.
+is an error (:func:`select_path`): a cloud run never falls back to a path ~30x slower. So a model
+is built once on the CPU, ``.to("cuda")`` is all it takes to use the kernels, and a checkpoint
+from either path loads strictly into the other (and into ``mamba_ssm.modules.mamba2.Mamba2``
+itself, which ``szdet check-kernels`` verifies). mamba_ssm is imported lazily: it is a CUDA-only
+build and is not part of the CPU install.
 
 CUDA caps a launch grid's y and z at 65,535 blocks, and ten of mamba_ssm's SSD kernels launch
 ``(..., rows * nchunks, nheads)``: the edge stream alone hands over B x 171 rows (164,160 at batch
-64 with 15 chunks). :func:`fused_scan` therefore splits the rows into calls that fit; rows are
-independent sequences, so the split is exact. ``szdet check-kernels --interpret`` audits every
-launch of a training step against these limits (models/kernel_proof/). So a model is built once on the CPU, ``.to("cuda")`` is
-all it takes to use the kernels, and a checkpoint from either path loads strictly into the other
-(and into ``mamba_ssm.modules.mamba2.Mamba2`` itself, which ``szdet check-kernels`` verifies).
-mamba_ssm is imported lazily: it is a CUDA-only build and is not part of the CPU install.
+64 with 15 chunks). ``AutoMamba2.fused_scan`` therefore splits the rows into calls that fit; rows
+are independent sequences, so the split is exact. ``szdet check-kernels --interpret`` audits every
+launch of a training step against these limits (models/kernel_proof/).
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@
 A Triton kernel call goes ``Autotuner.run`` -> (``Heuristics.run``) -> ``JITFunction.run``, which
 binds the arguments, compiles for the current device and launches ``grid(bound arguments)``.
 
-- :func:`recording` (on a GPU, ``execute=True``, it only watches) replaces the last step: it binds the arguments exactly as ``JITFunction.run``
+- :func:`recording` replaces the last step: it binds the arguments exactly as ``JITFunction.run``
   does for an A100, evaluates the grid, stores the launch and returns without compiling or
-  running anything, so meta tensors of any size will do. Its autotuner goes through every config
+  running anything, so meta tensors of any size will do (on a GPU, ``execute=True`` records the
+  grid and then runs the launch, the autotuner untouched). Its autotuner goes through every config
   (on a GPU the autotuner benchmarks them all, and any one may win), so each kernel's largest
   grid, and every variant the AOT compile must build, is seen.
 - :func:`one_config` is for ``TRITON_INTERPRET=1`` runs on real CPU tensors: the autotuner takes
