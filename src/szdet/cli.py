@@ -226,7 +226,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in (
+        _add_synth, _add_cache, _add_train, _add_evaluate, _add_detect, _add_score,
+        _add_check_kernels, _add_model_summary,
+    ):  # fmt: skip
+        add_command(sub)
+    return parser
 
+
+Subparsers = argparse._SubParsersAction  # what add_subparsers returns
+
+
+def _add_synth(sub: Subparsers) -> None:
     p = sub.add_parser("synth", help="write a synthetic corpus laid out exactly like TUSZ v2.0.x")
     p.add_argument(
         "out", type=Path, help="corpus root (edf/{train,dev,eval}/... is written inside)"
@@ -238,9 +249,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_synth)
 
+
+def _add_cache(sub: Subparsers) -> None:
     cache = sub.add_parser("cache", help="build, verify, merge and transfer the preprocessed cache")
     csub = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    _add_cache_build(csub)
 
+    p = csub.add_parser("merge", help="merge the shard manifests of a split into manifest.json")
+    p.add_argument("dir", type=Path, help="cache root")
+    p.add_argument("--split", required=True)
+    p.set_defaults(func=cmd_cache_merge)
+
+    p = csub.add_parser("verify", help="re-check sizes and checksums; exit 1 on any mismatch")
+    p.add_argument("dir", type=Path, help="cache root (holding <split>/manifest.json)")
+    p.add_argument("--expect", type=_expect, default=None, help="e.g. train=4667,dev=1832")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_cache_verify)
+    _add_cache_transfers(csub)
+
+
+def _add_cache_build(csub: Subparsers) -> None:
     p = csub.add_parser("build", help="EDF + annotations -> cache (parallel, resumable)")
     p.add_argument("--data-root", type=Path, required=True, help="corpus root holding edf/<split>/")
     p.add_argument("--split", required=True, help="train, dev or eval")
@@ -257,17 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p, required=False)
     p.set_defaults(func=cmd_cache_build)
 
-    p = csub.add_parser("merge", help="merge the shard manifests of a split into manifest.json")
-    p.add_argument("dir", type=Path, help="cache root")
-    p.add_argument("--split", required=True)
-    p.set_defaults(func=cmd_cache_merge)
 
-    p = csub.add_parser("verify", help="re-check sizes and checksums; exit 1 on any mismatch")
-    p.add_argument("dir", type=Path, help="cache root (holding <split>/manifest.json)")
-    p.add_argument("--expect", type=_expect, default=None, help="e.g. train=4667,dev=1832")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.set_defaults(func=cmd_cache_verify)
-
+def _add_cache_transfers(csub: Subparsers) -> None:
     for name, helptext in (("push", "upload a cache to S3"), ("pull", "download a cache from S3")):
         p = csub.add_parser(name, help=helptext + " (parallel, resumable, checksum-verified)")
         if name == "push":
@@ -286,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--workers", type=_positive_int, default=16, help="parallel transfers")
         p.set_defaults(func=cmd_cache_push if name == "push" else cmd_cache_pull)
 
+
+def _add_train(sub: Subparsers) -> None:
     p = sub.add_parser("train", help="train the detector; writes the run directory")
     _add_config_args(p, required=True)
     p.add_argument(
@@ -301,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_train)
 
+
+def _add_evaluate(sub: Subparsers) -> None:
     p = sub.add_parser("evaluate", help="stitched per-recording evaluation: metrics.json + plots")
     p.add_argument("--checkpoint", type=Path, required=True, help="a training checkpoint (.pt)")
     p.add_argument("--cache", type=Path, required=True, help="cache root holding <split>/")
@@ -309,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_overrides(p, "--set evaluate.fa_targets_per_24h=[10,1]")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_detect(sub: Subparsers) -> None:
     p = sub.add_parser(
         "detect",
         help="seizure events of EDF recordings as TUSZ .csv_bi files",
@@ -324,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_detect)
 
+
+def _add_score(sub: Subparsers) -> None:
     p = sub.add_parser("score", help="score .csv_bi hypotheses against references")
     p.add_argument("--ref", type=Path, required=True, help="a .csv_bi file or a folder of them")
     p.add_argument("--hyp", type=Path, required=True, help="a .csv_bi file or a folder of them")
@@ -336,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the scores as JSON, not a table")
     p.set_defaults(func=cmd_score)
 
+
+def _add_check_kernels(sub: Subparsers) -> None:
     p = sub.add_parser("check-kernels", help="mamba_ssm CUDA kernels vs the pure-PyTorch path")
     p.add_argument(
         "--require-cuda-kernels", action="store_true", help="fail if mamba_ssm is not usable"
@@ -351,10 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="--interpret: print the report as JSON")
     p.set_defaults(func=cmd_check_kernels)
 
+
+def _add_model_summary(sub: Subparsers) -> None:
     p = sub.add_parser("model-summary", help="parameter count per component")
     _add_config_args(p, required=True)
     p.set_defaults(func=cmd_model_summary)
-    return parser
 
 
 def _resource_limit(message: str, error: BaseException) -> int:
