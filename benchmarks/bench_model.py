@@ -21,14 +21,14 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from szdet.config import ModelConfig, load_config
+from szdet.config import Config, ModelConfig, load_config
 from szdet.models import build_model, param_groups
 from szdet.models.graph import GraphStage
 from szdet.models.kernels import describe_path
 from szdet.models.mamba2 import ssd_chunked, ssd_naive
 
 ROOT = Path(__file__).resolve().parent.parent
-WINDOW = 15360
+WINDOW = Config().window_samples  # the reference window: 60 s at 256 Hz
 H100_H200_BF16_DENSE_TFLOPS = 989.0  # NVIDIA's figure for the SXM parts, without sparsity
 
 
@@ -148,6 +148,7 @@ def model_flops_per_window(cfg: ModelConfig) -> int:
 
 def train_step(args: argparse.Namespace) -> dict:
     """The trainer's own step (Stepper: autocast, focal loss, clip, fused AdamW) on random data."""
+    from szdet.device import autocast_dtype
     from szdet.train.distributed import DistInfo
     from szdet.train.schedule import WarmupCosine
     from szdet.train.step import Stepper
@@ -160,11 +161,9 @@ def train_step(args: argparse.Namespace) -> dict:
         param_groups(model, cfg.train.weight_decay), lr=cfg.train.lr, fused=device.type == "cuda"
     )
     scheduler = WarmupCosine(optimizer, 0, args.warmup + args.steps, cfg.train.min_lr_ratio)
-    bf16 = device.type == "cuda" and cfg.train.precision == "bf16"
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=device)
-    stepper = Stepper(
-        cfg.train, info, model, model, optimizer, scheduler, torch.bfloat16 if bf16 else None
-    )
+    autocast = autocast_dtype(device, cfg.train.precision)
+    stepper = Stepper(cfg.train, info, model, model, optimizer, scheduler, autocast)
     # float16, as the loader hands windows over (the step widens them on the device)
     x = torch.randn(args.batch, cfg.model.in_channels, WINDOW, device=device, dtype=torch.float16)
     y = (torch.rand(args.batch, WINDOW, device=device) < 0.1).float()
@@ -190,7 +189,7 @@ def train_step(args: argparse.Namespace) -> dict:
         "config": str(args.config),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "mamba2_path": describe_path(cfg.model.kernels, device),
-        "precision": "bf16 autocast" if bf16 else "fp32",
+        "precision": "bf16 autocast" if autocast is not None else "fp32",
         "recompute_pure_mamba": cfg.model.recompute_pure_mamba,
         "batch": args.batch,
         "steps_timed": args.steps,

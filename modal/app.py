@@ -45,7 +45,7 @@ EXIT_STOPPED = 75  # `szdet train` checkpointed and stopped at train.time_limit_
 # internal-error exit 70, a signal, a CUDA or I/O failure) is retried from the last checkpoint.
 EXIT_FINAL = {1, 2, 3, 4}
 COMMIT_POLL_S = 30
-RESUME_WORDS = ("auto", "true", "false")  # as szdet.train.checkpoint.resolve_resume reads them
+RESUME_WORDS = ("auto", "true", "false")  # as szdet.state.resume.resolve_resume reads them
 Action = Literal["populate-cache", "build-cache", "test-mamba", "train", "evaluate"]
 
 

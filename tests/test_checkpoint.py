@@ -4,6 +4,7 @@ import logging
 import os
 import pickle
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,21 +12,25 @@ import torch
 
 from szdet.config import Config
 from szdet.errors import UserError
-from szdet.train import checkpoint as ckpt_mod
-from szdet.train.checkpoint import (
+from szdet.models import build_model
+from szdet.state import checkpoint as ckpt_mod
+from szdet.state.checkpoint import (
     BEST_NAME,
     CORRUPT_SUFFIX,
     CheckpointTimer,
-    check_no_later_checkpoints,
-    check_same_model,
     latest_checkpoint,
     list_checkpoints,
-    load_for_inference,
     prepare_directory,
     read_checkpoint,
+    save_checkpoint,
+)
+from szdet.state.contents import load_for_inference
+from szdet.state.resume import (
+    check_no_later_checkpoints,
+    check_resumable,
+    check_same_model,
     read_for_resume,
     resolve_resume,
-    save_checkpoint,
 )
 from szdet.train.rng import capture_rng_state, restore_rng_state, seed_everything
 from szdet.train.schedule import WarmupCosine
@@ -161,7 +166,7 @@ def test_resume_falls_back_past_corrupt_checkpoints_and_sets_them_aside(tmp_path
     )
     _flip_a_weight_bit(flipped)
     truncated.write_bytes(truncated.read_bytes()[:1000])
-    with caplog.at_level(logging.WARNING, logger="szdet.train.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="szdet.state.checkpoint"):
         assert resolve_resume("auto", tmp_path) == good
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 2
@@ -263,14 +268,47 @@ def test_other_architecture_is_refused_naming_the_difference(tmp_path):
     )
 
 
-def test_load_for_inference_returns_config_and_weights(tmp_path):
+def test_load_for_inference_returns_config_and_model(tmp_path):
     cfg = Config.model_validate({"model": {"node_dim": 32}, "evaluate": {"frame_hz": 2.0}})
     state = training_state(3, cfg)
+    state["model"] = build_model(cfg.model).state_dict()
     path = save_checkpoint(state, tmp_path, keep_last=1)
-    got_cfg, weights = load_for_inference(path)
+    got_cfg, model = load_for_inference(path)
     assert got_cfg == cfg
-    assert weights.keys() == state["model"].keys()
-    assert torch.equal(weights["bias"], state["model"]["bias"])
+    assert not model.training
+    loaded = model.state_dict()
+    assert loaded.keys() == state["model"].keys()
+    assert all(torch.equal(loaded[k], v) for k, v in state["model"].items())
+
+
+def test_load_for_inference_refuses_weights_of_another_model_in_one_line(tmp_path):
+    state = training_state(3)  # a Linear(3, 2)'s weights under the default model's config
+    path = save_checkpoint(state, tmp_path, keep_last=1)
+    with pytest.raises(UserError) as e:
+        load_for_inference(path)
+    message = str(e.value)
+    assert message.startswith(f"{path}: checkpoint does not fit this model (")
+    assert "\n" not in message
+
+
+def test_resumable_fields_come_from_the_config_markers():
+    base = Config()
+    ckpt = {"config": base.model_dump(mode="json")}
+    operational = base.model_copy(deep=True)
+    operational.train.num_workers = 1  # marked RESUMABLE
+    operational.paths.run_name = "elsewhere"  # a RESUMABLE section
+    operational.model.kernels = "pure"  # marked EXECUTION
+    operational.data.expected_recordings = {"train": 5}  # a dict field: its leaves differ
+    changed = check_resumable(ckpt, operational, Path("c.pt"))
+    assert len(changed) == 4
+    decisive = base.model_copy(deep=True)
+    decisive.train.lr = 0.5
+    with pytest.raises(
+        UserError,
+        match=r"c.pt: resuming would change how this run goes on "
+        r"\(train.lr: 0.001 in the checkpoint, 0.5 now\)",
+    ):
+        check_resumable(ckpt, decisive, Path("c.pt"))
 
 
 def test_tampered_config_is_refused(tmp_path):

@@ -10,7 +10,7 @@ import torch
 
 from szdet.cloud.plan import plan_action
 from szdet.errors import UserError
-from szdet.train.checkpoint import FORMAT
+from szdet.state.checkpoint import FORMAT
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,9 +14,9 @@ from szdet.cli import main
 from szdet.data.cache import write_array
 from szdet.errors import exit_code_for, resource_shortage
 from szdet.fileio import full_disk_errno, write_text_atomic
-from szdet.train import checkpoint as ckpt_mod
-from szdet.train.checkpoint import read_checkpoint, save_checkpoint
-from szdet.train.run_dir import MetricsLog
+from szdet.state import checkpoint as ckpt_mod
+from szdet.state.checkpoint import read_checkpoint, save_checkpoint
+from szdet.state.run_dir import MetricsLog
 from test_checkpoint import training_state
 
 

@@ -15,7 +15,7 @@ from szdet.cli import main
 from szdet.data.manifest import MAX_OPEN_ARRAYS, CacheSplit
 from szdet.data.windows import WindowDataset, WindowIndex
 from szdet.errors import ResourceError, UserError, exit_code_for, original_message
-from szdet.train.run_dir import read_metrics
+from szdet.state.run_dir import read_metrics
 from train_support import train_cmd, write_config
 
 FD_LIMIT = 128  # far below the recordings a worker reads, as 1,024 is below a full corpus

@@ -199,7 +199,8 @@ def test_push_refuses_a_local_file_that_differs_from_its_manifest(
 
 
 def test_untrusted_manifest_paths_are_refused(tmp_path, endpoint, bucket, client):
-    manifest = {"recordings": [{"file": "../../escape.npy", "sha256": "0" * 64, "bytes": 1}]}
+    manifest = {"format": "szdet-cache", "format_version": 1,
+                "recordings": [{"file": "../../escape.npy", "sha256": "0" * 64, "bytes": 1}]}  # fmt: skip
     client.put_object(Bucket=bucket, Key="c/train/manifest.json", Body=json.dumps(manifest))
     with pytest.raises(UserError, match="leaves the split folder"):
         s3.pull(f"s3://{bucket}/c", tmp_path / "out", endpoint_url=endpoint)

@@ -14,10 +14,10 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from szdet.state.run_dir import read_metrics
 from szdet.train.distributed import DistInfo
 from szdet.train.loop import EXIT_NONFINITE
 from szdet.train.monitor import StepMonitor
-from szdet.train.run_dir import read_metrics
 from szdet.train.step import Stepper, StepResult
 from train_support import build_tiny_cache, in_process_trainer
 
@@ -169,7 +169,7 @@ def test_a_nonfinite_streak_that_ended_between_reads_still_stops_the_run(
         max_steps_per_epoch=5,
     )
     trainer.model.register_forward_hook(
-        lambda module, inputs, out: out * math.nan if trainer.step + 1 in (1, 2) else out
+        lambda module, inputs, out: out * math.nan if trainer.position.step + 1 in (1, 2) else out
     )
     with caplog.at_level(logging.ERROR, logger="szdet.train.loop"):
         code = trainer.fit()

@@ -8,8 +8,8 @@ import pytest
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from szdet.cloud.tracking import Tracker, resolve_mode
 from szdet.config import TrackingConfig
+from szdet.train.tracking import Tracker, resolve_mode
 
 SENTINELS = {
     "AWS_SECRET_ACCESS_KEY": "sentinel-aws-Zq81",
@@ -112,7 +112,7 @@ def test_a_failing_wandb_turns_tracking_off_with_one_warning(caplog):
 
     run = FullDiskRun()
     tracker = Tracker(run)
-    with caplog.at_level("WARNING", logger="szdet.cloud.tracking"):
+    with caplog.at_level("WARNING", logger="szdet.train.tracking"):
         tracker.log({"loss": 1.0}, step=1)
         tracker.log({"loss": 0.5}, step=2)
         tracker.finish(exit_code=0)

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +21,9 @@ import torch
 from szdet.cli import main
 from szdet.config import Config, load_config
 from szdet.data.windows import WindowIndex
-from szdet.train.checkpoint import BEST_NAME, FORMAT, list_checkpoints, read_checkpoint
-from szdet.train.run_dir import read_metrics
+from szdet.state.checkpoint import BEST_NAME, FORMAT, list_checkpoints, read_checkpoint
+from szdet.state.contents import Position
+from szdet.state.run_dir import read_metrics
 from szdet.train.validate import assign_recordings
 from train_support import (
     TINY,
@@ -242,7 +244,7 @@ def test_bad_input_is_refused_in_one_line_before_anything_is_written(tmp_path, c
     unfit = tmp_path / "unfit" / "step-000000001.pt"
     unfit.parent.mkdir()
     torch.save(
-        {"format": FORMAT, "step": 1, "model": {"extra.weight": torch.zeros(1)},
+        {"format": FORMAT, **asdict(Position(step=1)), "model": {"extra.weight": torch.zeros(1)},
          "config": cfg.model_dump(mode="json"), "fingerprint": cfg.fingerprint()},
         unfit,
     )  # fmt: skip

@@ -17,11 +17,11 @@ import torch
 
 from cache_support import write_split
 from szdet.config import load_config
-from szdet.train.checkpoint import list_checkpoints, read_checkpoint
+from szdet.state.checkpoint import list_checkpoints, read_checkpoint
+from szdet.state.run_dir import MetricsLog, read_metrics
 from szdet.train.distributed import DistInfo
 from szdet.train.early_stop import EarlyStopping
 from szdet.train.loop import EXIT_COLLAPSE, EXIT_NONFINITE, EXIT_STOPPED, Trainer
-from szdet.train.run_dir import MetricsLog, read_metrics
 from train_support import (
     build_tiny_cache,
     in_process_trainer,
@@ -81,7 +81,9 @@ def nan_output_on(steps: set[int], trainer: Trainer):
     """A numerical blow-up at the model's output on the given (1-based) steps."""
 
     def hook(module, inputs, output):
-        return output * math.nan if trainer.step + 1 in steps and module.training else output
+        return (
+            output * math.nan if trainer.position.step + 1 in steps and module.training else output
+        )
 
     return trainer.model.register_forward_hook(hook)
 
@@ -132,7 +134,7 @@ def test_isolated_nonfinite_steps_are_skipped_and_training_goes_on(tmp_path, cac
     nan_output_on({2, 5}, trainer)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     lrs = []
-    trainer.optimizer.register_step_post_hook(lambda opt, *_: lrs.append(trainer.step + 1))
+    trainer.optimizer.register_step_post_hook(lambda opt, *_: lrs.append(trainer.position.step + 1))
     code = trainer.fit()
     trainer.close(code)
     assert code == 0
@@ -177,7 +179,7 @@ def test_time_limit_and_sigterm_checkpoint_then_exit_75(tmp_path, cache_dir):
     assert read_checkpoint(only)["step"] == 1  # the step in flight finished, then a checkpoint
 
     resumed = in_process_trainer(tmp_path / "limit", cache_dir)
-    assert (resumed.step, resumed.epoch_step) == (1, 1)
+    assert (resumed.position.step, resumed.position.epoch_step) == (1, 1)
     os.kill(os.getpid(), signal.SIGTERM)  # what a preempted cloud machine gets first
     code = resumed.fit()
     resumed.close(code)
@@ -223,9 +225,9 @@ def test_resume_auto_falls_back_past_a_corrupt_latest_checkpoint(tmp_path, cache
     previous, latest = list_checkpoints(first.run.checkpoints)  # steps 2 and 3 (keep_last 2)
     latest.write_bytes(latest.read_bytes()[:-4096])  # the last save cut short
 
-    with caplog.at_level(logging.WARNING, logger="szdet.train.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="szdet.state.checkpoint"):
         again = in_process_trainer(tmp_path, cache_dir, epochs=1)
-    assert again.step == 2
+    assert again.position.step == 2
     assert caplog.records[0].getMessage().startswith(f"{latest}: unreadable checkpoint")
     code = again.fit()
     again.close(code)

@@ -11,10 +11,10 @@ import yaml
 from szdet.config import Config, load_config
 from szdet.data.cache import build_cache
 from szdet.data.synth import write_corpus
-from szdet.train.checkpoint import list_checkpoints, read_checkpoint
+from szdet.state.checkpoint import list_checkpoints, read_checkpoint
+from szdet.state.run_dir import read_metrics
 from szdet.train.distributed import DistInfo
 from szdet.train.loop import Trainer
-from szdet.train.run_dir import read_metrics
 
 # The V3 structure at the smallest widths, on 2 s windows: seconds per run on 2 CPU cores.
 TINY = {

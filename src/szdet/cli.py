@@ -196,21 +196,21 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_check_kernels(args: argparse.Namespace) -> int:
+    cfg = _config(args)  # the sizes to check: the reference ones by default
     if args.interpret:
-        cfg = _config(args)
         from szdet.models.kernel_proof.report import check_interpret
 
         return check_interpret(cfg, as_json=args.json)
     from szdet.models.check import check_kernels
 
-    return check_kernels(require_cuda_kernels=args.require_cuda_kernels)
+    return check_kernels(cfg, require_cuda_kernels=args.require_cuda_kernels)
 
 
 def cmd_model_summary(args: argparse.Namespace) -> int:
     cfg = _config(args)
     from szdet.models.summary import print_summary
 
-    print_summary(cfg.model)
+    print_summary(cfg)
     return 0
 
 
@@ -376,7 +376,7 @@ def _add_check_kernels(sub: Subparsers) -> None:
         "launch of a training step against CUDA's grid limits, and every kernel variant compiled "
         "for sm_80/sm_90 (needs `make kernel-tools`)",
     )
-    _add_config_args(p, required=False)  # --interpret: the sizes to check (default: the reference)
+    _add_config_args(p, required=False)  # the sizes to check (default: the reference)
     p.add_argument("--json", action="store_true", help="--interpret: print the report as JSON")
     p.set_defaults(func=cmd_check_kernels)
 

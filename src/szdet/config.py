@@ -32,12 +32,38 @@ CHANNELS_19 = (
 PREPROCESS_ALGORITHM = 1
 
 
+# Markers on fields (a whole section when set in its model_config), read by `marked_fields`:
+# RESUMABLE: a resumed run may change it (state/resume.py): where things are, how the run is
+# watched, how fast the machine is; nothing that changes which steps it takes or what they compute.
+RESUMABLE: dict[str, Any] = {"resumable": True}
+# EXECUTION: how the same weights are computed, not what they compute: left out of the model's
+# fingerprint, so a checkpoint moves freely between them (mamba_ssm kernels on a GPU, the pure
+# path on a laptop). A resume may change it too.
+EXECUTION: dict[str, Any] = {"resumable": True, "execution": True}
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def marked_fields(marker: str, section: type[Section], prefix: str = "") -> tuple[str, ...]:
+    """Dotted names of the fields of ``section`` (recursively) that carry ``marker``."""
+    marks = section.model_config.get("json_schema_extra")
+    if isinstance(marks, dict) and marks.get(marker):
+        return tuple(f"{prefix}{name}" for name in section.model_fields)
+    found: list[str] = []
+    for name, field in section.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, Section):
+            found += marked_fields(marker, field.annotation, f"{prefix}{name}.")
+        elif isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get(marker):
+            found.append(f"{prefix}{name}")
+    return tuple(found)
+
+
 class PathsConfig(Section):
     """One layout on every platform (laptop paths come from configs/local)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, json_schema_extra=RESUMABLE)
 
     data_root: Path = Path("/data/tusz")  # holds edf/{train,dev,eval}/...
     cache_dir: Path = Path("/results/cache/tusz")  # holds {split}/manifest.json and arrays
@@ -50,7 +76,7 @@ class DataConfig(Section):
     dev_split: str = "dev"
     max_recordings: int | None = Field(None, ge=1)  # per split; None = all (smoke: 50)
     # Recording counts a complete cache must hold, checked by populate-cache and `cache verify`.
-    expected_recordings: dict[str, int] = Field(default_factory=dict)
+    expected_recordings: dict[str, int] = Field(default_factory=dict, json_schema_extra=RESUMABLE)
 
 
 class PreprocessConfig(Section):
@@ -91,17 +117,12 @@ class WindowsConfig(Section):
     background_ratio: float = Field(2.5, ge=0)
 
 
-# Model settings that change how the same weights are computed, not what they compute: a
-# checkpoint moves freely between them (mamba_ssm kernels on a GPU, the pure path on a laptop).
-MODEL_EXECUTION_FIELDS = ("kernels", "chunk_size", "pure_chunk_size", "recompute_pure_mamba")
-
-
 class ModelConfig(Section):
     """V3 sizes; configs/local shrinks the widths, never the structure."""
 
     # auto: mamba_ssm on CUDA when it imports; cuda: the same, but a GPU without the kernels is an
     # error rather than the ~30x slower pure path; pure: the pure path everywhere
-    kernels: Literal["auto", "pure", "cuda"] = "auto"
+    kernels: Literal["auto", "pure", "cuda"] = Field("auto", json_schema_extra=EXECUTION)
     in_channels: int = Field(19, ge=1)
     tcn_channels: list[int] = Field(default_factory=lambda: [64, 64, 128, 128, 256, 256, 512, 512])
     tcn_kernel_size: int = Field(7, ge=1)
@@ -116,11 +137,15 @@ class ModelConfig(Section):
     edge_headdim: int = Field(4, ge=1)
     d_conv: int = Field(4, ge=1)
     expand: int = Field(2, ge=1)
-    chunk_size: int = Field(64, ge=16)  # mamba_ssm kernels' SSD chunk (tested there: 64, 128)
-    pure_chunk_size: int = Field(16, ge=1, le=16)  # the pure-PyTorch scan's chunk (mamba2.py)
+    chunk_size: int = Field(
+        64, ge=16, json_schema_extra=EXECUTION
+    )  # mamba_ssm kernels' SSD chunk (tested there: 64, 128)
+    pure_chunk_size: int = Field(
+        16, ge=1, le=16, json_schema_extra=EXECUTION
+    )  # the pure-PyTorch scan's chunk (mamba2.py)
     # Pure path only: recompute each Mamba-2's activations in backward instead of storing them
     # (about 9 KB per token and mixer otherwise: ~260 GB for a batch of 64 windows).
-    recompute_pure_mamba: bool = True
+    recompute_pure_mamba: bool = Field(True, json_schema_extra=EXECUTION)
     edge_init_gain: float = Field(0.1, gt=0)
     edge_clamp: float = Field(3.0, gt=0)
     top_k: int = Field(3, ge=1)
@@ -162,26 +187,28 @@ class TrainConfig(Section):
     focal_alpha: float = Field(0.5, ge=0, le=1)
     focal_gamma: float = Field(2.0, ge=0)
     precision: Literal["bf16", "fp32"] = "bf16"  # bf16 autocast applies on CUDA only
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    num_workers: int = Field(4, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", json_schema_extra=RESUMABLE)
+    num_workers: int = Field(4, ge=0, json_schema_extra=RESUMABLE)
     seed: int = 0
-    checkpoint_every_min: float = Field(30.0, gt=0)
-    checkpoint_every_steps: int | None = Field(None, ge=1)  # also every N steps (None: time only)
-    keep_last: int = Field(3, ge=1)
+    checkpoint_every_min: float = Field(30.0, gt=0, json_schema_extra=RESUMABLE)
+    checkpoint_every_steps: int | None = Field(
+        None, ge=1, json_schema_extra=RESUMABLE
+    )  # also every N steps (None: time only)
+    keep_last: int = Field(3, ge=1, json_schema_extra=RESUMABLE)
     early_stop_patience: int = Field(10, ge=1)  # epochs without better sens at the first FA target
     collapse_auroc_floor: float = Field(0.55, ge=0, le=1)
     collapse_after_epochs: int = Field(3, ge=1)
     max_nonfinite_in_row: int = Field(20, ge=1)
-    gpu_memory_warn_gb: float = Field(70.0, gt=0)
-    log_every_steps: int = Field(50, ge=1)
+    gpu_memory_warn_gb: float = Field(70.0, gt=0, json_schema_extra=RESUMABLE)
+    log_every_steps: int = Field(50, ge=1, json_schema_extra=RESUMABLE)
     # Stop cleanly (checkpoint, exit code 75) after this long, so a platform limit such as Modal's
     # 24 h per attempt never kills a run mid-write; None = no limit.
-    time_limit_s: float | None = Field(None, gt=0)
+    time_limit_s: float | None = Field(None, gt=0, json_schema_extra=RESUMABLE)
 
 
 class EvaluateConfig(Section):
     frame_hz: float = Field(4.0, gt=0)  # resolution of the stitched probability tracks
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1, json_schema_extra=RESUMABLE)
     threshold_on: float = Field(0.5, gt=0, lt=1)  # hysteresis: start an event above this ...
     # ... and end it below threshold_on x this; a ratio, so that any on-threshold (the dev sweep's,
     # or one chosen from it for `detect`) keeps the same hysteresis shape
@@ -196,10 +223,12 @@ class EvaluateConfig(Section):
     )
     # On-thresholds tried when choosing sensitivity at each FA target (logit-spaced grid).
     sweep_points: int = Field(100, ge=2)
-    timeline_recordings: int = Field(4, ge=0)
+    timeline_recordings: int = Field(4, ge=0, json_schema_extra=RESUMABLE)
 
 
 class TrackingConfig(Section):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, json_schema_extra=RESUMABLE)
+
     # auto: online when WANDB_API_KEY is set, offline otherwise.
     mode: Literal["auto", "online", "offline", "disabled"] = "auto"
     project: str = "szdet"
@@ -208,6 +237,8 @@ class TrackingConfig(Section):
 
 class CloudConfig(Section):
     """Where the cloud launchers (modal/app.py) find the data in S3; the laptop never needs these."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, json_schema_extra=RESUMABLE)
 
     cache_url: str | None = None  # s3://bucket/prefix `szdet cache push` uploaded the root to
     edf_url: str | None = None  # s3://bucket/prefix holding TUSZ's edf/{train,dev,eval}/ tree
@@ -260,7 +291,7 @@ class Config(Section):
         """Hash of the named sections: a checkpoint from a different architecture is refused.
         How the model is executed (kernels, chunking, recomputation) is not architecture."""
         dumped = self.model_dump(mode="json")
-        for field in MODEL_EXECUTION_FIELDS:
+        for field in marked_fields("execution", ModelConfig):
             dumped["model"].pop(field)
         return config_hash({s: dumped[s] for s in sections})
 

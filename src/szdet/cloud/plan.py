@@ -14,8 +14,9 @@ from typing import Any
 from szdet.cloud.s3 import parse_s3_url
 from szdet.config import Config, load_config
 from szdet.errors import UserError
-from szdet.train.checkpoint import BEST_NAME, resolve_resume
-from szdet.train.run_dir import RunDir
+from szdet.state.checkpoint import BEST_NAME
+from szdet.state.resume import resolve_resume
+from szdet.state.run_dir import RunDir
 
 
 def plan_action(

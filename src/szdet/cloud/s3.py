@@ -16,14 +16,12 @@ missing credentials, a wrong bucket or a prefix without a cache fail before any 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -31,6 +29,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from szdet.data.manifest import MANIFEST, array_entries, parse_manifest
 from szdet.errors import UserError
 from szdet.fileio import atomic_path, remove_stale_tmp, sha256_file, write_bytes_atomic
 from szdet.progress import byte_bar
@@ -40,12 +39,10 @@ log = logging.getLogger(__name__)
 for _name in ("boto3", "botocore", "s3transfer"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
-MANIFEST = "manifest.json"
 SHA_METADATA_KEY = "sha256"  # stored as x-amz-meta-sha256 on every object we upload
 MULTIPART_CHUNK_BYTES = 64 << 20  # files above this move in parts of this size
 PARTS_IN_FLIGHT_PER_FILE = 4
 RETRY_ATTEMPTS = 10  # botocore "standard" retries: throttling, 5xx, dropped connections
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -88,35 +85,9 @@ def parse_s3_url(url: str) -> S3Location:
     return S3Location(bucket, prefix.strip("/"))
 
 
-def manifest_files(manifest: Any, split: str, source: str) -> list[CacheFile]:
-    """The array files a manifest lists. A manifest may come from a bucket, so it is untrusted:
-    every path must stay inside its split folder."""
-    recordings = manifest.get("recordings") if isinstance(manifest, dict) else None
-    if not isinstance(recordings, list):
-        raise UserError(f"{source}: not a cache manifest (no 'recordings' list)")
-    files = []
-    for i, rec in enumerate(recordings):
-        try:
-            file, sha, size = rec["file"], rec["sha256"], rec["bytes"]
-        except (KeyError, TypeError):
-            raise UserError(f"{source}: recordings[{i}] lacks file, sha256 or bytes") from None
-        path = PurePosixPath(str(file))
-        if path.is_absolute() or ".." in path.parts or "\\" in str(file) or not path.parts:
-            raise UserError(f"{source}: recordings[{i}].file {file!r} leaves the split folder")
-        if not isinstance(sha, str) or not _SHA256.match(sha):
-            raise UserError(f"{source}: recordings[{i}].sha256 is not a sha256 hex digest")
-        if not isinstance(size, int) or size < 0:
-            raise UserError(f"{source}: recordings[{i}].bytes is not a byte count")
-        files.append(CacheFile(split, str(path), sha, size))
-    return files
-
-
 def _parse_manifest(raw: bytes, split: str, source: str) -> list[CacheFile]:
-    try:
-        manifest = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{source}: not valid JSON ({e})") from None
-    return manifest_files(manifest, split, source)
+    manifest = parse_manifest(raw, source)
+    return [CacheFile(split, *entry) for entry in array_entries(manifest, source)]
 
 
 def _error_code(e: ClientError) -> str:

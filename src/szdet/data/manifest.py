@@ -21,7 +21,7 @@ import os
 import re
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,7 @@ FORMAT = "szdet-cache"
 FORMAT_VERSION = 1
 DTYPE = "float16"
 MANIFEST = "manifest.json"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _SHARD_MANIFEST = re.compile(r"^manifest\.shard-(\d+)-of-(\d+)\.json$")
 # Memory maps a process keeps open, the least recently read closed first. Each holds a file
 # descriptor and every DataLoader worker maps its own, so one per recording would pass a
@@ -102,23 +103,55 @@ def make_manifest(
 def read_manifest(path: Path) -> dict[str, Any]:
     """A manifest (or shard manifest) checked for format and version; UserError names the file."""
     try:
-        manifest = json.loads(path.read_text())
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise UserError(f"{path}: no such manifest") from None
+    return parse_manifest(raw, str(path))
+
+
+def parse_manifest(raw: bytes, source: str) -> dict[str, Any]:
+    """A manifest's JSON checked for format and version; ``source`` (a file, an S3 URL) names it
+    in the error."""
+    try:
+        manifest = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not a valid manifest ({e})") from None
+        raise UserError(f"{source}: not a valid manifest ({e})") from None
     if not isinstance(manifest, dict):
-        raise UserError(f"{path}: not a valid manifest (expected a JSON object)")
+        raise UserError(f"{source}: not a valid manifest (expected a JSON object)")
     found = (manifest.get("format"), manifest.get("format_version"))
     if found != (FORMAT, FORMAT_VERSION):
         raise UserError(
-            f"{path}: cache format {found[0]} v{found[1]}, expected {FORMAT} v{FORMAT_VERSION}; "
+            f"{source}: cache format {found[0]} v{found[1]}, expected {FORMAT} v{FORMAT_VERSION}; "
             "rebuild the cache"
         )
     return manifest
 
 
+def array_entries(manifest: dict[str, Any], source: str) -> list[tuple[str, str, int]]:
+    """(file, sha256, bytes) of every array a manifest lists. A manifest may come from a bucket,
+    so it is untrusted: every path must stay inside its split folder."""
+    recordings = manifest.get("recordings")
+    if not isinstance(recordings, list):
+        raise UserError(f"{source}: not a cache manifest (no 'recordings' list)")
+    entries = []
+    for i, rec in enumerate(recordings):
+        try:
+            file, sha, size = rec["file"], rec["sha256"], rec["bytes"]
+        except (KeyError, TypeError):
+            raise UserError(f"{source}: recordings[{i}] lacks file, sha256 or bytes") from None
+        path = PurePosixPath(str(file))
+        if path.is_absolute() or ".." in path.parts or "\\" in str(file) or not path.parts:
+            raise UserError(f"{source}: recordings[{i}].file {file!r} leaves the split folder")
+        if not isinstance(sha, str) or not _SHA256.match(sha):
+            raise UserError(f"{source}: recordings[{i}].sha256 is not a sha256 hex digest")
+        if not isinstance(size, int) or size < 0:
+            raise UserError(f"{source}: recordings[{i}].bytes is not a byte count")
+        entries.append((str(path), sha, size))
+    return entries
+
+
 def manifest_recordings(manifest: dict[str, Any], path: Path) -> list[CachedRecording]:
+    array_entries(manifest, str(path))
     try:
         return [CachedRecording.from_json(r) for r in manifest["recordings"]]
     except (KeyError, TypeError, ValueError) as e:

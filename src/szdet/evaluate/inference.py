@@ -15,11 +15,9 @@ import torch
 from szdet.config import Config, with_overrides
 from szdet.data.manifest import CacheSplit
 from szdet.data.windows import WindowIndex
-from szdet.errors import UserError
+from szdet.device import autocast_dtype, pick_device
 from szdet.evaluate.stitch import predict_tracks
-from szdet.models import build_model
-from szdet.train.checkpoint import load_for_inference
-from szdet.train.distributed import pick_device
+from szdet.state.contents import load_for_inference
 
 
 @dataclass(frozen=True)
@@ -69,17 +67,8 @@ class Detector:
 def load_detector(checkpoint: str | Path, overrides: Sequence[str] = ()) -> Detector:
     """The checkpoint's model in eval mode; ``overrides`` may change only ``evaluate.*``."""
     path = Path(checkpoint)
-    cfg, weights = load_for_inference(path)
+    cfg, model = load_for_inference(path)
     cfg = with_overrides(cfg, list(overrides), sections=("evaluate",))
-    model = build_model(cfg.model)
-    try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError as e:
-        reason = str(e).strip().splitlines()[0][:160]
-        raise UserError(
-            f"{path}: weights do not fit the model its config describes ({reason})"
-        ) from None
     device = pick_device("auto", local_rank=0)
-    model.to(device).eval()
-    bf16 = device.type == "cuda" and cfg.train.precision == "bf16"
-    return Detector(cfg, model, device, torch.bfloat16 if bf16 else None, path)
+    model.to(device)
+    return Detector(cfg, model, device, autocast_dtype(device, cfg.train.precision), path)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from szdet.config import ModelConfig
+from szdet.config import Config, ModelConfig
 from szdet.models.kernels import (
     AutoMamba2,
     describe_path,
@@ -34,7 +34,6 @@ PURE_VS_NAIVE_TOL = 1e-4  # float32: max |difference| / max(1, max |reference|)
 # mamba_ssm's Triton kernels take TF32/bf16 dot products (10-bit mantissa): relative 1e-2.
 KERNEL_VS_PURE_TOL = 1e-2
 PARITY_LENGTH = 200  # not a multiple of 16 or 64: the padded last chunk is exercised
-TIMING_LENGTH = 960  # steps per 60-s window after the stride-16 downsample
 
 
 @dataclass(frozen=True)
@@ -118,7 +117,9 @@ def _time_per_call(
     return (time.perf_counter() - start) / repeats
 
 
-def check_pure_vs_naive(size: MixerSize, cfg: ModelConfig, device: torch.device) -> bool:
+def check_pure_vs_naive(
+    size: MixerSize, cfg: ModelConfig, device: torch.device, timing_steps: int
+) -> bool:
     torch.manual_seed(0)
     pure = randomise(Mamba2(**size.kwargs(cfg), chunk_size=cfg.pure_chunk_size)).to(device)
     u = torch.randn(2, PARITY_LENGTH, size.d_model, device=device)
@@ -131,25 +132,27 @@ def check_pure_vs_naive(size: MixerSize, cfg: ModelConfig, device: torch.device)
         f" max |diff| {diff:.2e} (worst: {name}), relative {rel:.2e}, tol {PURE_VS_NAIVE_TOL:.0e}"
         f" -> {'OK' if ok else 'FAIL'}"
     )
-    timing_u = torch.randn(size.sequences, TIMING_LENGTH, size.d_model, device=device)
+    timing_u = torch.randn(size.sequences, timing_steps, size.d_model, device=device)
     # Forward only: the naive loop's backward takes minutes at this length.
     t_pure = _time_per_call(pure, timing_u, backward=False)
     t_naive = _time_per_call(lambda x: pure(x, scan=ssd_naive), timing_u, 1, backward=False)
     print(
-        f"    forward per call ({size.sequences} x {TIMING_LENGTH} steps): pure"
+        f"    forward per call ({size.sequences} x {timing_steps} steps): pure"
         f" {t_pure * 1e3:.1f} ms, naive {t_naive * 1e3:.1f} ms ({t_naive / t_pure:.0f}x)"
     )
     return ok
 
 
-def check_kernel_vs_pure(size: MixerSize, cfg: ModelConfig, device: torch.device) -> bool:
+def check_kernel_vs_pure(
+    size: MixerSize, cfg: ModelConfig, device: torch.device, timing_steps: int
+) -> bool:
     from mamba_ssm.modules.mamba2 import Mamba2 as KernelMamba2
 
     torch.manual_seed(0)
     pure = randomise(Mamba2(**size.kwargs(cfg), chunk_size=cfg.pure_chunk_size)).to(device)
     kernel = KernelMamba2(**size.kwargs(cfg), chunk_size=cfg.chunk_size).to(device)
     kernel.load_state_dict(pure.state_dict(), strict=True)  # the checkpoint contract itself
-    u = torch.randn(size.sequences, TIMING_LENGTH, size.d_model, device=device)
+    u = torch.randn(size.sequences, timing_steps, size.d_model, device=device)
     ref = outputs_and_grads(pure, u, pure)
     got = outputs_and_grads(kernel, u, kernel)
     # ... and the module training really runs: our AutoMamba2 handing its own parameters to the
@@ -172,15 +175,18 @@ def check_kernel_vs_pure(size: MixerSize, cfg: ModelConfig, device: torch.device
             f"[{size.name}] {label} (CUDA kernels) vs pure (float32, state dict loaded strictly):"
             f" max |diff| {diff:.2e} (worst: {name}), relative {rel:.2e},"
             f" tol {KERNEL_VS_PURE_TOL:.0e} -> {'OK' if rel <= KERNEL_VS_PURE_TOL else 'FAIL'};"
-            f" fwd+bwd per call ({size.sequences} x {TIMING_LENGTH} steps) {t_kernel * 1e3:.2f} ms"
+            f" fwd+bwd per call ({size.sequences} x {timing_steps} steps) {t_kernel * 1e3:.2f} ms"
         )
     t_pure = _time_per_call(pure, u, repeats=10)
     print(f"[{size.name}] pure fwd+bwd per call {t_pure * 1e3:.2f} ms")
     return ok
 
 
-def check_kernels(require_cuda_kernels: bool) -> int:
-    cfg = ModelConfig()  # the reference sizes
+def check_kernels(config: Config, require_cuda_kernels: bool) -> int:
+    """Parity of the Mamba-2 paths at ``config``'s sizes (the reference sizes by default), timed
+    at the steps of one window after the TCN's downsample."""
+    cfg = config.model
+    timing_steps = config.window_samples // cfg.downsample
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     where = torch.cuda.get_device_name(device) if cuda else "CPU (no CUDA device)"
@@ -192,9 +198,9 @@ def check_kernels(require_cuda_kernels: bool) -> int:
         return 1
     ok = True
     for size in mixer_sizes(cfg):
-        ok = check_pure_vs_naive(size, cfg, device) and ok
+        ok = check_pure_vs_naive(size, cfg, device, timing_steps) and ok
         if kernels_usable:
-            ok = check_kernel_vs_pure(size, cfg, device) and ok
+            ok = check_kernel_vs_pure(size, cfg, device, timing_steps) and ok
     if cuda and not kernels_usable:
         reason = "not importable" if fused_mamba2_kernel() is None else "not usable"
         print(f"mamba_ssm kernels {reason}: only the pure path was checked")

@@ -69,12 +69,7 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_si
         raise ValueError(
             f"chunk_size {chunk_size} > {MAX_PURE_CHUNK}: the decay factors could overflow"
         )
-    in_dtype = x.dtype
-    device_type = x.device.type
-    autocast_on = torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(
-        device_type
-    )
-    work = torch.get_autocast_dtype(device_type) if autocast_on else in_dtype
+    in_dtype, work = x.dtype, _work_dtype(x)
     b, length, h, p = x.shape
     g = B.shape[2]
     q = chunk_size
@@ -107,19 +102,33 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_si
     to_end = torch.exp(cum[:, :, -1:] - cum).to(work)  # (b, c, q, g, r), <= 1
     states = torch.einsum("bcjgn,bcjgrp->bcgrpn", B, x_dt * to_end[..., None])
 
-    # 3. Across chunks: the state entering chunk k sums chunk m < k's state decayed by the chunks
-    # in between, exp(total[m+1] + ... + total[k-1]); c is small (L / q), so a (c x c) product.
-    total = cum[:, :, -1].permute(0, 2, 3, 1)  # (b, g, r, c): log decay over each whole chunk
-    before = F.pad(total.cumsum(dim=-1), (1, 0))[..., :-1]  # sum of totals of chunks < k
-    gap = before[..., :, None] - (before + total)[..., None, :]  # (b, g, r, k, m)
-    earlier = torch.ones(c, c, dtype=torch.bool, device=x.device).tril(-1)
-    carry = torch.exp(gap.masked_fill(~earlier, -math.inf)).to(work)
-    entering = torch.einsum("bgrkm,bmgrpn->bkgrpn", carry, states)
+    # 3. Across chunks.
+    entering = _entering_states(cum, states)
 
     # 4. The entering state read out inside the chunk: y_i += exp(cum_i) C_i . S_in.
     readout = torch.einsum("bcign,bcgrpn->bcigrp", C, entering)
     y = y + readout * torch.exp(cum).to(work)[..., None]
     return y.reshape(b, c * q, h, p)[:, :length].to(in_dtype)
+
+
+def _work_dtype(x: Tensor) -> torch.dtype:
+    """The autocast dtype when autocast is on for ``x``'s device, else ``x``'s own."""
+    device_type = x.device.type
+    on = torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+    return torch.get_autocast_dtype(device_type) if on else x.dtype
+
+
+def _entering_states(cum: Tensor, states: Tensor) -> Tensor:
+    """The state entering each chunk k: the sum of chunk m < k's final state decayed by the chunks
+    in between, exp(total[m+1] + ... + total[k-1]). c is small (L / q), so one (c x c) product.
+    ``cum`` (b, c, q, g, r) in float32, ``states`` (b, c, g, r, p, n) -> (b, c, g, r, p, n)."""
+    c = cum.shape[1]
+    total = cum[:, :, -1].permute(0, 2, 3, 1)  # (b, g, r, c): log decay over each whole chunk
+    before = F.pad(total.cumsum(dim=-1), (1, 0))[..., :-1]  # sum of totals of chunks < k
+    gap = before[..., :, None] - (before + total)[..., None, :]  # (b, g, r, k, m)
+    earlier = torch.ones(c, c, dtype=torch.bool, device=cum.device).tril(-1)
+    carry = torch.exp(gap.masked_fill(~earlier, -math.inf)).to(states.dtype)
+    return torch.einsum("bgrkm,bmgrpn->bkgrpn", carry, states)
 
 
 class GatedRMSNorm(nn.Module):

@@ -6,18 +6,16 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from szdet.config import ModelConfig
+from szdet.config import Config, ModelConfig
 from szdet.models import build_model
 from szdet.models.kernels import describe_path
-
-WINDOW_SAMPLES = 15360  # 60 s at 256 Hz, the window in use
 
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def forward_flops(cfg: ModelConfig, samples: int = WINDOW_SAMPLES) -> dict[str, int]:
+def forward_flops(cfg: ModelConfig, samples: int) -> dict[str, int]:
     """FLOPs (2 per multiply-add) of one window's forward pass, per top-level component.
 
     Counted by torch's FlopCounterMode (matrix products and convolutions) on the meta device:
@@ -39,11 +37,13 @@ def forward_flops(cfg: ModelConfig, samples: int = WINDOW_SAMPLES) -> dict[str, 
     return out
 
 
-def print_summary(cfg: ModelConfig) -> None:
+def print_summary(config: Config) -> None:
+    """Parameters and forward FLOPs per component, for one window of ``config``'s length."""
+    cfg, samples = config.model, config.window_samples
     model = build_model(cfg)
-    flops = forward_flops(cfg)
+    flops = forward_flops(cfg, samples)
     total = count_parameters(model)
-    print(f"V3 detector: {cfg.in_channels} channels x {WINDOW_SAMPLES} samples -> logits")
+    print(f"V3 detector: {cfg.in_channels} channels x {samples} samples -> logits")
     print(f"{'component':<14}{'parameters':>14}{'share':>8}{'GMAC/window fwd':>18}")
     for name, child in model.named_children():
         count = count_parameters(child)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from szdet.errors import UserError
+from szdet.device import pick_device
 
 log = logging.getLogger(__name__)
 
@@ -39,24 +39,6 @@ class DistInfo:
     @property
     def is_distributed(self) -> bool:
         return self.world_size > 1
-
-
-def pick_device(requested: str, local_rank: int) -> torch.device:
-    """``auto`` takes this process's GPU when CUDA is available, else the CPU; a GPU comes with
-    cuDNN autotuning on."""
-    has_cuda = torch.cuda.is_available()
-    if requested == "cuda" and not has_cuda:
-        raise UserError("train.device: cuda requested but no CUDA device is available")
-    if requested == "cpu" or not has_cuda:
-        return torch.device("cpu")
-    if local_rank >= torch.cuda.device_count():
-        raise UserError(
-            f"train: local rank {local_rank} has no GPU ({torch.cuda.device_count()} visible)"
-        )
-    # Training and prediction see one window shape (and a last, smaller batch): cuDNN may time
-    # its convolution algorithms once per shape and keep the fastest.
-    torch.backends.cudnn.benchmark = True
-    return torch.device("cuda", local_rank)
 
 
 def setup_distributed(requested_device: str) -> DistInfo:

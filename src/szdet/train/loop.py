@@ -25,13 +25,16 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from szdet.cloud.tracking import Tracker
 from szdet.config import Config
-from szdet.errors import UserError, first_line
+from szdet.device import autocast_dtype
+from szdet.errors import UserError
 from szdet.models import build_model, param_groups
 from szdet.models.kernels import select_path
 from szdet.progress import progress
-from szdet.train import checkpoint as ckpt
+from szdet.state.checkpoint import CheckpointTimer, prepare_directory, save_checkpoint
+from szdet.state.contents import Part, Position, assemble, restore
+from szdet.state.resume import read_for_resume, resolve_resume
+from szdet.state.run_dir import MetricsLog, RunDir
 from szdet.train.data import TrainData
 from szdet.train.distributed import (
     DistInfo,
@@ -43,9 +46,9 @@ from szdet.train.distributed import (
 from szdet.train.early_stop import EarlyStopping, Verdict
 from szdet.train.monitor import StepMonitor, format_value
 from szdet.train.rng import capture_rng_state, restore_rng_state, seed_everything
-from szdet.train.run_dir import MetricsLog, RunDir
 from szdet.train.schedule import WarmupCosine
 from szdet.train.step import Stepper
+from szdet.train.tracking import Tracker
 from szdet.train.validate import Validator
 
 log = logging.getLogger(__name__)
@@ -85,6 +88,39 @@ class Trainer:
         log.info("Mamba-2 path: %s", mamba_path)
 
         seed_everything(cfg.train.seed + info.rank)
+        self._build_parts()
+        self.position = Position()
+        if resume_from and state:
+            self._restore(state, resume_from)
+        self.timer = CheckpointTimer(
+            cfg.train.checkpoint_every_min, cfg.train.checkpoint_every_steps
+        )
+        self.stop_requested = False
+        self.last_bad_batch = ""  # recordings and window starts of this rank's last bad batch
+
+        # Bad input has been refused by now (resume request, checkpoint, caches): start writing.
+        self.metrics: MetricsLog | None = None
+        if info.is_main:
+            self.run.write_config(cfg)
+            prepare_directory(self.run.checkpoints)
+            self.metrics = MetricsLog(self.run.metrics, keep_rows=self.position.metrics_rows)
+        self.tracker = Tracker.start(
+            cfg.tracking,
+            self.run.root,
+            cfg.paths.run_name,
+            cfg.model_dump(mode="json"),
+            run_id=self.position.wandb_run_id,
+            enabled=info.is_main,
+        )
+        self.position.wandb_run_id = self.tracker.run_id
+        self._previous_handlers = {
+            signum: signal.signal(signum, self._on_stop_signal) for signum in STOP_SIGNALS
+        }
+        self._log_start(resume_from)
+
+    def _build_parts(self) -> None:
+        """The model, its optimizer and schedule, the data, and what watches the run."""
+        cfg, info = self.cfg, self.info
         self.model = build_model(cfg.model).to(self.device)
         ddp_model = (
             DistributedDataParallel(
@@ -99,63 +135,57 @@ class Trainer:
             fused=self.device.type == "cuda",
         )
         self.data = TrainData.build(cfg, info, self.device)
-        total_steps = cfg.train.epochs * self.data.steps_per_epoch
+        self.total_steps = cfg.train.epochs * self.data.steps_per_epoch
         self.scheduler = WarmupCosine(
-            self.optimizer, cfg.train.warmup_steps, total_steps, cfg.train.min_lr_ratio
+            self.optimizer, cfg.train.warmup_steps, self.total_steps, cfg.train.min_lr_ratio
         )
-        autocast_dtype = (
-            torch.bfloat16 if self.device.type == "cuda" and cfg.train.precision == "bf16" else None
-        )
+        autocast = autocast_dtype(self.device, cfg.train.precision)
         self.stepper = Stepper(
-            cfg.train, info, self.model, ddp_model, self.optimizer, self.scheduler, autocast_dtype
+            cfg.train, info, self.model, ddp_model, self.optimizer, self.scheduler, autocast
         )
-        self.validator = Validator(cfg, info, autocast_dtype, self.run.plots)
+        self.validator = Validator(cfg, info, autocast, self.run.plots)
         self.early_stop = EarlyStopping.for_run(cfg, self.validator.split, info.is_main)
         self.monitor = StepMonitor(
-            total_steps,
+            self.total_steps,
             cfg.train.batch_size * info.world_size,
             self.device,
             cfg.train.gpu_memory_warn_gb,
         )
-        self.step = self.epoch = self.epoch_step = 0
-        self.stopped: str | None = None  # why an earlier epoch ended the run, if one did
-        self.wandb_run_id: str | None = None
-        metrics_rows = self._restore(state, resume_from) if resume_from and state else 0
-        self.timer = ckpt.CheckpointTimer(
-            cfg.train.checkpoint_every_min, cfg.train.checkpoint_every_steps
-        )
-        self.stop_requested = False
-        self.last_bad_batch = ""  # recordings and window starts of this rank's last bad batch
 
-        # Bad input has been refused by now (resume request, checkpoint, caches): start writing.
-        self.metrics: MetricsLog | None = None
-        if info.is_main:
-            self.run.write_config(cfg)
-            ckpt.prepare_directory(self.run.checkpoints)
-            self.metrics = MetricsLog(self.run.metrics, keep_rows=metrics_rows)
-        self.tracker = Tracker.start(
-            cfg.tracking,
-            self.run.root,
-            cfg.paths.run_name,
-            cfg.model_dump(mode="json"),
-            run_id=self.wandb_run_id,
-            enabled=info.is_main,
-        )
-        self.wandb_run_id = self.tracker.run_id
-        self._previous_handlers = {
-            signum: signal.signal(signum, self._on_stop_signal) for signum in STOP_SIGNALS
+    def _parts(self) -> dict[str, Part]:
+        """The checkpoint's parts (state/contents.py), each read from and restored to its owner."""
+        sampler, batch_size = self.data.sampler, self.cfg.train.batch_size
+        return {
+            "model": Part.of(self.model),
+            "optimizer": Part.of(self.optimizer),
+            "scheduler": Part.of(self.scheduler),
+            # Counted from where this epoch's iteration began: the loader prefetches, so what the
+            # sampler has yielded runs ahead of what the steps used.
+            "sampler": Part(
+                lambda: sampler.state_dict(
+                    consumed=self.position.epoch_step * batch_size - sampler.start
+                ),
+                sampler.load_state_dict,
+            ),
+            "early_stop": Part.of(self.early_stop),
+            "monitor": Part(
+                self.monitor.state_dict,
+                lambda state: self.monitor.load_state_dict(state, start_step=self.position.step),
+            ),
         }
-        if info.is_main:
+
+    def _log_start(self, resume_from: Path | None) -> None:
+        if self.info.is_main:
             log.info(
                 "%s: step %d of %d (epoch %d, step %d of %d), %s x%d, run directory %s",
                 f"resuming from {resume_from}" if resume_from else "starting",
-                self.step,
-                total_steps,
-                self.epoch + 1,
-                self.epoch_step,
+                self.position.step,
+                self.total_steps,
+                self.position.epoch + 1,
+                self.position.epoch_step,
                 self.data.steps_per_epoch,
                 self.device,
-                info.world_size,
+                self.info.world_size,
                 self.run.root,
             )
 
@@ -169,9 +199,9 @@ class Trainer:
         refusal = None
         if self.info.is_main:
             try:
-                path = ckpt.resolve_resume(resume, self.run.checkpoints)
+                path = resolve_resume(resume, self.run.checkpoints)
                 if path is not None:
-                    found = (path, ckpt.read_for_resume(path, self.cfg, self.run.checkpoints))
+                    found = (path, read_for_resume(path, self.cfg, self.run.checkpoints))
             except UserError as e:
                 refusal = str(e)
         refusal, found = broadcast_from_main((refusal, found), self.info)
@@ -179,38 +209,28 @@ class Trainer:
             raise UserError(refusal)
         return found
 
-    def _restore(self, state: dict[str, Any], path: Path) -> int:
-        """Load a checkpoint's state; returns how many metrics rows it had seen."""
-        try:  # strict: every key, every shape; a file from another szdet version fails here
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-        except (KeyError, ValueError, RuntimeError) as e:
-            reason = first_line(e)[:160]
-            raise UserError(f"{path}: checkpoint does not fit this model ({reason})") from None
-        self.early_stop.load_state_dict(state["early_stop"])
-        self.monitor.load_state_dict(state["monitor"], start_step=state["step"])
-        self.step, self.epoch, self.epoch_step = state["step"], state["epoch"], state["epoch_step"]
+    def _restore(self, state: dict[str, Any], path: Path) -> None:
+        """Continue from a checkpoint's state (read_for_resume has checked it is this run's)."""
+        self.position = Position.from_state(state, path)
+        restore(self._parts(), state, path)  # the monitor's part reads the position's step
         # The same W&B run only for the same run: another run continuing this checkpoint gets its own.
-        same_run = state["config"]["paths"]["run_name"] == self.cfg.paths.run_name
-        self.wandb_run_id = state["wandb_run_id"] if same_run else None
-        self.stopped = state["stopped"]
-        sampler, batch_size = self.data.sampler, self.cfg.train.batch_size
-        sampler.load_state_dict(state["sampler"])
+        if state["config"]["paths"]["run_name"] != self.cfg.paths.run_name:
+            self.position.wandb_run_id = None
         rng_states = state["rng"]
         if len(rng_states) == self.info.world_size:
             restore_rng_state(rng_states[self.info.rank], self.device)
-        else:  # the sampler kept the global position; continue from the batch it falls in
-            self.epoch_step = sampler.start // batch_size
-            sampler.set_epoch(sampler.epoch, start=self.epoch_step * batch_size)
-            seed_everything(self.cfg.train.seed + self.info.rank + self.step)
-            log.warning(
-                "checkpoint written by %d process(es), resuming on %d: random streams are "
-                "re-seeded, so this run will not repeat the original exactly",
-                len(rng_states),
-                self.info.world_size,
-            )
-        return int(state["metrics_rows"])
+            return
+        # The sampler kept the global position; continue from the batch it falls in.
+        sampler, position = self.data.sampler, self.position
+        position.epoch_step = sampler.start // self.cfg.train.batch_size
+        sampler.set_epoch(sampler.epoch, start=position.epoch_step * self.cfg.train.batch_size)
+        seed_everything(self.cfg.train.seed + self.info.rank + position.step)
+        log.warning(
+            "checkpoint written by %d process(es), resuming on %d: random streams are "
+            "re-seeded, so this run will not repeat the original exactly",
+            len(rng_states),
+            self.info.world_size,
+        )
 
     def _on_stop_signal(self, signum: int, frame: Any) -> None:
         if self.stop_requested and signum == signal.SIGINT:
@@ -220,11 +240,15 @@ class Trainer:
     # --- the loop --------------------------------------------------------------------------
 
     def fit(self) -> int:
-        if self.stopped is not None:  # resumed after early stopping or collapse: stay stopped
+        if (
+            self.position.stopped is not None
+        ):  # resumed after early stopping or collapse: stay stopped
             if self.info.is_main:
-                log.warning("this run already stopped (%s); nothing to train", self.stopped)
-            return EXIT_COLLAPSE if self.stopped == "collapse" else EXIT_OK
-        for epoch in range(self.epoch, self.cfg.train.epochs):
+                log.warning(
+                    "this run already stopped (%s); nothing to train", self.position.stopped
+                )
+            return EXIT_COLLAPSE if self.position.stopped == "collapse" else EXIT_OK
+        for epoch in range(self.position.epoch, self.cfg.train.epochs):
             code = self.train_epoch(epoch)
             if code is not None:
                 return code
@@ -241,7 +265,7 @@ class Trainer:
         The sampler already stands at the epoch's next window: set at the end of the previous
         epoch, or restored from the checkpoint.
         """
-        steps_left = self.data.steps_per_epoch - self.epoch_step
+        steps_left = self.data.steps_per_epoch - self.position.epoch_step
         self.stepper.ddp_model.train()
         batches = progress(
             itertools.islice(self.data.loader, steps_left),
@@ -253,11 +277,11 @@ class Trainer:
         every_steps = [self.cfg.train.log_every_steps, self.cfg.train.checkpoint_every_steps]
         for x, y, ids in batches:
             result = self.stepper(x, y)
-            self.step += 1
-            self.epoch_step += 1
+            self.position.step += 1
+            self.position.epoch_step += 1
             self.monitor.record(result, ids)
-            last_of_epoch = self.epoch_step == self.data.steps_per_epoch
-            if last_of_epoch or any(n and self.step % n == 0 for n in every_steps):
+            last_of_epoch = self.position.epoch_step == self.data.steps_per_epoch
+            if last_of_epoch or any(n and self.position.step % n == 0 for n in every_steps):
                 code = self._at_boundary(result.lr, last_of_epoch)
                 if code is not None:
                     return code
@@ -271,7 +295,7 @@ class Trainer:
         found = self.monitor.read(*self._wishes(), self.info)
         if found.bad_ids is not None:
             self.last_bad_batch = self.data.describe_batch(found.bad_ids)
-        if self.step % self.cfg.train.log_every_steps == 0:
+        if self.position.step % self.cfg.train.log_every_steps == 0:
             self._log_step(lr, found.grad_norm)
         if found.peak_in_row >= self.cfg.train.max_nonfinite_in_row:
             return self._stop_nonfinite(found.peak_in_row)
@@ -281,7 +305,9 @@ class Trainer:
             return None
         why = "stop signal" if self.stop_requested else "train.time_limit_s reached"
         if self.info.is_main:
-            log.warning("stopping at step %d (%s); resume with --resume true", self.step, why)
+            log.warning(
+                "stopping at step %d (%s); resume with --resume true", self.position.step, why
+            )
         return EXIT_STOPPED
 
     def _wishes(self) -> tuple[bool, bool]:
@@ -291,7 +317,7 @@ class Trainer:
             return False, self.stop_requested
         limit_s = self.cfg.train.time_limit_s
         timed_out = limit_s is not None and time.monotonic() - self.start_time > limit_s
-        return self.timer.due(self.step), timed_out or self.stop_requested
+        return self.timer.due(self.position.step), timed_out or self.stop_requested
 
     def end_epoch(self, epoch: int) -> Verdict:
         """Validate on dev, log, checkpoint (and best.pt), decide whether to stop."""
@@ -302,7 +328,7 @@ class Trainer:
             verdict = self.early_stop.update(epoch, summary.early_stop_score, summary.auroc)
             row: dict[str, Any] = {
                 "kind": "epoch",
-                "step": self.step,
+                "step": self.position.step,
                 "epoch": epoch,
                 "train_loss": train_loss,
                 **summary.scalars,
@@ -323,12 +349,14 @@ class Trainer:
                 verdict.note,
             )
             plots = self.validator.write_plots(self.run.metrics, summary)
-            self.tracker.log_images(plots, self.step)
+            self.tracker.log_images(plots, self.position.step)
         verdict = broadcast_from_main(verdict, self.info)
         assert verdict is not None
-        self.epoch, self.epoch_step = epoch + 1, 0
-        self.data.sampler.set_epoch(self.epoch)  # the checkpoint says: next epoch, from its start
-        self.stopped = verdict.stop
+        self.position.epoch, self.position.epoch_step = epoch + 1, 0
+        self.data.sampler.set_epoch(
+            self.position.epoch
+        )  # the checkpoint says: next epoch, from its start
+        self.position.stopped = verdict.stop
         self.save(best=verdict.improved)
         return verdict
 
@@ -336,7 +364,9 @@ class Trainer:
 
     def _log_step(self, lr: float, grad_norm: float | None) -> None:
         """A step row: the loss averaged over the interval's finite steps, the last grad norm."""
-        row = self.monitor.step_row(self.step, self.epoch, lr, grad_norm)  # every rank: resets
+        row = self.monitor.step_row(
+            self.position.step, self.position.epoch, lr, grad_norm
+        )  # every rank: resets
         if self.info.is_main:
             self._write_row(row)
             log.info("%s", self.monitor.describe(row))
@@ -359,7 +389,7 @@ class Trainer:
                 "=%d) at step %d; last batch (recording@window start): %s",
                 in_row,
                 self.cfg.train.max_nonfinite_in_row,
-                self.step,
+                self.position.step,
                 "; ".join(f"rank {rank}: {b}" for rank, b in enumerate(batches)),
             )
         return EXIT_NONFINITE
@@ -370,28 +400,9 @@ class Trainer:
         if self.info.is_main:
             assert self.metrics is not None and rng_states is not None
             self.metrics.sync()  # the rows the checkpoint counts are on disk before it is
-            sampler = self.data.sampler
-            consumed = self.epoch_step * self.cfg.train.batch_size - sampler.start
-            state = {
-                "step": self.step,
-                "epoch": self.epoch,
-                "epoch_step": self.epoch_step,
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "sampler": sampler.state_dict(consumed=consumed),  # counted from its start
-                "rng": rng_states,
-                "early_stop": self.early_stop.state_dict(),
-                "monitor": self.monitor.state_dict(),
-                "metrics_rows": self.metrics.rows,
-                "wandb_run_id": self.wandb_run_id,
-                "stopped": self.stopped,
-                "world_size": self.info.world_size,
-                "config": self.cfg.model_dump(mode="json"),
-                "fingerprint": self.cfg.fingerprint(),
-                "torch_version": str(torch.__version__),
-            }
-            path = ckpt.save_checkpoint(state, self.run.checkpoints, self.cfg.train.keep_last, best)
+            self.position.metrics_rows = self.metrics.rows
+            state = assemble(self._parts(), self.position, rng_states, self.cfg)
+            path = save_checkpoint(state, self.run.checkpoints, self.cfg.train.keep_last, best)
             log.info("checkpoint %s%s", path, " (best)" if best else "")
         self.timer.saved()
 

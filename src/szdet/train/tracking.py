@@ -32,6 +32,21 @@ def resolve_mode(configured: str) -> Mode:
     return configured  # type: ignore[return-value]
 
 
+def _private_settings(wandb: Any) -> Any:
+    """W&B settings that record the run's numbers and nothing about the machine or the user."""
+    return wandb.Settings(
+        x_disable_meta=True,  # no host, user, command line, python or GPU inventory
+        x_disable_machine_info=True,
+        disable_git=True,
+        disable_code=True,
+        save_code=False,
+        disable_job_creation=True,
+        x_save_requirements=False,
+        console="off",  # stdout/stderr are not uploaded
+        silent=True,
+    )
+
+
 class Tracker:
     """Logs scalars and images to a W&B run; every method is a no-op when tracking is off."""
 
@@ -64,17 +79,7 @@ class Tracker:
         import wandb  # only the tracking process pays for the import
 
         run_dir.mkdir(parents=True, exist_ok=True)
-        settings = wandb.Settings(
-            x_disable_meta=True,  # no host, user, command line, python or GPU inventory
-            x_disable_machine_info=True,
-            disable_git=True,
-            disable_code=True,
-            save_code=False,
-            disable_job_creation=True,
-            x_save_requirements=False,
-            console="off",  # stdout/stderr are not uploaded
-            silent=True,
-        )
+        settings = _private_settings(wandb)
 
         def init(mode: Mode) -> Any:
             return wandb.init(

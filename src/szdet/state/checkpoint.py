@@ -1,9 +1,9 @@
-"""Training checkpoints: atomic writes, the last K kept plus ``best.pt``, strict and safe loading.
+"""Checkpoint files: atomic writes, the last K kept plus ``best.pt``, safe and verified reads,
+and the fall back past a damaged newest file.
 
-A checkpoint is one ``torch.save`` dict of plain types and tensors holding everything that decides
-the rest of a run (``Trainer.save`` in szdet/train/loop.py assembles it). It is untrusted
-input when read back, so loading uses ``weights_only=True`` and checks the format tag and the model
-fingerprint before anything touches a model.
+A checkpoint is one ``torch.save`` dict of plain types and tensors (its keys: state/contents.py).
+It is untrusted input when read back, so reading uses ``weights_only=True``, checks the archive's
+CRCs and the format tag, and only then hands the dict on.
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import ValidationError
 
-from szdet.config import MODEL_EXECUTION_FIELDS, Config
 from szdet.errors import UserError, first_line
 from szdet.fileio import atomic_path, remove_stale_tmp
 
@@ -38,7 +36,7 @@ def step_checkpoint_name(step: int) -> str:
     return f"step-{step:09d}.pt"
 
 
-def _numbered_checkpoints(directory: Path) -> list[tuple[int, Path]]:
+def numbered_checkpoints(directory: Path) -> list[tuple[int, Path]]:
     """(step, path) of the step checkpoints in ``directory``, oldest first (no ``best.pt``)."""
     if not directory.is_dir():
         return []
@@ -46,7 +44,7 @@ def _numbered_checkpoints(directory: Path) -> list[tuple[int, Path]]:
 
 
 def list_checkpoints(directory: Path) -> list[Path]:
-    return [p for _, p in _numbered_checkpoints(directory)]
+    return [p for _, p in numbered_checkpoints(directory)]
 
 
 def latest_checkpoint(directory: Path) -> Path | None:
@@ -100,29 +98,6 @@ class CheckpointTimer:
 
     def saved(self) -> None:
         self.last_time = time.monotonic()
-
-
-def resolve_resume(resume: str, directory: Path) -> Path | None:
-    """The checkpoint ``--resume auto|true|false|PATH`` names, or None to start fresh."""
-    if resume in ("auto", "true"):
-        found = newest_valid_checkpoint(directory)
-        if found is None and resume == "true":
-            raise UserError(f"{directory}: --resume true, but there is no checkpoint to resume")
-        return found
-    latest = latest_checkpoint(directory)
-    if resume == "false":
-        if latest is not None or (directory / BEST_NAME).exists():
-            raise UserError(
-                f"{directory}: holds checkpoints of an earlier run; continue it with --resume auto, "
-                "or start over under another paths.run_name (or delete that folder)"
-            )
-        return None
-    path = Path(resume)
-    if not path.is_file():
-        raise UserError(
-            f"{path}: --resume checkpoint not found (expected auto, true, false or a file)"
-        )
-    return path
 
 
 def newest_valid_checkpoint(directory: Path) -> Path | None:
@@ -189,101 +164,3 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise UserError(f"{path}: not a szdet checkpoint (format {found!r}, expected {FORMAT!r})")
     return ckpt
-
-
-def checkpoint_config(ckpt: dict[str, Any], path: Path) -> Config:
-    """The config a checkpoint was trained with, checked against its stored fingerprint."""
-    try:
-        cfg = Config.model_validate(ckpt["config"])
-    except (KeyError, ValidationError) as e:
-        raise UserError(f"{path}: checkpoint holds no valid szdet config ({e!s:.200})") from None
-    if cfg.fingerprint() != ckpt.get("fingerprint"):
-        raise UserError(f"{path}: checkpoint's config does not match its stored fingerprint")
-    return cfg
-
-
-def read_for_resume(path: Path, cfg: Config, directory: Path) -> dict[str, Any]:
-    """The state to continue ``cfg``'s run (checkpoint folder ``directory``) from ``path``: read
-    safely, the same model, no setting changed that decides the run's course, no later history."""
-    state = read_checkpoint(path)
-    check_same_model(state, cfg, path)
-    changed = check_resumable(state, cfg, path)
-    check_no_later_checkpoints(directory, int(state["step"]), path)
-    if changed:
-        log.warning("resuming with changed operational settings: %s", "; ".join(changed))
-    return state
-
-
-def check_same_model(ckpt: dict[str, Any], cfg: Config, path: Path) -> None:
-    """Refuse a checkpoint of another architecture, naming the model fields that differ."""
-    if ckpt.get("fingerprint") == cfg.fingerprint():
-        return
-    theirs = checkpoint_config(ckpt, path)
-    diffs = config_differences(theirs.model_dump(mode="json"), cfg.model_dump(mode="json"))
-    model_diffs = [d for d in diffs if d.startswith("model.")] or diffs
-    shown = "; ".join(model_diffs[:4]) + (" ..." if len(model_diffs) > 4 else "")
-    raise UserError(f"{path}: checkpoint is for a different model ({shown})")
-
-
-# Settings that may differ when a run continues: where things are, how it is watched, how fast
-# the machine is; nothing that changes which steps it takes or what they compute.
-RESUMABLE_CHANGES = (
-    "paths.", "tracking.", "cloud.", "data.expected_recordings",
-    "train.time_limit_s", "train.num_workers", "train.log_every_steps",
-    "train.checkpoint_every_min", "train.checkpoint_every_steps", "train.keep_last",
-    "train.gpu_memory_warn_gb", "train.device",
-    "evaluate.batch_size", "evaluate.timeline_recordings",
-    *(f"model.{field}" for field in MODEL_EXECUTION_FIELDS),
-)  # fmt: skip
-
-
-def check_resumable(ckpt: dict[str, Any], cfg: Config, path: Path) -> list[str]:
-    """The config differences between a checkpoint and ``cfg``; only RESUMABLE_CHANGES may
-    differ, or the resumed run would not be the one that was checkpointed (the optimizer and
-    schedule state would silently keep the old settings)."""
-    changed = config_differences(ckpt["config"], cfg.model_dump(mode="json"))
-    decisive = [c for c in changed if not c.startswith(RESUMABLE_CHANGES)]
-    if decisive:
-        shown = "; ".join(decisive[:3]) + (" ..." if len(decisive) > 3 else "")
-        raise UserError(
-            f"{path}: resuming would change how this run goes on ({shown}); keep the run's "
-            "settings, or train a new run under another paths.run_name"
-        )
-    return changed
-
-
-def check_no_later_checkpoints(directory: Path, step: int, path: Path) -> None:
-    """Refuse to continue from ``path`` (at ``step``) into a folder holding later checkpoints:
-    their history is not this one's, and rotation (by step) would delete the new ones first."""
-    later = [p for at, p in _numbered_checkpoints(directory) if at > step]
-    if later:
-        raise UserError(
-            f"{directory}: holds checkpoints past step {step} of {path} (up to {later[-1].name}); "
-            f"continue from {path.name} under another paths.run_name, or resume the latest "
-            "with --resume auto"
-        )
-
-
-def config_differences(
-    checkpoint: dict[str, Any], current: dict[str, Any], prefix: str = ""
-) -> list[str]:
-    """``field: <checkpoint value> in the checkpoint, <current> now`` for every differing leaf."""
-    out: list[str] = []
-    for key in sorted(set(checkpoint) | set(current)):
-        a, b = checkpoint.get(key), current.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += config_differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: {a!r} in the checkpoint, {b!r} now")
-    return out
-
-
-def load_for_inference(path: str | Path) -> tuple[Config, dict[str, torch.Tensor]]:
-    """The config and model weights of a checkpoint, for `szdet evaluate` and `szdet detect`."""
-    path = Path(path)
-    ckpt = read_checkpoint(path)
-    cfg = checkpoint_config(ckpt, path)
-    weights = ckpt.get("model")
-    if not isinstance(weights, dict):
-        raise UserError(f"{path}: checkpoint holds no model weights")
-    return cfg, weights

@@ -1,0 +1,107 @@
+"""The house's layers: each package imports only the layers below it, so none imports in a loop.
+
+From the bottom: the base modules (config, errors, files, device, progress bars), then data and
+models side by side, state (checkpoints, run directory), evaluate, train, cloud and the cli.
+Function-local imports count too: a lazy import is still a dependency.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "szdet"
+LAYERS = (
+    {"__init__", "config", "config_yaml", "errors", "fileio", "device", "progress"},
+    {"data", "models"},
+    {"state"},
+    {"evaluate"},
+    {"train"},
+    {"cloud"},
+    {"cli"},
+)
+MAX_FUNCTION_LINES = 60
+
+
+def _unit(module: str) -> str:
+    """``szdet.data.edf`` -> ``data``; ``szdet.cli`` -> ``cli``; ``szdet`` -> ``__init__``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _layer(unit: str) -> int:
+    return next(i for i, units in enumerate(LAYERS) if unit in units)
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(SRC.parent).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """(line, imported szdet module) for every import in the file, at any depth."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if a.name.startswith("szdet")]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("szdet"):
+            found.append((node.lineno, node.module))
+    return found
+
+
+def _sources() -> list[Path]:
+    return sorted(SRC.rglob("*.py"))
+
+
+def test_every_package_has_a_layer():
+    units = {_unit(_module_name(p)) for p in _sources()}
+    assert units <= set().union(*LAYERS), units - set().union(*LAYERS)
+
+
+def layer_violations() -> list[str]:
+    out = []
+    for path in _sources():
+        unit = _unit(_module_name(path))
+        for line, imported in _imports(path):
+            other = _unit(imported)
+            below, level = _layer(other), _layer(unit)
+            # Side by side is not below, except in the base, which has no layers of its own.
+            if below > level or (below == level and other != unit and level > 0):
+                out.append(f"{path.relative_to(SRC)}:{line} ({unit}) imports {imported}")
+    return out
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    assert layer_violations() == []
+
+
+def test_the_check_sees_a_cycle(tmp_path, monkeypatch):
+    """The check itself: a module of data importing evaluate, even inside a function, is caught."""
+    fake = tmp_path / "szdet"
+    (fake / "data").mkdir(parents=True)
+    (fake / "data" / "x.py").write_text("def f():\n    from szdet.evaluate import scoring\n")
+    (fake / "models.py").write_text("import szdet.data.x\n")
+    monkeypatch.setattr(__import__(__name__), "SRC", fake)
+    assert layer_violations() == [
+        "data/x.py:2 (data) imports szdet.evaluate",
+        "models.py:1 (models) imports szdet.data.x",
+    ]
+
+
+def _long_functions(path: Path) -> list[str]:
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            assert node.end_lineno is not None
+            if (length := node.end_lineno - start + 1) > MAX_FUNCTION_LINES:
+                out.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name} ({length} lines)")
+    return out
+
+
+@pytest.mark.parametrize("path", _sources(), ids=lambda p: str(p.relative_to(SRC)))
+def test_every_function_fits_on_one_screen(path):
+    assert _long_functions(path) == []
