@@ -112,19 +112,7 @@ def build_cache(
         progress(run_parallel(build, todo, workers), f"cache {split}", len(todo), unit="rec")
     )
     records += fresh
-
-    recordings = [CachedRecording.from_json(r["recording"]) for r in records if "recording" in r]
-    skipped = [{"file": r["source"], "reason": r["skipped"]} for r in records if "skipped" in r]
-    manifest = make_manifest(
-        split=split,
-        montage=montage,
-        sample_rate_hz=preprocess.sample_rate_hz,
-        preprocess=preprocess.model_dump(mode="json"),
-        preprocess_hash=preprocess.fingerprint(montage),
-        recordings=recordings,
-        skipped=skipped,
-    )
-    write_json_atomic(manifest_path, manifest)
+    manifest, recordings = _write_manifest(manifest_path, split, preprocess, montage, records)
 
     report = BuildReport(
         built=sum("recording" in r for r in fresh),
@@ -135,10 +123,33 @@ def build_cache(
     hours = sum(r.duration_s for r in recordings) / 3600
     print(
         f"cache {split}: {len(recordings)} recordings ({report.built} built, {reused} reused), "
-        f"{len(skipped)} skipped, {hours:.2f} h, "
+        f"{len(report.skipped)} skipped, {hours:.2f} h, "
         f"{sum(r.bytes for r in recordings) / 1e9:.3f} GB -> {manifest_path}"
     )
     return report
+
+
+def _write_manifest(
+    path: Path,
+    split: str,
+    preprocess: PreprocessConfig,
+    montage: Montage,
+    records: list[dict[str, Any]],
+) -> tuple[dict[str, Any], list[CachedRecording]]:
+    """The manifest of these build records, written atomically, and its recordings."""
+    recordings = [CachedRecording.from_json(r["recording"]) for r in records if "recording" in r]
+    skipped = [{"file": r["source"], "reason": r["skipped"]} for r in records if "skipped" in r]
+    manifest = make_manifest(
+        split=split,
+        sample_rate_hz=preprocess.sample_rate_hz,
+        preprocess=preprocess.model_dump(mode="json"),
+        preprocess_hash=preprocess.fingerprint(montage),
+        recordings=recordings,
+        skipped=skipped,
+        montage=montage,
+    )
+    write_json_atomic(path, manifest)
+    return manifest, recordings
 
 
 def select_recordings(
