@@ -24,8 +24,9 @@ import torch
 
 from szdet.config import CHANNELS_19, PreprocessConfig
 from szdet.data.cache import build_cache
-from szdet.data.edf import load_edf, match_channels
+from szdet.data.edf import load_edf
 from szdet.data.manifest import CacheSplit
+from szdet.data.montage import take_inventory
 from szdet.data.synth import write_corpus
 from szdet.data.tusz import find_recordings
 from szdet.data.windows import WindowDataset, WindowIndex, window_starts
@@ -51,8 +52,8 @@ def plain_mne_rate(edfs: list[Path]) -> tuple[float, float, float]:
     hours, start = 0.0, time.process_time()
     for edf in edfs:
         raw = mne.io.read_raw_edf(edf, preload=True, verbose="error")
-        found = match_channels(raw.ch_names)
-        raw.pick([found[c] for c in CHANNELS_19 if c in found])
+        found = take_inventory(raw.ch_names).electrodes
+        raw.pick([raw.ch_names[found[c]] for c in CHANNELS_19 if c in found])
         raw.resample(PRE.sample_rate_hz, verbose="error")
         raw.filter(PRE.bandpass_low_hz, PRE.bandpass_high_hz, verbose="error")
         raw.notch_filter(PRE.notch_hz, verbose="error")

@@ -34,7 +34,13 @@ def write_split(
         )  # fmt: skip
     pre = PreprocessConfig()
     manifest = make_manifest(
-        split, RATE_HZ, pre.model_dump(mode="json"), pre.fingerprint(), records, []
+        split,
+        RATE_HZ,
+        pre.model_dump(mode="json"),
+        pre.fingerprint("referential"),
+        records,
+        [],
+        "referential",
     )
     write_json_atomic(root / split / "manifest.json", manifest)
     return root / split

@@ -54,7 +54,8 @@ def test_build_writes_float16_arrays_and_a_complete_manifest(corpus, tmp_path, c
     assert "cache train: 6 recordings (6 built, 0 reused), 0 skipped" in capsys.readouterr().out
     manifest = _manifest(tmp_path)
     assert manifest["format"] == "szdet-cache" and manifest["channels"] == list(CHANNELS_19)
-    assert manifest["preprocess_hash"] == PRE.fingerprint()
+    assert manifest["montage"] == "referential"
+    assert manifest["preprocess_hash"] == PRE.fingerprint("referential")
     assert manifest["preprocess"] == PRE.model_dump(mode="json")
     record = manifest["recordings"][0]
     assert record["file"] == "aaaaaaaa/aaaaaaaa_s001_t000.npy"
@@ -79,7 +80,7 @@ def test_cache_split_opens_memory_maps_matching_the_preprocessing(corpus, tmp_pa
     _build(corpus, tmp_path, max_recordings=2)
     split = CacheSplit.open(tmp_path, "train")
     assert len(split.recordings) == 2 and split.sample_rate_hz == 256.0
-    assert split.preprocess_hash == PRE.fingerprint()
+    assert split.preprocess_hash == PRE.fingerprint("referential")
     signal0 = split.signal(0)
     assert isinstance(signal0, np.memmap) and not signal0.flags.writeable
     assert split.signal(0) is signal0  # opened once per process
@@ -287,8 +288,8 @@ def test_a_folder_built_with_other_settings_is_refused_naming_both_hashes(corpus
     with pytest.raises(UserError) as e:
         _build(corpus, tmp_path, preprocess=other)
     assert (
-        f"built with preprocess settings {PRE.fingerprint()}, these are {other.fingerprint()}"
-        in str(e.value)
+        f"built with preprocess settings {PRE.fingerprint('referential')}, "
+        f"these are {other.fingerprint('referential')}" in str(e.value)
     )
 
 

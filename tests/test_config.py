@@ -151,10 +151,8 @@ def test_fingerprints_track_what_they_cover():
     # how the same weights run (kernels, chunks, recomputation) is not the architecture
     d = load_config(None, ["model.kernels=pure", "model.recompute_pure_mamba=false"])
     assert a.fingerprint() == d.fingerprint()
-    assert (
-        a.preprocess.fingerprint()
-        != load_config(None, ["preprocess.notch_hz=50"]).preprocess.fingerprint()
-    )
+    notch = load_config(None, ["preprocess.notch_hz=50"]).preprocess
+    assert a.preprocess.fingerprint("referential") != notch.fingerprint("referential")
 
 
 def test_channel_order_is_the_design_order():
@@ -164,6 +162,6 @@ def test_channel_order_is_the_design_order():
 def test_preprocess_fingerprint_covers_the_algorithm_version(monkeypatch):
     import szdet.config
 
-    before = load_config(None).preprocess.fingerprint()
+    before = load_config(None).preprocess.fingerprint("referential")
     monkeypatch.setattr(szdet.config, "PREPROCESS_ALGORITHM", szdet.config.PREPROCESS_ALGORITHM + 1)
-    assert load_config(None).preprocess.fingerprint() != before
+    assert load_config(None).preprocess.fingerprint("referential") != before

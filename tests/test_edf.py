@@ -1,5 +1,5 @@
-"""EDF reading and preprocessing: channel names, each processing step's effect, interpolation,
-bad files, and the seizure events read beside an EDF."""
+"""EDF reading and preprocessing: channel order, each processing step's effect, interpolation,
+bad files, and the seizure events read beside an EDF (channel names: test_montage.py)."""
 
 from pathlib import Path
 
@@ -12,8 +12,6 @@ from szdet.data.edf import (
     EdfError,
     annotated_seizures,
     load_edf,
-    match_channels,
-    normalize_channel_name,
     unusable_channels,
 )
 from szdet.data.tusz import AnnotationError, Event, RecordingFiles, clip_intervals, write_annotation
@@ -35,35 +33,6 @@ def _power_at(x: np.ndarray, rate_hz: float, hz: float) -> float:
 def _sines(freqs_hz: dict[str, float], seconds: float, rate_hz: float, uv: float = 100.0):
     t = np.arange(round(seconds * rate_hz)) / rate_hz
     return {c: uv * np.sin(2 * np.pi * f * t) for c, f in freqs_hz.items()}
-
-
-# --- channel names ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("label", "name"),
-    [
-        ("EEG FP1-REF", "FP1"),
-        ("EEG FP1-LE", "FP1"),
-        ("eeg fp1-ref", "FP1"),
-        ("Fp1", "FP1"),
-        ("  EEG Cz-REF ", "CZ"),
-        ("EEG T7-REF", "T3"),
-        ("EEG T8-LE", "T4"),
-        ("P7", "T5"),
-        ("EEG P8-REF", "T6"),
-        ("EEG FP1-F7", "FP1-F7"),  # bipolar: not one of ours
-        ("EKG1", "EKG1"),
-        ("PHOTIC-REF", "PHOTIC"),
-    ],
-)
-def test_normalize_channel_name(label, name):
-    assert normalize_channel_name(label) == name
-
-
-def test_match_channels_maps_canonical_names_to_file_labels_first_wins():
-    labels = ["EKG1", "EEG FP1-REF", "EEG FP1-LE", "EEG T7-REF", "EEG FP1-F7", "IBI"]
-    assert match_channels(labels) == {"FP1": "EEG FP1-REF", "T3": "EEG T7-REF"}
 
 
 # --- reading and channel order ----------------------------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from montage_support import write_chb_mit_edf, write_referential_edf
 from szdet.cli import main
 from szdet.config import Config, load_config
 from szdet.data.cache import build_cache
@@ -172,3 +173,19 @@ def test_detect_never_replaces_a_reference_annotation_or_collides(trained, tmp_p
         capsys, "detect", edf, twin, "--checkpoint", trained["best"], "--out", tmp_path / "o"
     )
     assert code == 1 and "both would write" in err and not (tmp_path / "o").exists()
+
+
+def test_detect_refuses_a_bipolar_edf_for_a_referential_checkpoint_in_one_line(
+    trained, tmp_path, capsys
+):
+    chb = write_chb_mit_edf(tmp_path / "chb.edf", 30.0)
+    szcore = write_referential_edf(tmp_path / "bids.edf", 30.0, 256.0, "{}-Avg", modern=True)
+    out = tmp_path / "events"
+    code, stdout, err = run_cli(
+        capsys, "detect", chb, szcore, "--checkpoint", trained["best"], "--out", out
+    )
+    assert code == 1
+    (line,) = [x for x in err.splitlines() if x.startswith("szdet:")]
+    assert line.startswith(f"szdet: error: {chb}: bipolar recording (FP1-F7, F7-T7, T7-P7, ...)")
+    assert "the referential montage" in line and not (out / "chb.csv_bi").exists()
+    assert (out / "bids.csv_bi").is_file() and str(szcore) in stdout  # Fp1-Avg: read as it is

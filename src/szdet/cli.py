@@ -113,6 +113,7 @@ def cmd_cache_build(args: argparse.Namespace) -> int:
         split=args.split,
         out=args.out,
         preprocess=cfg.preprocess,
+        montage=cfg.data.montage,
         workers=args.workers,
         shard=args.shard,
         max_recordings=args.max_recordings,
@@ -339,7 +340,12 @@ def _add_detect(sub: Subparsers) -> None:
         help="seizure events of EDF recordings as TUSZ .csv_bi files",
         description=DETECT_THRESHOLD,
     )
-    p.add_argument("edf", type=Path, nargs="+", help="EDF recordings (the 19 10-20 electrodes)")
+    p.add_argument(
+        "edf",
+        type=Path,
+        nargs="+",
+        help="EDF recordings (any montage the checkpoint's can be made from)",
+    )
     p.add_argument("--checkpoint", type=Path, required=True, help="a training checkpoint (.pt)")
     p.add_argument("--out", type=Path, required=True, help="folder for <edf name>.csv_bi")
     p.add_argument("--plot", action="store_true", help="also write a PNG timeline per recording")

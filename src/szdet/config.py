@@ -18,14 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_core import PydanticCustomError
 
 from szdet.config_yaml import read_config_yaml
+from szdet.data.montage import CHANNELS_19 as CHANNELS_19  # re-exported: imported from here
+from szdet.data.montage import Montage, montage_channels
 from szdet.errors import UserError
-
-# The model's 19 referential inputs, in this order.
-CHANNELS_19 = (
-    "FP1", "F3", "C3", "P3", "F7", "T3", "T5", "O1", "FZ", "CZ",
-    "PZ", "FP2", "F4", "C4", "P4", "F8", "T4", "T6", "O2",
-)  # fmt: skip
-
 
 # Bump when szdet/data/edf.py changes what it computes from the same settings (filter orders,
 # robust statistics, interpolation positions...): caches built before then are refused, not mixed.
@@ -75,6 +70,9 @@ class DataConfig(Section):
     train_split: str = "train"
     dev_split: str = "dev"
     max_recordings: int | None = Field(None, ge=1)  # per split; None = all (smoke: 50)
+    # The model's inputs (szdet/data/montage.py): 19 electrodes against the file's reference,
+    # against their common average, or the 18 double-banana derivations.
+    montage: Montage = "referential"
     # Recording counts a complete cache must hold, checked by populate-cache and `cache verify`.
     expected_recordings: dict[str, int] = Field(default_factory=dict, json_schema_extra=RESUMABLE)
 
@@ -101,10 +99,13 @@ class PreprocessConfig(Section):
             raise ValueError("bandpass_low_hz must be below bandpass_high_hz")
         return self
 
-    def fingerprint(self) -> str:
-        """Short hash of these settings and of the algorithm's version: recordings cached with
-        another hash are not mixed in."""
-        return config_hash({**self.model_dump(mode="json"), "algorithm": PREPROCESS_ALGORITHM})
+    def fingerprint(self, montage: Montage) -> str:
+        """Short hash of these settings, the algorithm's version and ``montage`` (data.montage):
+        recordings cached with another hash are not mixed in."""
+        settings = {**self.model_dump(mode="json"), "algorithm": PREPROCESS_ALGORITHM}
+        if montage != "referential":  # referential hashes as before montages: its caches stay
+            settings["montage"] = montage
+        return config_hash(settings)
 
 
 class WindowsConfig(Section):
@@ -272,6 +273,18 @@ class Config(Section):
                 f"({self.preprocess.sample_rate_hz:g} Hz) = {samples:g} samples, which must be a "
                 f"whole multiple of model.downsample ({self.model.downsample})",
                 {"fields": ("windows.length_s", "preprocess.sample_rate_hz", "model.downsample")},
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _model_reads_the_montage(self) -> Config:
+        channels = len(montage_channels(self.data.montage))
+        if self.model.in_channels != channels:
+            raise PydanticCustomError(
+                "montage_misfit",
+                f"model.in_channels ({self.model.in_channels}) must equal the {channels} "
+                f"channels of data.montage {self.data.montage}",
+                {"fields": ("model.in_channels", "data.montage")},
             )
         return self
 

@@ -5,7 +5,7 @@ renamed into place (a rerun deletes the temporary files a killed run left), then
 (``<name>.json``: the CachedRecording, or the reason it was skipped) is written the same way. A
 rerun reuses every recording whose record exists and whose EDF size and annotation sha256 are
 unchanged, and builds the rest; the manifest is written last.
-A split folder remembers its preprocessing hash (preprocess.json) and refuses any other.
+A split folder remembers its montage and preprocessing hash (preprocess.json) and refuses others.
 """
 
 from __future__ import annotations
@@ -28,10 +28,12 @@ from szdet.data.manifest import (
     CachedRecording,
     CacheSplit,
     make_manifest,
+    manifest_montage,
     merge_shards,
     shard_manifest_name,
     shard_manifests,
 )
+from szdet.data.montage import Montage
 from szdet.data.pool import run_parallel
 from szdet.data.tusz import (
     RecordingFiles,
@@ -77,8 +79,10 @@ def build_cache(
     workers: int,
     shard: tuple[int, int] | None,
     max_recordings: int | None,
+    montage: Montage = "referential",
 ) -> BuildReport:
-    """Preprocess every recording of ``split`` (or every n-th: ``shard=(i, n)``) into ``out``."""
+    """Preprocess every recording of ``split`` (or every n-th: ``shard=(i, n)``) into ``out``,
+    converted to ``montage`` (data.montage)."""
     data_root, out = Path(data_root), Path(out)
     check_patient_disjoint(data_root)
     selected = select_recordings(data_root, split, shard, max_recordings)
@@ -86,36 +90,29 @@ def build_cache(
     split_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = split_dir / (MANIFEST if shard is None else shard_manifest_name(*shard))
     _remove_stale_tmp(split_dir, manifest_path.name, selected)
-    claim_split_dir(split_dir, preprocess)
+    claim_split_dir(split_dir, preprocess, montage)
 
     records: list[dict[str, Any]] = []
     todo: list[RecordingFiles] = []
     for files in selected:
-        record = reusable_record(split_dir, files, preprocess)
+        record = reusable_record(split_dir, files, preprocess.fingerprint(montage))
         if record is None:
             todo.append(files)
         else:
             records.append(record)
     reused = sum("recording" in r for r in records)
     build = functools.partial(
-        build_recording, split_dir=split_dir, root=edf_root(data_root), preprocess=preprocess
+        build_recording,
+        split_dir=split_dir,
+        root=edf_root(data_root),
+        preprocess=preprocess,
+        montage=montage,
     )
     fresh = list(
         progress(run_parallel(build, todo, workers), f"cache {split}", len(todo), unit="rec")
     )
     records += fresh
-
-    recordings = [CachedRecording.from_json(r["recording"]) for r in records if "recording" in r]
-    skipped = [{"file": r["source"], "reason": r["skipped"]} for r in records if "skipped" in r]
-    manifest = make_manifest(
-        split=split,
-        sample_rate_hz=preprocess.sample_rate_hz,
-        preprocess=preprocess.model_dump(mode="json"),
-        preprocess_hash=preprocess.fingerprint(),
-        recordings=recordings,
-        skipped=skipped,
-    )
-    write_json_atomic(manifest_path, manifest)
+    manifest, recordings = _write_manifest(manifest_path, split, preprocess, montage, records)
 
     report = BuildReport(
         built=sum("recording" in r for r in fresh),
@@ -126,10 +123,33 @@ def build_cache(
     hours = sum(r.duration_s for r in recordings) / 3600
     print(
         f"cache {split}: {len(recordings)} recordings ({report.built} built, {reused} reused), "
-        f"{len(skipped)} skipped, {hours:.2f} h, "
+        f"{len(report.skipped)} skipped, {hours:.2f} h, "
         f"{sum(r.bytes for r in recordings) / 1e9:.3f} GB -> {manifest_path}"
     )
     return report
+
+
+def _write_manifest(
+    path: Path,
+    split: str,
+    preprocess: PreprocessConfig,
+    montage: Montage,
+    records: list[dict[str, Any]],
+) -> tuple[dict[str, Any], list[CachedRecording]]:
+    """The manifest of these build records, written atomically, and its recordings."""
+    recordings = [CachedRecording.from_json(r["recording"]) for r in records if "recording" in r]
+    skipped = [{"file": r["source"], "reason": r["skipped"]} for r in records if "skipped" in r]
+    manifest = make_manifest(
+        split=split,
+        sample_rate_hz=preprocess.sample_rate_hz,
+        preprocess=preprocess.model_dump(mode="json"),
+        preprocess_hash=preprocess.fingerprint(montage),
+        recordings=recordings,
+        skipped=skipped,
+        montage=montage,
+    )
+    write_json_atomic(path, manifest)
+    return manifest, recordings
 
 
 def select_recordings(
@@ -152,13 +172,14 @@ def _remove_stale_tmp(split_dir: Path, manifest_name: str, selected: list[Record
             stale.unlink(missing_ok=True)
 
 
-def claim_split_dir(split_dir: Path, preprocess: PreprocessConfig) -> None:
+def claim_split_dir(split_dir: Path, preprocess: PreprocessConfig, montage: Montage) -> None:
     """Record the settings a split folder is built with; refuse a folder built with others."""
     path = split_dir / PREPROCESS_FILE
     ours = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "preprocess_hash": preprocess.fingerprint(),
+        "montage": montage,
+        "preprocess_hash": preprocess.fingerprint(montage),
         "preprocess": preprocess.model_dump(mode="json"),
     }
     # A pulled cache has a manifest but no preprocess.json: the manifest then speaks for it.
@@ -172,6 +193,11 @@ def claim_split_dir(split_dir: Path, preprocess: PreprocessConfig) -> None:
         raise UserError(f"{existing}: unreadable; delete {split_dir} to rebuild") from None
     if (theirs.get("format"), theirs.get("format_version")) != (FORMAT, FORMAT_VERSION):
         raise UserError(f"{existing}: a cache of another format; build into an empty folder")
+    if manifest_montage(theirs) != montage:
+        raise UserError(
+            f"{split_dir}: built for data.montage {manifest_montage(theirs)}, this config's is "
+            f"{montage}; use another --out (montages are never mixed)"
+        )
     if theirs.get("preprocess_hash") != ours["preprocess_hash"]:
         raise UserError(
             f"{split_dir}: built with preprocess settings {theirs.get('preprocess_hash')}, these "
@@ -197,14 +223,15 @@ def _source_identity(files: RecordingFiles) -> dict[str, int | str]:
 
 
 def reusable_record(
-    split_dir: Path, files: RecordingFiles, preprocess: PreprocessConfig
+    split_dir: Path, files: RecordingFiles, preprocess_hash: str
 ) -> dict[str, Any] | None:
-    """The build record of an earlier run if it is complete and current, else None."""
+    """The build record of an earlier run if it is complete and current (built with
+    ``preprocess_hash``: PreprocessConfig.fingerprint), else None."""
     try:
         record = json.loads(_record_path(split_dir, files).read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
-    if record.get("preprocess_hash") != preprocess.fingerprint():
+    if record.get("preprocess_hash") != preprocess_hash:
         return None
     if record.get("sources") != _source_identity(files):
         return None
@@ -219,23 +246,28 @@ def reusable_record(
 
 
 def build_recording(
-    files: RecordingFiles, split_dir: Path, root: Path, preprocess: PreprocessConfig
+    files: RecordingFiles,
+    split_dir: Path,
+    root: Path,
+    preprocess: PreprocessConfig,
+    montage: Montage,
 ) -> dict[str, Any]:
-    """Preprocess one recording into its array and build record; a bad input becomes a skip."""
+    """Preprocess one recording into its array and build record; a bad input, or one that
+    cannot feed ``montage``, becomes a skip with the reason."""
     record: dict[str, Any] = {
         "source": files.edf.relative_to(root).as_posix(),
         "sources": _source_identity(files),
-        "preprocess_hash": preprocess.fingerprint(),
+        "preprocess_hash": preprocess.fingerprint(montage),
     }
     try:
         annotated = annotated_seizures(files)  # cheap: a bad annotation skips before the EDF
-        pre = load_edf(files.edf, preprocess)
+        pre = load_edf(files.edf, preprocess, montage)
     except UserError as e:
         reason = str(e).replace(f"{root}/", "")  # paths relative to the corpus, as "source" is
         record["skipped"] = reason.removeprefix(f"{record['source']}: ")  # "file" names it already
     else:
         events = clip_intervals(annotated, pre.duration_s)
-        notes = []
+        notes = list(pre.notes)
         if annotated and annotated[-1][1] > pre.duration_s + CLIP_NOTE_TOLERANCE_S:
             notes.append(
                 f"annotation ends at {annotated[-1][1]:.2f} s, past the recording's end "

@@ -1,23 +1,25 @@
-"""EDF reading and preprocessing: any scalp EEG recording -> 19 channels, 256 Hz, robust z-scores.
+"""EDF reading and preprocessing: any scalp EEG recording -> the model's montage (19 electrodes or
+18 derivations), 256 Hz, robust z-scores.
 
 The steps, in order:
 
 1. read only the EEG channels we need (mne ``include``: files carry up to 128 channels, some at
-   other rates), names normalised (``EEG FP1-REF`` -> ``FP1``, T7/T8/P7/P8 -> T3/T4/T5/T6);
+   other rates), found by name and planned for ``data.montage`` by szdet/data/montage.py
+   (``EEG FP1-REF``, ``Fp1-Avg``, ``fp1`` -> FP1; T7/T8/P7/P8 -> T3/T4/T5/T6; ``FP1-F7`` a derivation);
 2. resample to ``sample_rate_hz`` by polyphase filtering;
 3. band-pass and notch in one zero-phase cascade of IIR second-order sections;
 4. fill the channels of ``interpolate_channels`` that are missing, NaN or flat by spherical-spline
    interpolation on the standard 10-20 positions (mne), and record which;
-5. per-channel robust z-score (median, IQR) over the whole recording, clipped at +-``clip``.
+5. convert to the montage (szdet/data/montage.py: exact, linear);
+6. per-channel robust z-score (median, IQR) over the whole recording, clipped at +-``clip``.
 
-Everything after reading runs in float32 on one (19, n) array. The cache keeps float16, whose
+Everything after reading runs in float32 on one (channels, n) array. The cache keeps float16, whose
 rounding (~1e-3 relative) is as coarse as the float32 filter's, so float64 would buy nothing.
 """
 
 from __future__ import annotations
 
 import functools
-import re
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
@@ -27,6 +29,7 @@ import numpy as np
 from scipy import signal
 
 from szdet.config import CHANNELS_19, PreprocessConfig
+from szdet.data.montage import Montage, MontageError, plan_montage
 from szdet.data.tusz import (
     AnnotationError,
     Interval,
@@ -44,10 +47,6 @@ MIN_DURATION_S = 1.0
 EDF_VERSION = b"0       "
 MONTAGE = "colin27_1020"  # mne's standard 10-20 positions (formerly "standard_1020")
 
-_SYNONYMS = {"T7": "T3", "T8": "T4", "P7": "T5", "P8": "T6"}
-_PREFIX = re.compile(r"^EEG\s+")
-_SUFFIX = re.compile(r"-(REF|LE)$")
-
 
 class EdfError(UserError):
     """An EDF that cannot be used; the message names the file and the problem in one line."""
@@ -55,61 +54,56 @@ class EdfError(UserError):
 
 @dataclass
 class Preprocessed:
-    signal: np.ndarray  # float32 (19, n) in CHANNELS_19 order at sample_rate_hz
+    signal: np.ndarray  # float32 (len(channels), n) at sample_rate_hz
+    channels: tuple[str, ...]  # the montage's: CHANNELS_19 or DOUBLE_BANANA (data/montage.py)
     sample_rate_hz: float
     duration_s: float  # n / sample_rate_hz
     source_rate_hz: float
     interpolated: list[str]  # e.g. ["FZ", "PZ"]
+    notes: list[str]  # e.g. a repeated channel label, and which copy is used
 
 
-def normalize_channel_name(label: str) -> str:
-    """``EEG Fp1-REF`` / ``EEG FP1-LE`` / ``fp1`` -> ``FP1``; ``T7`` -> ``T3`` (10-10 synonyms)."""
-    name = _SUFFIX.sub("", _PREFIX.sub("", label.strip().upper())).strip()
-    return _SYNONYMS.get(name, name)
-
-
-def match_channels(labels: list[str]) -> dict[str, str]:
-    """Map each of CHANNELS_19 found among ``labels`` to its label in the file (first one wins)."""
-    found: dict[str, str] = {}
-    for label in labels:
-        name = normalize_channel_name(label)
-        if name in CHANNELS_19 and name not in found:
-            found[name] = label
-    return found
-
-
-def load_edf(path: Path, preprocess: PreprocessConfig) -> Preprocessed:
-    """Read and preprocess one recording; EdfError names the file and the problem."""
+def load_edf(
+    path: Path, preprocess: PreprocessConfig, montage: Montage = "referential"
+) -> Preprocessed:
+    """Read and preprocess one recording into ``montage``; EdfError names the file and the
+    problem (a recording that cannot feed ``montage`` says why)."""
     path = Path(path)
-    found = match_channels(_read_labels(path))
-    allowed = set(preprocess.interpolate_channels)
-    if required := [c for c in CHANNELS_19 if c not in found and c not in allowed]:
-        raise EdfError(f"{path}: missing required channel(s) {', '.join(required)}")
+    labels = _read_labels(path)
+    try:
+        plan = plan_montage(labels, montage, preprocess.interpolate_channels)
+    except MontageError as e:
+        raise EdfError(f"{path}: {e}") from None
+    # Only electrodes can be interpolated; a recorded derivation must be usable as it is.
+    allowed = set(preprocess.interpolate_channels) if plan.rows == CHANNELS_19 else set()
 
-    present = [c for c in CHANNELS_19 if c in found]
-    data, source_rate_hz = _read_signals(path, [found[c] for c in present])
+    present = [c for c in plan.rows if c in plan.read]
+    data, source_rate_hz = _read_signals(path, labels, [plan.read[c] for c in present])
     if data.shape[1] < MIN_DURATION_S * source_rate_hz:
         raise EdfError(f"{path}: recording too short ({data.shape[1] / source_rate_hz:.2f} s)")
 
     unusable = unusable_channels(path, present, data, allowed)
-    x = np.zeros((len(CHANNELS_19), data.shape[1]), dtype=np.float32)
+    x = np.zeros((len(plan.rows), data.shape[1]), dtype=np.float32)
     for row, channel in zip(data, present, strict=True):
         if channel not in unusable:
-            x[CHANNELS_19.index(channel)] = row
+            x[plan.rows.index(channel)] = row
     del data
-    interpolated = [c for c in CHANNELS_19 if c not in found or c in unusable]
+    interpolated = [c for c in plan.rows if c not in plan.read or c in unusable]
 
     x = resample(x, source_rate_hz, preprocess.sample_rate_hz)
     x = bandpass_notch(x, preprocess)
     if interpolated:
         interpolate(x, interpolated)
+    x = plan.convert(x)
     robust_zscore(x, preprocess.clip)
     return Preprocessed(
         signal=x,
+        channels=plan.channels,
         sample_rate_hz=preprocess.sample_rate_hz,
         duration_s=x.shape[1] / preprocess.sample_rate_hz,
         source_rate_hz=source_rate_hz,
         interpolated=interpolated,
+        notes=list(plan.notes),
     )
 
 
@@ -166,18 +160,24 @@ def _read_labels(path: Path) -> list[str]:
     return list(_read_raw(path, include=None).ch_names)
 
 
-def _read_signals(path: Path, labels: list[str]) -> tuple[np.ndarray, float]:
-    """The named channels as float64 (k, n) and their sampling rate. Opening with ``include``
-    keeps channels at other rates (EKG, PHOTIC ...) out, so mne never resamples ours."""
-    raw = _read_raw(path, include=labels)
+def _read_signals(path: Path, labels: list[str], picks: list[int]) -> tuple[np.ndarray, float]:
+    """The channels at header positions ``picks`` (of ``labels``) as float64 (k, n) and their
+    sampling rate. Opening with ``include`` keeps channels at other rates (EKG, PHOTIC ...) out,
+    so mne never resamples ours. mne keeps every copy of a repeated label, renamed (CHB-MIT's
+    T8-P8 -> T8-P8-0, T8-P8-1), in header order: rows are therefore picked by position."""
+    wanted = {labels[i] for i in picks}
+    raw = _read_raw(path, include=sorted(wanted))
+    opened = [i for i, label in enumerate(labels) if label in wanted]  # mne's channel order
+    if len(opened) != len(raw.ch_names):
+        raise EdfError(f"{path}: channel labels {sorted(wanted)} do not match mne's reading")
     try:
-        data = raw.get_data(picks=labels)
+        data = raw.get_data(picks=[opened.index(i) for i in picks])
     except Exception as e:  # a header can promise data the file lacks
         raise EdfError(f"{path}: cannot read samples ({first_line(e)})") from None
     return data, float(raw.info["sfreq"])
 
 
-# --- preprocessing steps (each works on float32 (19, n)) --------------------------------------
+# --- preprocessing steps (each works on float32 (rows, n); interpolation on the 19 electrodes) -
 
 
 def resample(x: np.ndarray, from_hz: float, to_hz: float) -> np.ndarray:

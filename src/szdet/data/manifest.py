@@ -5,11 +5,11 @@
     <cache_root>/<split>/manifest.json                 # what CacheSplit.open reads
     <cache_root>/<split>/manifest.shard-I-of-N.json    # one per shard, merged into manifest.json
     <cache_root>/<split>/preprocess.json               # the settings this folder is built with
-    <cache_root>/<split>/<patient>/<name>.npy          # float16 (19, n_samples), np.load(mmap_mode="r")
+    <cache_root>/<split>/<patient>/<name>.npy          # float16 (channels, n_samples), mmap-able
     <cache_root>/<split>/<patient>/<name>.json         # build record, written after the array
 
-A manifest holds the format version, the channels, the sample rate, the preprocessing settings and
-their hash, every CachedRecording and the skipped source files with their reasons. Its content is
+A manifest holds the format version, the montage (data.montage) and its channels, the sample rate,
+the preprocessing settings and their hash, every CachedRecording and the skipped source files with their reasons. Its content is
 a pure function of the corpus and the settings (no dates, no worker counts), so a sharded build
 merges into exactly the manifest a single build writes.
 """
@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from szdet.config import CHANNELS_19, PreprocessConfig
+from szdet.config import PreprocessConfig
+from szdet.data.montage import Montage, montage_channels
 from szdet.errors import ResourceError, UserError, resource_shortage
 from szdet.fileio import write_json_atomic
 
@@ -84,13 +85,15 @@ def make_manifest(
     preprocess_hash: str,
     recordings: list[CachedRecording],
     skipped: list[dict[str, str]],
+    montage: Montage,
 ) -> dict[str, Any]:
     """The manifest document; recordings and skipped files sorted, so the order is canonical."""
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "split": split,
-        "channels": list(CHANNELS_19),
+        "montage": montage,
+        "channels": list(montage_channels(montage)),
         "sample_rate_hz": sample_rate_hz,
         "dtype": DTYPE,
         "preprocess": preprocess,
@@ -150,6 +153,12 @@ def array_entries(manifest: dict[str, Any], source: str) -> list[tuple[str, str,
     return entries
 
 
+def manifest_montage(manifest: dict[str, Any]) -> Montage:
+    """The montage a manifest (or preprocess.json) was built for; older ones, written before
+    montages existed, hold the referential one."""
+    return manifest.get("montage", "referential")
+
+
 def manifest_recordings(manifest: dict[str, Any], path: Path) -> list[CachedRecording]:
     array_entries(manifest, str(path))
     try:
@@ -185,7 +194,7 @@ def merge_shards(cache_root: Path, split: str) -> None:
     manifests = [read_manifest(shards[i, count]) for i in range(count)]
     first = manifests[0]
     for i, other in enumerate(manifests[1:], start=1):
-        for key in ("split", "sample_rate_hz", "preprocess_hash"):
+        for key in ("split", "montage", "sample_rate_hz", "preprocess_hash"):
             if other.get(key) != first.get(key):
                 raise UserError(
                     f"{shards[i, count]}: {key} {other.get(key)!r} differs from "
@@ -196,6 +205,7 @@ def merge_shards(cache_root: Path, split: str) -> None:
     ]
     merged = make_manifest(
         split=first["split"],
+        montage=manifest_montage(first),
         sample_rate_hz=first["sample_rate_hz"],
         preprocess=first["preprocess"],
         preprocess_hash=first["preprocess_hash"],
@@ -215,6 +225,8 @@ class CacheSplit:
     ):
         self.dir = split_dir
         self.split: str = manifest["split"]
+        self.montage = manifest_montage(manifest)
+        self.channels: list[str] = manifest.get("channels", list(montage_channels(self.montage)))
         self.sample_rate_hz = float(manifest["sample_rate_hz"])
         self.preprocess_hash: str = manifest["preprocess_hash"]
         self.preprocess: dict[str, Any] = manifest["preprocess"]
@@ -230,9 +242,10 @@ class CacheSplit:
         split: str,
         max_recordings: int | None = None,
         preprocess: PreprocessConfig | None = None,
+        montage: Montage = "referential",
     ) -> CacheSplit:
-        """Open a built split; with ``preprocess``, refuse a cache built with other settings
-        (a model must see data preprocessed exactly as in training)."""
+        """Open a built split; with ``preprocess``, refuse a cache built with other settings or
+        for another ``montage`` (a model must see data preprocessed exactly as in training)."""
         split_dir = Path(cache_root) / split
         path = split_dir / MANIFEST
         if not path.is_file():
@@ -243,7 +256,14 @@ class CacheSplit:
                 )
             raise UserError(f"{split_dir}: no cache here (no {MANIFEST}; run szdet cache build)")
         manifest = read_manifest(path)
-        if preprocess is not None and manifest["preprocess_hash"] != preprocess.fingerprint():
+        if preprocess is not None and manifest_montage(manifest) != montage:
+            raise UserError(
+                f"{split_dir}: cache built for data.montage {manifest_montage(manifest)}, this "
+                f"model reads {montage}; build a cache with data.montage: {montage}"
+            )
+        if preprocess is not None and manifest["preprocess_hash"] != preprocess.fingerprint(
+            montage
+        ):
             wanted = preprocess.model_dump(mode="json")
             differ = [
                 f"{key} {manifest['preprocess'].get(key)!r} (wanted {value!r})"
@@ -258,7 +278,7 @@ class CacheSplit:
         return cls(split_dir, manifest, recordings[:max_recordings])
 
     def signal(self, i: int) -> np.ndarray:
-        """Recording ``i`` as a read-only float16 (19, n_samples) memory map."""
+        """Recording ``i`` as a read-only float16 (channels, n_samples) memory map."""
         if self._pid != os.getpid():  # a forked worker maps the files afresh
             self._arrays, self._pid = OrderedDict(), os.getpid()
         array = self._arrays.get(i)
@@ -284,10 +304,11 @@ class CacheSplit:
                 # re-raise of a DataLoader worker's exception, so the exit code stays 70.
                 raise ResourceError(f"{path}: {shortage}") from None
             raise UserError(f"{path}: cannot open cache array ({e})") from None
-        if array.shape != (len(CHANNELS_19), record.n_samples) or array.dtype != np.float16:
+        expected = (len(self.channels), record.n_samples)
+        if array.shape != expected or array.dtype != np.float16:
             raise UserError(
                 f"{path}: array {array.dtype}{array.shape} does not match the manifest "
-                f"(float16{(len(CHANNELS_19), record.n_samples)})"
+                f"(float16{expected})"
             )
         return array
 

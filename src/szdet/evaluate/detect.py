@@ -1,6 +1,7 @@
 """`szdet detect`: EDF recordings -> predicted seizure events as TUSZ .csv_bi files.
 
 Each EDF is preprocessed exactly as the cache is (same settings, from the checkpoint's config),
+converted to the checkpoint's montage (data.montage) or refused in one line when it cannot be,
 windowed and stitched exactly as `evaluate` does, then post-processed with the ``evaluate.*``
 rules. The output spans the whole recording: TERM ``seiz`` rows for events and ``bckg`` rows for
 the gaps, under the TUSZ header. A file that cannot be read is reported in one line and skipped;
@@ -53,7 +54,7 @@ def detect_command(
     failed = 0
     for path in edfs:
         try:
-            pre = load_edf(path, cfg.preprocess)
+            pre = load_edf(path, cfg.preprocess, cfg.data.montage)
         except UserError as e:
             print(f"szdet: error: {e}", file=sys.stderr)
             failed += 1

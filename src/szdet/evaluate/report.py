@@ -63,7 +63,8 @@ def evaluate_command(
 
 def open_matching_split(detector: Detector, cache: Path, split: str) -> CacheSplit:
     """A cached split preprocessed exactly as the checkpoint's training data was."""
-    opened = CacheSplit.open(cache, split, preprocess=detector.cfg.preprocess)
+    cfg = detector.cfg
+    opened = CacheSplit.open(cache, split, preprocess=cfg.preprocess, montage=cfg.data.montage)
     if not opened.recordings:
         raise UserError(f"{opened.dir}: the cache holds no recordings")
     return opened

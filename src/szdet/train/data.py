@@ -25,7 +25,11 @@ class TrainData:
     @classmethod
     def build(cls, cfg: Config, info: DistInfo, device: torch.device) -> TrainData:
         split = CacheSplit.open(
-            cfg.paths.cache_dir, cfg.data.train_split, cfg.data.max_recordings, cfg.preprocess
+            cfg.paths.cache_dir,
+            cfg.data.train_split,
+            cfg.data.max_recordings,
+            cfg.preprocess,
+            cfg.data.montage,
         )
         index = WindowIndex.build(split, cfg.windows.length_s, cfg.windows.train_stride_s)
         sampler = BalancedSampler(
