@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from szdet.config import Config, ModelConfig, load_config
+from szdet.config import Config, ModelConfig
+from szdet.config_load import load_config
 from szdet.models import build_model, param_groups
 from szdet.models.graph import GraphStage
 from szdet.models.kernels import describe_path

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from szdet.config import load_config
+from szdet.config_load import load_config
 from szdet.data.cache import build_cache
 from szdet.data.synth import write_corpus
 from szdet.models import build_model, param_groups

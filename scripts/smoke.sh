@@ -10,7 +10,7 @@ shift || true
 # Every path comes from the resolved config (paths.*), overrides included.
 read -r corpus cache run < <(python - "$config" "$@" <<'PY'
 import sys
-from szdet.config import load_config
+from szdet.config_load import load_config
 args = sys.argv[2:]
 overrides = [value for flag, value in zip(args, args[1:]) if flag == "--set"]
 cfg = load_config(sys.argv[1], overrides)

@@ -11,7 +11,7 @@
 set -uo pipefail
 config=${1:?usage: scripts/torchrun.sh CONFIG}
 max_crashes=4
-run_dir=$(python -c 'import sys; from szdet.config import load_config; print(load_config(sys.argv[1]).run_dir)' "$config") || exit 1
+run_dir=$(python -c 'import sys; from szdet.config_load import load_config; print(load_config(sys.argv[1]).run_dir)' "$config") || exit 1
 node=${SKYPILOT_NODE_RANK:-0}
 crash_file=$run_dir/crashes-node$node
 status_file=$(mktemp)

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from szdet.config import CHANNELS_19, Config, load_config
+from szdet.config import CHANNELS_19, Config
+from szdet.config_load import load_config
 from szdet.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]

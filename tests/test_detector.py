@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from szdet.cli import main
-from szdet.config import ModelConfig, load_config
+from szdet.config import ModelConfig
+from szdet.config_load import load_config
 from szdet.models import build_model, param_groups
 
 ROOT = Path(__file__).resolve().parent.parent

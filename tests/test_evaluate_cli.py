@@ -10,7 +10,8 @@ import pytest
 
 from montage_support import write_chb_mit_edf, write_referential_edf
 from szdet.cli import main
-from szdet.config import Config, load_config
+from szdet.config import Config
+from szdet.config_load import load_config
 from szdet.data.cache import build_cache
 from szdet.data.edf import load_edf
 from szdet.data.manifest import CacheSplit

@@ -14,7 +14,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "szdet"
 LAYERS = (
-    {"__init__", "config", "config_yaml", "errors", "fileio", "device", "progress"},
+    {"__init__", "config", "config_load", "config_yaml", "errors", "fileio", "device", "progress"},
     {"data", "models"},
     {"state"},
     {"evaluate"},

@@ -11,7 +11,8 @@ import pytest
 from edf_factory import write_recording
 from montage_support import write_bipolar_recording, write_chb_mit_edf, write_referential_edf
 from szdet.cli import main
-from szdet.config import PreprocessConfig, load_config
+from szdet.config import PreprocessConfig
+from szdet.config_load import load_config
 from szdet.data.cache import build_cache
 from szdet.data.edf import load_edf
 from szdet.data.manifest import CacheSplit

@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from szdet.cli import main
-from szdet.config import Config, load_config
+from szdet.config import Config
+from szdet.config_load import load_config
 from szdet.data.windows import WindowIndex
 from szdet.state.checkpoint import BEST_NAME, FORMAT, list_checkpoints, read_checkpoint
 from szdet.state.contents import Position

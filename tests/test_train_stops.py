@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from cache_support import write_split
-from szdet.config import load_config
+from szdet.config_load import load_config
 from szdet.state.checkpoint import list_checkpoints, read_checkpoint
 from szdet.state.run_dir import MetricsLog, read_metrics
 from szdet.train.distributed import DistInfo

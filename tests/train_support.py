@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from szdet.config import Config, load_config
+from szdet.config import Config
+from szdet.config_load import load_config
 from szdet.data.cache import build_cache
 from szdet.data.synth import write_corpus
 from szdet.state.checkpoint import list_checkpoints, read_checkpoint

@@ -89,7 +89,7 @@ DETECT_THRESHOLD = (
 
 
 def _config(args: argparse.Namespace):  # -> szdet.config.Config
-    from szdet.config import load_config
+    from szdet.config_load import load_config
 
     return load_config(args.config, args.overrides)
 

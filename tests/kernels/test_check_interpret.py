@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from szdet.config import load_config
+from szdet.config_load import load_config
 from szdet.models import kernels
 from szdet.models.kernel_proof.audit import launch_audit, model_launches
 from szdet.models.kernel_proof.report import PARITY_TOL

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from szdet.cloud.s3 import parse_s3_url
-from szdet.config import Config, load_config
+from szdet.config import Config
+from szdet.config_load import load_config
 from szdet.errors import UserError
 from szdet.state.checkpoint import BEST_NAME
 from szdet.state.resume import resolve_resume

@@ -26,27 +26,12 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal
 
 import numpy as np
 
+from szdet.config import CHANNELS_19, DOUBLE_BANANA, Montage, montage_channels
 from szdet.errors import UserError
-
-Montage = Literal["referential", "average", "bipolar"]
-MONTAGES: tuple[Montage, ...] = get_args(Montage)
-
-# The model's 19 referential inputs, in this order (old 10-20 names: T3 T4 T5 T6).
-CHANNELS_19 = (
-    "FP1", "F3", "C3", "P3", "F7", "T3", "T5", "O1", "FZ", "CZ",
-    "PZ", "FP2", "F4", "C4", "P4", "F8", "T4", "T6", "O2",
-)  # fmt: skip
-
-# The double banana in the order of epilepsy2bids' Eeg.BIPOLAR_DBANANA, the tooling that writes
-# SzCORE's BIDS releases: left parasagittal and temporal chains, midline, right ones.
-DOUBLE_BANANA = (
-    "FP1-F3", "F3-C3", "C3-P3", "P3-O1", "FP1-F7", "F7-T3", "T3-T5", "T5-O1", "FZ-CZ",
-    "CZ-PZ", "FP2-F4", "F4-C4", "C4-P4", "P4-O2", "FP2-F8", "F8-T4", "T4-T6", "T6-O2",
-)  # fmt: skip
 
 SYNONYMS = {"T7": "T3", "T8": "T4", "P7": "T5", "P8": "T6"}  # 10-10 name -> the 10-20 one
 _PREFIX = re.compile(r"^EEG\s+")
@@ -58,11 +43,6 @@ _ELECTRODE = re.compile(r"^(?:NZ|FP|AF|FT|FC|TP|CP|PO|[NFTCPOIAM])(?:\d{1,2}|Z)$
 
 class MontageError(UserError):
     """A recording that cannot feed the configured montage; the message says why."""
-
-
-def montage_channels(montage: Montage) -> tuple[str, ...]:
-    """The montage's channels, in the order of the model's inputs."""
-    return DOUBLE_BANANA if montage == "bipolar" else CHANNELS_19
 
 
 # --- 1. names ---------------------------------------------------------------------------------

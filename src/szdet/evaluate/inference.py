@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from szdet.config import Config, with_overrides
+from szdet.config import Config
+from szdet.config_load import with_overrides
 from szdet.data.manifest import CacheSplit
 from szdet.data.windows import WindowIndex
 from szdet.device import autocast_dtype, pick_device
