@@ -70,3 +70,12 @@ def test_training_curves_before_the_first_epoch(tmp_path):
     jsonl = tmp_path / "metrics.jsonl"
     jsonl.write_text(json.dumps({"kind": "step", "step": 0, "epoch": 0, "loss": 0.7}) + "\n")
     assert_real_png(plot_training_curves(jsonl, tmp_path / "training.png", "10"), min_bytes=10_000)
+
+
+def test_training_curves_skip_a_row_cut_short_by_a_killed_writer(tmp_path):
+    """The plot reads metrics.jsonl as the trainer does (state/run_dir.py): a partial last row,
+    left by a kill mid-write, is dropped rather than failing the plot."""
+    jsonl = tmp_path / "metrics.jsonl"
+    row = json.dumps({"kind": "step", "step": 0, "epoch": 0, "loss": 0.7})
+    jsonl.write_text(row + "\n" + row[:17])
+    assert_real_png(plot_training_curves(jsonl, tmp_path / "training.png", "10"), min_bytes=10_000)

@@ -1,1 +1,1 @@
-"""Cloud glue: S3 cache transfer and experiment tracking."""
+"""Cloud glue: S3 cache transfer and the launchers' preflight plan."""

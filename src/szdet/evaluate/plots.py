@@ -7,7 +7,6 @@ PNGs render through Agg) and written atomically. The ROC and sweep plots read th
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from matplotlib.ticker import MaxNLocator
 from szdet.config import EvaluateConfig
 from szdet.evaluate.postprocess import EventRules, track_events
 from szdet.fileio import atomic_path
+from szdet.state.run_dir import read_metrics
 
 FA_COLOURS = ("tab:red", "tab:orange", "tab:green", "tab:purple", "tab:brown")
 
@@ -136,7 +136,7 @@ def plot_training_curves(metrics_jsonl: str | Path, path: str | Path, fa_target:
     """Loss per logged step, and dev AUROC and sensitivity at ``fa_target`` FA/24h (the one early
     stopping follows) per epoch, from the rows of a run's metrics.jsonl (``kind`` "step" with
     ``loss``; ``kind`` "epoch" with ``val/...``)."""
-    rows = [json.loads(line) for line in Path(metrics_jsonl).read_text().splitlines() if line]
+    rows = read_metrics(Path(metrics_jsonl))
     steps = [r for r in rows if r.get("kind") == "step" and r.get("loss") is not None]
     epochs = [r for r in rows if r.get("kind") == "epoch"]
     fig = Figure(figsize=(11, 4), layout="constrained")
