@@ -33,6 +33,11 @@ from typing import Any, Literal
 import modal
 
 REPO = Path(__file__).resolve().parent.parent
+# The restart policy is szdet's own, standard library only: from the checkout here, from the
+# installed package in the containers.
+sys.path.append(str(REPO / "src"))
+from szdet.cloud import restart  # noqa: E402
+
 WORKDIR = "/opt/szdet"  # the image's project folder (Dockerfile WORKDIR); configs/ lives there
 RESULTS = "/results"
 DEFAULT_CONFIG = "configs/modal/train.yaml"
@@ -40,10 +45,6 @@ GPU = "A100-80GB"  # plain "A100" is the 40 GB card
 DAY_S = 24 * 3600  # Modal's limit per attempt
 TRAIN_MARGIN_S = 45 * 60  # the last checkpoint, a volume commit and the re-spawn fit in this
 MAX_SEGMENTS = 20  # 24 h segments of one training run: a runaway chain stops after ~20 days
-EXIT_STOPPED = 75  # `szdet train` checkpointed and stopped at train.time_limit_s (or SIGTERM)
-# Bad input, usage, non-finite loss, collapse: a retry would repeat them. Anything else (szdet's
-# internal-error exit 70, a signal, a CUDA or I/O failure) is retried from the last checkpoint.
-EXIT_FINAL = {1, 2, 3, 4}
 COMMIT_POLL_S = 30
 RESUME_WORDS = ("auto", "true", "false")  # as szdet.state.resume.resolve_resume reads them
 Action = Literal["populate-cache", "build-cache", "test-mamba", "train", "evaluate"]
@@ -232,7 +233,8 @@ def checkpoint_watcher(checkpoints: Path) -> Callable[[], None]:
 
 @app.function(image=image, gpu=GPU, cpu=24, memory=96 * 1024, timeout=DAY_S, volumes=VOLUMES,
               secrets=[wandb, aws],
-              retries=modal.Retries(max_retries=3, initial_delay=60.0, backoff_coefficient=2.0))  # fmt: skip
+              retries=modal.Retries(max_retries=restart.MAX_CRASH_RESTARTS, initial_delay=60.0,
+                                    backoff_coefficient=2.0))  # fmt: skip
 def train(
     config: str, resume: str, run_dir: str, overrides: list[str], segment: int = 0
 ) -> dict[str, Any]:
@@ -244,10 +246,10 @@ def train(
     args += [arg for override in overrides for arg in ("--set", override)]
     code, last = run_szdet(args, on_tick=checkpoint_watcher(Path(run_dir) / "checkpoints"))
     results.commit()
-    if code == EXIT_STOPPED and segment + 1 < MAX_SEGMENTS:
+    if restart.outcome(code) == "resume" and segment + 1 < MAX_SEGMENTS:
         following = train.spawn(config, "true", run_dir, overrides, segment + 1)
         return {"exit": code, "error": None, "segment": segment, "next": following.object_id}
-    if code and code not in EXIT_FINAL:
+    if restart.outcome(code) == "crash":
         raise RuntimeError(f"szdet train crashed (exit {code}): {last}")  # Modal retries, resuming
     return outcome("train", code, last, segment=segment, next=None)
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from szdet.cloud import restart
+
 # sky is imported only in a subprocess with a temporary HOME; here, only look that it exists
 # (a plain "sky" would also find this repo's sky/ folder as a namespace package).
 if getattr(importlib.util.find_spec("sky"), "origin", None) in (None, "namespace"):
@@ -102,7 +104,7 @@ def test_train_runs_the_image_on_a100_80gb_spot_first_with_fallbacks(tasks):
     # on bad input (1-4), which would only copy the cache again to fail again.
     recovery = resources[0]["job_recovery"]
     assert recovery["max_restarts_on_errors"] == 0
-    assert sorted(recovery["recover_on_exit_codes"]) == [70, 75]
+    assert sorted(recovery["recover_on_exit_codes"]) == sorted(restart.RESTART_EXIT_CODES)
 
 
 def test_cache_is_copied_and_checkpoints_are_mounted_from_buckets(tasks):
