@@ -293,7 +293,7 @@ def test_load_for_inference_refuses_weights_of_another_model_in_one_line(tmp_pat
 
 def test_resumable_fields_come_from_the_config_markers():
     base = Config()
-    ckpt = {"config": base.model_dump(mode="json")}
+    ckpt = {"config": base.model_dump(mode="json"), "fingerprint": base.fingerprint()}
     operational = base.model_copy(deep=True)
     operational.train.num_workers = 1  # marked RESUMABLE
     operational.paths.run_name = "elsewhere"  # a RESUMABLE section
@@ -329,3 +329,16 @@ def test_timer_is_due_by_steps_or_minutes(monkeypatch):
     timer.saved()
     assert not timer.due(5)
     assert not CheckpointTimer(every_min=10, every_steps=None).due(4)
+
+
+def test_a_checkpoint_from_before_a_new_config_field_still_resumes(tmp_path):
+    """Its config lacks the field (data.montage came after szdet-checkpoint-v1's first files):
+    read with the field's default, it is the same run."""
+    state = training_state(4)
+    del state["config"]["data"]["montage"]
+    path = save_checkpoint(state, tmp_path, keep_last=1)
+    assert read_for_resume(path, Config(), tmp_path)["step"] == 4
+    # ... and it is still the referential run it was: a bipolar one is another model.
+    bipolar = Config.model_validate({"data": {"montage": "bipolar"}, "model": {"in_channels": 18}})
+    with pytest.raises(UserError, match=r"different model \(model.in_channels: 19 in the check"):
+        read_for_resume(path, bipolar, tmp_path)

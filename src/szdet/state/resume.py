@@ -74,8 +74,13 @@ def check_same_model(ckpt: dict[str, Any], cfg: Config, path: Path) -> None:
 def check_resumable(ckpt: dict[str, Any], cfg: Config, path: Path) -> list[str]:
     """The config differences between a checkpoint and ``cfg``; only fields marked RESUMABLE in
     szdet/config.py may differ, or the resumed run would not be the one that was checkpointed
-    (the optimizer and schedule state would silently keep the old settings)."""
-    changed = config_differences(ckpt["config"], cfg.model_dump(mode="json"))
+    (the optimizer and schedule state would silently keep the old settings).
+
+    The checkpoint's config is read as szdet reads it now: a field added since it was written
+    takes its default, which by the config's contract does what the code did before the field
+    existed (data.montage: referential), so a checkpoint of an earlier version still resumes."""
+    theirs = checkpoint_config(ckpt, path).model_dump(mode="json")
+    changed = config_differences(theirs, cfg.model_dump(mode="json"))
     decisive = [c for c in changed if not _resumable(c.partition(":")[0])]
     if decisive:
         shown = "; ".join(decisive[:3]) + (" ..." if len(decisive) > 3 else "")
