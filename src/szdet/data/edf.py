@@ -29,6 +29,7 @@ import numpy as np
 from scipy import signal
 
 from szdet.config import CHANNELS_19, PreprocessConfig
+from szdet.data.edf_header import EDF_VERSION, EdfError
 from szdet.data.montage import Montage, MontageError, plan_montage
 from szdet.data.tusz import (
     AnnotationError,
@@ -44,12 +45,7 @@ NOTCH_Q = 30.0  # notch width = notch_hz / Q (2 Hz at 60 Hz)
 IQR_PER_SIGMA = 1.349  # a Gaussian's interquartile range, in standard deviations
 ROBUST_STATS_STEP = 4  # median and IQR from every 4th sample: the same estimate, 4x less sorting
 MIN_DURATION_S = 1.0
-EDF_VERSION = b"0       "
 MONTAGE = "colin27_1020"  # mne's standard 10-20 positions (formerly "standard_1020")
-
-
-class EdfError(UserError):
-    """An EDF that cannot be used; the message names the file and the problem in one line."""
 
 
 @dataclass
