@@ -18,8 +18,15 @@ def test_written_rows_have_exactly_the_szcore_columns_and_epilepsy2bids_reads_th
     write_events_tsv(path, [(12.0, 53.5, 0.873), (300.25, 340.0, 0.5)], 600.0, START)
     lines = path.read_text().splitlines()
     assert lines[0].split("\t") == list(COLUMNS)
-    assert lines[1].split("\t") == ["12.00", "41.50", "sz", "0.87", "n/a",
-                                    "2019-04-03 10:12:00", "600.00"]
+    assert lines[1].split("\t") == [
+        "12.00",
+        "41.50",
+        "sz",
+        "0.87",
+        "n/a",
+        "2019-04-03 10:12:00",
+        "600.00",
+    ]
     theirs = Annotations.loadTsv(str(path))
     assert theirs.getEvents() == [(12.0, 53.5), (300.25, 340.0)]
     assert theirs.events[0]["dateTime"] == START

@@ -37,7 +37,7 @@ from szdet.data.tusz import (
     RecordingFiles,
     read_annotation,
 )
-from szdet.errors import UserError, first_line
+from szdet.errors import first_line
 
 # Changing any of these changes the cache's contents: bump config.PREPROCESS_ALGORITHM too.
 BANDPASS_ORDER = 4
