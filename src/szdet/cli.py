@@ -191,7 +191,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from szdet.evaluate.scoring import score_command
+    from szdet.evaluate.score_files import score_command
 
     return score_command(args.ref, args.hyp, method=args.method, as_json=args.json)
 
@@ -357,9 +357,20 @@ def _add_detect(sub: Subparsers) -> None:
 
 
 def _add_score(sub: Subparsers) -> None:
-    p = sub.add_parser("score", help="score .csv_bi hypotheses against references")
-    p.add_argument("--ref", type=Path, required=True, help="a .csv_bi file or a folder of them")
-    p.add_argument("--hyp", type=Path, required=True, help="a .csv_bi file or a folder of them")
+    p = sub.add_parser(
+        "score",
+        help="score .csv_bi or SzCORE _events.tsv hypotheses against references",
+        description="Folders are paired by file name; a reference without a hypothesis counts "
+        "as no detections. For _events.tsv files the SzCORE challenge's per-subject averages "
+        "(szcore-evaluation 0.0.7's numbers) print as well.",
+    )
+    for side in ("ref", "hyp"):
+        p.add_argument(
+            f"--{side}",
+            type=Path,
+            required=True,
+            help="a .csv_bi or _events.tsv file, or a folder (e.g. a BIDS tree) of them",
+        )
     p.add_argument(
         "--method",
         choices=["ovlp", "taes", "szcore", "all"],
