@@ -134,3 +134,29 @@ def test_vectorised_rules_equal_the_sequential_reference_on_random_tracks():
         for track, duration_s, got in zip(tracks, durations, found, strict=True):
             want = reference_events(track, 4.0, r, duration_s)
             np.testing.assert_allclose(got, np.reshape(want, (-1, 2)), atol=1e-9)
+
+
+def test_confidence_is_the_mean_over_the_kept_frames_of_each_event():
+    # Two runs merged across a gap of low frames, and a lone event; at 2 frames per second.
+    track = np.array([0.0, 0.8, 0.6, 0.1, 0.2, 0.9, 0.0, 0.0, 0.0, 0.0, 0.7, 0.7], np.float32)
+    found = track_events(track, 2.0, rules(on=0.5, off=0.4, gap_s=2.0), confidence=True)
+    assert found[:, :2].tolist() == [[0.5, 3.0], [5.0, 6.0]]
+    # the merged gap (0.1, 0.2) is left out: (0.8 + 0.6 + 0.9) / 3, then (0.7 + 0.7) / 2
+    np.testing.assert_allclose(found[:, 2], [(0.8 + 0.6 + 0.9) / 3, 0.7], rtol=1e-6)
+    # without the flag the callers get the (n, 2) events as before
+    assert track_events(track, 2.0, rules(on=0.5, off=0.4, gap_s=2.0)).shape == (2, 2)
+
+
+def test_confidence_on_random_tracks_equals_a_frame_loop_and_lies_in_off_to_one():
+    rng = np.random.default_rng(1)
+    r = rules(0.5, 0.35, 2.0, 5.0, 12.0)
+    for _ in range(30):
+        n = int(rng.integers(1, 400))
+        raw = np.convolve(rng.random(n + 8), np.ones(8) / 8, mode="valid")[:n]
+        track = np.clip((raw - 0.3) * 2.5, 0, 1).astype(np.float32)
+        duration_s = (n - rng.random()) / 4.0
+        for start_s, stop_s, confidence in track_events(track, 4.0, r, duration_s, confidence=True):
+            frames = [p for k, p in enumerate(track) if start_s <= k / 4.0 < stop_s]
+            kept = [p for p in frames if p >= r.threshold_off]
+            assert confidence == pytest.approx(np.mean(kept if kept else frames), rel=1e-6)
+            assert r.threshold_off <= confidence <= 1.0 or not kept

@@ -265,13 +265,30 @@ def test_score_command_on_folders_matches_by_name(tmp_path, capsys):
     assert ovlp["duration_s"] == 1200.0
 
 
-def test_score_command_names_a_missing_counterpart(tmp_path, capsys):
+def test_score_command_counts_a_missing_hypothesis_as_none_and_refuses_a_stray_one(
+    tmp_path, capsys, caplog
+):
+    # szcore-evaluation scores a missing hypothesis as no detections: so do we, saying so.
     _write(tmp_path / "ref" / "a.csv_bi", [(10, 20)])
-    _write(tmp_path / "ref" / "b.csv_bi", [])
-    _write(tmp_path / "hyp" / "a.csv_bi", [])
-    assert main(["score", "--ref", str(tmp_path / "ref"), "--hyp", str(tmp_path / "hyp")]) == 1
+    _write(tmp_path / "ref" / "b.csv_bi", [(30, 40)])
+    _write(tmp_path / "hyp" / "a.csv_bi", [(10, 20)])
+    args = ["score", "--ref", str(tmp_path / "ref"), "--hyp", str(tmp_path / "hyp")]
+    with caplog.at_level(logging.WARNING):
+        assert main([*args, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["ovlp"]["tp"], out["ovlp"]["fn"], out["ovlp"]["fp"]) == (1, 1, 0)
+    assert out["ovlp"]["duration_s"] == 1200.0
+    assert out["no_hypothesis"] == [str(tmp_path / "ref" / "b.csv_bi")]
+    [warning] = caplog.records
+    assert "b.csv_bi" in warning.getMessage() and "no detections" in warning.getMessage()
+    assert main(args) == 0
+    assert "1 reference(s) without a usable hypothesis" in capsys.readouterr().out
+
+    # A hypothesis with no reference would go unscored: refused, naming it.
+    _write(tmp_path / "hyp" / "c.csv_bi", [])
+    assert main(args) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "b.csv_bi" in err[0] and err[0].startswith("szdet: error: ")
+    assert len(err) == 1 and "c.csv_bi" in err[0] and err[0].startswith("szdet: error: ")
 
 
 def test_score_command_refuses_mismatched_durations_and_bad_files(tmp_path, capsys):
@@ -332,7 +349,7 @@ def test_score_clips_events_to_the_recording_and_warns_about_the_hypothesis(
     write_annotation(ref, [Event("TERM", 100, 120, "seiz"), Event("TERM", 595, 700, "seiz")], 590)
     past_end = [Event("TERM", 580, 86_400, "seiz"), Event("TERM", 600, 650, "seiz")]
     write_annotation(hyp, past_end, 590.0)
-    with caplog.at_level(logging.WARNING, logger="szdet.evaluate.scoring"):
+    with caplog.at_level(logging.WARNING, logger="szdet.evaluate.score_files"):
         assert main(["score", "--ref", str(ref), "--hyp", str(hyp), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     for method in ("ovlp", "taes"):

@@ -186,12 +186,17 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from szdet.evaluate.detect import detect_command
 
     return detect_command(
-        args.edf, checkpoint=args.checkpoint, out=args.out, plot=args.plot, overrides=args.overrides
+        args.edf,
+        checkpoint=args.checkpoint,
+        out=args.out,
+        plot=args.plot,
+        overrides=args.overrides,
+        output_format=args.format,
     )
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from szdet.evaluate.scoring import score_command
+    from szdet.evaluate.score_files import score_command
 
     return score_command(args.ref, args.hyp, method=args.method, as_json=args.json)
 
@@ -337,7 +342,7 @@ def _add_evaluate(sub: Subparsers) -> None:
 def _add_detect(sub: Subparsers) -> None:
     p = sub.add_parser(
         "detect",
-        help="seizure events of EDF recordings as TUSZ .csv_bi files",
+        help="seizure events of EDF recordings as TUSZ .csv_bi or SzCORE _events.tsv files",
         description=DETECT_THRESHOLD,
     )
     p.add_argument(
@@ -347,7 +352,18 @@ def _add_detect(sub: Subparsers) -> None:
         help="EDF recordings (any montage the checkpoint's can be made from)",
     )
     p.add_argument("--checkpoint", type=Path, required=True, help="a training checkpoint (.pt)")
-    p.add_argument("--out", type=Path, required=True, help="folder for <edf name>.csv_bi")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="folder for <edf name>.csv_bi and/or <edf name minus _eeg>_events.tsv",
+    )
+    p.add_argument(
+        "--format",
+        choices=["csv_bi", "szcore", "both"],
+        default="csv_bi",
+        help="TUSZ .csv_bi (default), the SzCORE events TSV, or both",
+    )
     p.add_argument("--plot", action="store_true", help="also write a PNG timeline per recording")
     _add_evaluate_overrides(
         p,
@@ -357,9 +373,20 @@ def _add_detect(sub: Subparsers) -> None:
 
 
 def _add_score(sub: Subparsers) -> None:
-    p = sub.add_parser("score", help="score .csv_bi hypotheses against references")
-    p.add_argument("--ref", type=Path, required=True, help="a .csv_bi file or a folder of them")
-    p.add_argument("--hyp", type=Path, required=True, help="a .csv_bi file or a folder of them")
+    p = sub.add_parser(
+        "score",
+        help="score .csv_bi or SzCORE _events.tsv hypotheses against references",
+        description="Folders are paired by file name; a reference without a hypothesis counts "
+        "as no detections. For _events.tsv files the SzCORE challenge's per-subject averages "
+        "(szcore-evaluation 0.0.7's numbers) print as well.",
+    )
+    for side in ("ref", "hyp"):
+        p.add_argument(
+            f"--{side}",
+            type=Path,
+            required=True,
+            help="a .csv_bi or _events.tsv file, or a folder (e.g. a BIDS tree) of them",
+        )
     p.add_argument(
         "--method",
         choices=["ovlp", "taes", "szcore", "all"],

@@ -1,10 +1,15 @@
-"""`szdet detect`: EDF recordings -> predicted seizure events as TUSZ .csv_bi files.
+"""`szdet detect`: EDF recordings -> predicted seizure events as TUSZ .csv_bi files, SzCORE
+events TSVs, or both (``--format csv_bi|szcore|both``).
 
 Each EDF is preprocessed exactly as the cache is (same settings, from the checkpoint's config),
 converted to the checkpoint's montage (data.montage) or refused in one line when it cannot be,
 windowed and stitched exactly as `evaluate` does, then post-processed with the ``evaluate.*``
 rules. The output spans the whole recording: TERM ``seiz`` rows for events and ``bckg`` rows for
-the gaps, under the TUSZ header. A file that cannot be read is reported in one line and skipped;
+the gaps, under the TUSZ header; or the SzCORE events TSV (data/hed_tsv.py) named after the
+EDF (``<entities>_events.tsv`` for ``<entities>_eeg.edf``): one ``sz`` row per event, its
+confidence the event's mean probability (evaluate/postprocess.py), dateTime the EDF's start and
+recordingDuration the input EDF's records x record duration (samples / rate, what the challenge
+checks; the resampled signal can differ by a fraction of a sample). A file that cannot be read is reported in one line and skipped;
 the others are still written, and the exit code says that something failed.
 """
 
@@ -15,7 +20,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from szdet.data.edf import load_edf
+from szdet.data.edf import Preprocessed, load_edf
+from szdet.data.edf_header import EdfHeader, read_header
+from szdet.data.hed_tsv import events_name, write_events_tsv
 from szdet.data.tusz import term_events, write_annotation
 from szdet.errors import UserError
 from szdet.evaluate.inference import MemorySplit, load_detector
@@ -25,29 +32,46 @@ from szdet.evaluate.postprocess import EventRules, track_events
 log = logging.getLogger(__name__)
 
 
-def check_outputs(edfs: list[Path], out: Path) -> None:
+FORMATS = {"csv_bi": ("csv_bi",), "szcore": ("szcore",), "both": ("csv_bi", "szcore")}
+
+
+def output_name(edf: Path, kind: str) -> str:
+    return f"{edf.stem}.csv_bi" if kind == "csv_bi" else events_name(edf)
+
+
+def check_outputs(edfs: list[Path], out: Path, kinds: Sequence[str] = ("csv_bi",)) -> None:
     """Refuse, before any work, what would lose data: a missing input, two inputs with one output
-    name, or an output that would replace the reference annotation beside its EDF."""
+    name, or an output that would replace an input's reference annotation (the .csv_bi beside a
+    TUSZ EDF, the events TSV beside a BIDS one)."""
+    references = {
+        (edf.parent / output_name(edf, kind)).resolve() for edf in edfs for kind in FORMATS["both"]
+    }
     seen: dict[str, Path] = {}
     for edf in edfs:
         if not edf.is_file():
             raise UserError(f"{edf}: no such EDF file")
-        if edf.stem in seen:
-            raise UserError(
-                f"{edf}: same name as {seen[edf.stem]}; both would write {edf.stem}.csv_bi"
-            )
-        seen[edf.stem] = edf
-        target = out / f"{edf.stem}.csv_bi"
-        if target.resolve() == edf.with_suffix(".csv_bi").resolve() and target.exists():
-            raise UserError(
-                f"{target}: is the reference annotation of {edf.name}; choose another --out"
-            )
+        for kind in kinds:
+            name = output_name(edf, kind)
+            if name in seen:
+                raise UserError(f"{edf}: same name as {seen[name]}; both would write {name}")
+            seen[name] = edf
+            target = out / name
+            if target.exists() and target.resolve() in references:
+                raise UserError(
+                    f"{target}: is the reference annotation of an input; choose another --out"
+                )
 
 
 def detect_command(
-    edfs: list[Path], checkpoint: Path, out: Path, plot: bool, overrides: Sequence[str] = ()
+    edfs: list[Path],
+    checkpoint: Path,
+    out: Path,
+    plot: bool,
+    overrides: Sequence[str] = (),
+    output_format: str = "csv_bi",
 ) -> int:
-    check_outputs(edfs, out)
+    kinds = FORMATS[output_format]
+    check_outputs(edfs, out, kinds)
     detector = load_detector(checkpoint, overrides)
     cfg = detector.cfg
     rules = EventRules.from_config(cfg.evaluate)
@@ -55,16 +79,24 @@ def detect_command(
     for path in edfs:
         try:
             pre = load_edf(path, cfg.preprocess, cfg.data.montage)
+            header = read_header(path)
         except UserError as e:
             print(f"szdet: error: {e}", file=sys.stderr)
             failed += 1
             continue
         name = path.stem
         track = detector.predict(MemorySplit(name, pre.signal, pre.sample_rate_hz))[0]
-        events = track_events(track, cfg.evaluate.frame_hz, rules, pre.duration_s)
-        seizures = [(float(a), float(b)) for a, b in events]
-        target = out / f"{name}.csv_bi"
-        write_annotation(target, term_events(seizures, pre.duration_s), pre.duration_s, name)
+        events = track_events(track, cfg.evaluate.frame_hz, rules, pre.duration_s, confidence=True)
+        seizures = [(float(a), float(b)) for a, b, _ in events]
+        targets = [out / output_name(path, kind) for kind in kinds]
+        for kind, target in zip(kinds, targets, strict=True):
+            if kind == "csv_bi":
+                write_annotation(
+                    target, term_events(seizures, pre.duration_s), pre.duration_s, name
+                )
+            else:
+                scored = [(float(a), float(b), float(c)) for a, b, c in events]
+                write_events_tsv(target, scored, _input_duration_s(header, pre), header.start)
         if plot:
             plot_timeline(
                 track,
@@ -77,5 +109,13 @@ def detect_command(
                 title=f"{name}: predicted seizure probability",
             )
         seizure_s = sum(b - a for a, b in seizures)
-        print(f"{path}: {len(seizures)} seizure event(s), {seizure_s:.0f} s -> {target}")
+        written = ", ".join(str(t) for t in targets)
+        print(f"{path}: {len(seizures)} seizure event(s), {seizure_s:.0f} s -> {written}")
     return 1 if failed else 0
+
+
+def _input_duration_s(header: EdfHeader, pre: Preprocessed) -> float:
+    """The input EDF's samples / rate; the preprocessed length where the header does not say."""
+    if header.n_records < 0:
+        return pre.duration_s
+    return header.n_records * header.record_duration_s

@@ -8,7 +8,10 @@ The rules, in this order:
   4. events longer than max_event_s are split into pieces of max_event_s (the last one shorter).
 
 Frame k of a track covers [k / frame_hz, (k + 1) / frame_hz) seconds; event stops are clipped to
-the recording's duration. Pure numpy: a whole split's tracks are concatenated once (`TrackSet`) and
+the recording's duration. An event's confidence is the mean probability over its frames at or
+above threshold_off: the frames hysteresis kept, a merged event's gaps left out, so it lies in
+[threshold_off, 1] (a split piece lying wholly in such a gap, possible only when merge_gap_s >
+max_event_s, takes the mean over all its frames). Pure numpy: a whole split's tracks are concatenated once (`TrackSet`) and
 every rule is one vectorised pass, so a threshold sweep over hundreds of recording-hours is cheap.
 """
 
@@ -78,6 +81,26 @@ class TrackSet:
         events = drop_short(Events(recording, start_s, stop_s), rules.min_duration_s)
         return split_long(merge_close(events, rules.merge_gap_s), rules.max_event_s)
 
+    def confidence(self, events: Events, threshold_off: float) -> np.ndarray:
+        """Each event's mean probability over its frames >= threshold_off (module docstring)."""
+        kept = self.values >= threshold_off  # the -inf separators never count
+        finite = np.where(np.isfinite(self.values), self.values, 0.0)
+        kept_sum, kept_count = _prefix(np.where(kept, finite, 0.0)), _prefix(kept)
+        all_sum = _prefix(finite)
+        # The frames an event overlaps: k from ceil(start * hz) to ceil(stop * hz), exclusive.
+        offset = self.offsets[events.recording]
+        first = offset + np.ceil(events.start_s * self.frame_hz - _EPS_S).astype(np.int64)
+        stop = offset + np.ceil(events.stop_s * self.frame_hz - _EPS_S).astype(np.int64)
+        count = kept_count[stop] - kept_count[first]
+        mean_kept = (kept_sum[stop] - kept_sum[first]) / np.maximum(count, 1)
+        mean_all = (all_sum[stop] - all_sum[first]) / np.maximum(stop - first, 1)
+        return np.where(count > 0, mean_kept, mean_all)
+
+
+def _prefix(x: np.ndarray) -> np.ndarray:
+    """Prefix sums with a leading 0, in float64: sum(x[a:b]) = p[b] - p[a]."""
+    return np.concatenate([[0.0], np.cumsum(x, dtype=np.float64)])
+
 
 def hysteresis_runs(values: np.ndarray, on: float, off: float) -> tuple[np.ndarray, np.ndarray]:
     """Frame ranges [start, stop) of hysteresis events: from the first frame >= on inside a run of
@@ -124,8 +147,19 @@ def split_long(events: Events, max_event_s: float) -> Events:
 
 
 def track_events(
-    track: np.ndarray, frame_hz: float, rules: EventRules, duration_s: float | None = None
+    track: np.ndarray,
+    frame_hz: float,
+    rules: EventRules,
+    duration_s: float | None = None,
+    *,
+    confidence: bool = False,
 ) -> np.ndarray:
-    """Events of one probability track as an (n, 2) array of [start_s, stop_s]."""
+    """Events of one probability track as an (n, 2) array of [start_s, stop_s], or with
+    ``confidence`` an (n, 3) array of [start_s, stop_s, confidence]."""
     duration = len(track) / frame_hz if duration_s is None else duration_s
-    return TrackSet([track], frame_hz, [duration]).events(rules).per_recording(1)[0]
+    tracks = TrackSet([track], frame_hz, [duration])
+    events = tracks.events(rules)
+    pairs = events.per_recording(1)[0]
+    if not confidence:
+        return pairs
+    return np.column_stack([pairs, tracks.confidence(events, rules.threshold_off)])

@@ -32,27 +32,18 @@ apart merged, then events > 300 s split; a reference extended 30 s before and 60
 if any hypothesis sample falls inside; a hypothesis is a false alarm if no sample of it falls inside
 a detected, extended reference).
 
-FA/24h = false alarms / total recording duration x 86,400 s. `szdet score` cuts both files' events
-to the reference's ``# duration`` (events starting after it are dropped) and warns, naming the
-file, about a hypothesis that runs past it.
+FA/24h = false alarms / total recording duration x 86,400 s. Reading the files `szdet score` scores
+is evaluate/score_files.py's part; the SzCORE challenge's per-subject averages, evaluate/szcore.py's.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
-import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-
-from szdet.data.tusz import Annotation, clip_intervals, read_annotation
-from szdet.errors import UserError
-
-log = logging.getLogger(__name__)
 
 SECONDS_PER_DAY = 86_400.0
 METHODS = ("ovlp", "taes", "szcore")
@@ -222,7 +213,7 @@ def score_taes(ref: Events, hyp: Events, durations_s: Durations) -> EventScore:
 
 # --- SzCORE (timescoring's EventScoring, default parameters) -----------------------------------
 
-SZCORE_FS_HZ = 10  # timescoring scores on 10 Hz masks
+SZCORE_FS_HZ = 10  # timescoring's event scoring works on 10 Hz masks
 SZCORE_TOLERANCE_START_S = 30.0
 SZCORE_TOLERANCE_END_S = 60.0
 SZCORE_MERGE_BELOW_S = 90.0
@@ -250,40 +241,45 @@ def _szcore_split(events: list[Interval]) -> list[Interval]:
     return pieces
 
 
-def _samples_in(prefix: np.ndarray, n: int, start_s: float, stop_s: float) -> int:
-    """How many True samples a 10 Hz mask has in ``mask[round(start*fs):round(stop*fs)]``."""
-    a = min(round(start_s * SZCORE_FS_HZ), n)
-    b = min(round(stop_s * SZCORE_FS_HZ), n)
+def _samples_in(prefix: np.ndarray, fs_hz: float, start_s: float, stop_s: float) -> int:
+    """How many True samples a mask has in ``mask[round(start*fs):round(stop*fs)]``."""
+    n = len(prefix) - 1
+    a = min(round(start_s * fs_hz), n)
+    b = min(round(stop_s * fs_hz), n)
     return int(prefix[b] - prefix[a]) if b > a else 0
 
 
+def event_mask(events: Iterable[Interval], fs_hz: float, n: int) -> np.ndarray:
+    """timescoring's Annotation mask: samples ``round(start*fs):round(stop*fs)`` of each event."""
+    mask = np.zeros(n, dtype=bool)
+    for start, stop in events:
+        mask[round(start * fs_hz) : round(stop * fs_hz)] = True
+    return mask
+
+
 def szcore_recording(
-    ref: Intervals, hyp: Intervals, duration_s: float
+    ref: Intervals, hyp: Intervals, duration_s: float, fs_hz: float = SZCORE_FS_HZ
 ) -> tuple[int, int, int, float]:
-    """(tp, n_reference_events, fp, duration used) of one recording, as timescoring counts them."""
-    n = round(duration_s * SZCORE_FS_HZ)
+    """(tp, n_reference_events, fp, duration used) of one recording, as timescoring counts them
+    on ``fs_hz`` masks (its EventScoring uses 10 Hz)."""
+    n = round(duration_s * fs_hz)
     ref_events = _szcore_split(_szcore_merge(_as_pairs(ref)))
     hyp_events = _szcore_split(_szcore_merge(_as_pairs(hyp)))
-    hyp_mask = np.zeros(n, dtype=bool)
-    for start, stop in hyp_events:
-        hyp_mask[round(start * SZCORE_FS_HZ) : round(stop * SZCORE_FS_HZ)] = True
-    hyp_prefix = np.concatenate([[0], np.cumsum(hyp_mask)])
+    hyp_prefix = np.concatenate([[0], np.cumsum(event_mask(hyp_events, fs_hz, n))])
 
-    file_duration_s = n / SZCORE_FS_HZ
-    tp = 0
-    tp_mask = np.zeros(n, dtype=bool)
+    file_duration_s = n / fs_hz
+    detected: list[Interval] = []
     for start, stop in ref_events:
         lo = max(0, start - SZCORE_TOLERANCE_START_S)
         hi = min(file_duration_s, stop + SZCORE_TOLERANCE_END_S)
-        covered_s = _samples_in(hyp_prefix, n, lo, hi) / SZCORE_FS_HZ
+        covered_s = _samples_in(hyp_prefix, fs_hz, lo, hi) / fs_hz
         # An event starting 30 s or more past the file's end has an empty window: timescoring's
         # 0/0 is NaN there, which is no hit.
         if hi > lo and covered_s / (hi - lo) > SZCORE_MIN_OVERLAP + 1e-6:
-            tp += 1
-            tp_mask[round(lo * SZCORE_FS_HZ) : round(hi * SZCORE_FS_HZ)] = True
-    tp_prefix = np.concatenate([[0], np.cumsum(tp_mask)])
-    fp = sum(_samples_in(tp_prefix, n, start, stop) == 0 for start, stop in hyp_events)
-    return tp, len(ref_events), int(fp), file_duration_s
+            detected.append((lo, hi))
+    tp_prefix = np.concatenate([[0], np.cumsum(event_mask(detected, fs_hz, n))])
+    fp = sum(_samples_in(tp_prefix, fs_hz, start, stop) == 0 for start, stop in hyp_events)
+    return len(detected), len(ref_events), int(fp), file_duration_s
 
 
 def score_szcore(ref: Events, hyp: Events, durations_s: Durations) -> EventScore:
@@ -303,96 +299,3 @@ def score_all(
     ref: Events, hyp: Events, durations_s: Durations, methods: Sequence[str] = METHODS
 ) -> dict[str, EventScore]:
     return {m: SCORERS[m](ref, hyp, durations_s) for m in methods}
-
-
-# --- `szdet score` ----------------------------------------------------------------------------
-
-DURATION_TOLERANCE_S = 1.0  # NEDC refuses pairs whose files end at different times
-END_TOLERANCE_S = 0.01  # the header's precision: events this little past the end go unremarked
-
-
-def _annotation_files(path: Path, side: str) -> dict[str, Path]:
-    if path.is_file():
-        return {path.name: path}
-    if not path.is_dir():
-        raise UserError(f"{path}: --{side} is neither a .csv_bi file nor a folder")
-    files: dict[str, Path] = {}
-    for p in sorted(path.rglob("*.csv_bi")):
-        if p.name in files:
-            raise UserError(f"{p}: file name also used by {files[p.name]} (names must be unique)")
-        files[p.name] = p
-    if not files:
-        raise UserError(f"{path}: no .csv_bi files in this folder")
-    return files
-
-
-def _paired_files(ref: Path, hyp: Path) -> list[tuple[Path, Path]]:
-    if ref.is_file() and hyp.is_file():
-        return [(ref, hyp)]
-    if ref.is_file() != hyp.is_file():
-        raise UserError(f"{ref if ref.is_file() else hyp}: give two files or two folders")
-    refs, hyps = _annotation_files(ref, "ref"), _annotation_files(hyp, "hyp")
-    for name in sorted(set(refs) ^ set(hyps)):
-        present, missing = (refs[name], hyp) if name in refs else (hyps[name], ref)
-        raise UserError(f"{present}: no file named {name} under {missing}")
-    return [(refs[name], hyps[name]) for name in sorted(refs)]
-
-
-def read_pairs(ref: Path, hyp: Path) -> tuple[Events, Events, list[float]]:
-    """Reference and hypothesis seizure events of matched .csv_bi files, durations from the refs."""
-    ref_events, hyp_events, durations = [], [], []
-    for ref_path, hyp_path in _paired_files(ref, hyp):
-        ref_ann, hyp_ann = read_annotation(ref_path), read_annotation(hyp_path)
-        if abs(ref_ann.duration_s - hyp_ann.duration_s) > DURATION_TOLERANCE_S:
-            raise UserError(
-                f"{hyp_path}: duration {hyp_ann.duration_s:.2f} s differs from the reference "
-                f"{ref_path} ({ref_ann.duration_s:.2f} s)"
-            )
-        ref_events.append(clip_intervals(ref_ann.seizure_intervals(), ref_ann.duration_s))
-        hyp_events.append(_hypothesis_within(hyp_ann, ref_ann.duration_s))
-        durations.append(ref_ann.duration_s)
-    return Events.from_lists(ref_events), Events.from_lists(hyp_events), durations
-
-
-def _hypothesis_within(hyp: Annotation, duration_s: float) -> list[Interval]:
-    """The hypothesis' seizure events cut to the recording: an alarm past its end cannot have
-    happened, and would count as false alarms over time that was never recorded."""
-    events = hyp.seizure_intervals()
-    if events and events[-1][1] > duration_s + END_TOLERANCE_S:
-        log.warning(
-            "%s: seizure events up to %.2f s, past the recording's end (%.2f s): "
-            "clipped to it, those starting after it dropped",
-            hyp.path,
-            events[-1][1],
-            duration_s,
-        )
-    return clip_intervals(events, duration_s)
-
-
-def format_table(scores: dict[str, EventScore]) -> str:
-    def cell(value: float | None, digits: int) -> str:
-        return "-" if value is None else f"{value:.{digits}f}"
-
-    lines = [
-        f"{'method':<8}{'tp':>9}{'fn':>9}{'fp':>9}{'sens':>8}{'prec':>8}{'f1':>8}{'FA/24h':>9}"
-    ]
-    for method, s in scores.items():
-        lines.append(
-            f"{method:<8}{s.tp:>9.2f}{s.fn:>9.2f}{s.fp:>9.2f}{cell(s.sensitivity, 4):>8}"
-            f"{cell(s.precision, 4):>8}{cell(s.f1, 4):>8}{cell(s.fa_per_24h, 2):>9}"
-        )
-    hours = next(iter(scores.values())).duration_s / 3600 if scores else 0.0
-    lines.append(f"(seizure events; {hours:.2f} recording hours)")
-    return "\n".join(lines)
-
-
-def score_command(ref: Path, hyp: Path, method: str, as_json: bool) -> int:
-    """`szdet score`: print the scores of hypothesis .csv_bi files against references."""
-    ref_events, hyp_events, durations = read_pairs(Path(ref), Path(hyp))
-    methods = METHODS if method == "all" else (method,)
-    scores = score_all(ref_events, hyp_events, durations, methods)
-    if as_json:
-        print(json.dumps({m: s.to_dict() for m, s in scores.items()}, indent=2))
-    else:
-        print(format_table(scores))
-    return 0

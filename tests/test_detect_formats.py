@@ -1,0 +1,99 @@
+"""`szdet detect --format szcore|both`: the SzCORE events TSV, read back with epilepsy2bids."""
+
+import numpy as np
+import pytest
+from epilepsy2bids.annotations import Annotations
+
+from montage_support import write_referential_edf
+from szdet.data.edf import load_edf
+from szdet.data.edf_header import read_header
+from szdet.data.hed_tsv import COLUMNS
+from szdet.errors import UserError
+from szdet.evaluate.detect import check_outputs
+from szdet.evaluate.inference import MemorySplit, load_detector
+from szdet.evaluate.postprocess import EventRules, track_events
+from test_evaluate_cli import run_cli, trained  # noqa: F401  (the tiny trained checkpoint)
+
+BIDS_NAME = "sub-01_ses-01_task-szMonitoring_run-00"
+
+
+@pytest.fixture(scope="module")
+def bids_edf(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bids")
+    return write_referential_edf(folder / f"{BIDS_NAME}_eeg.edf", 60.0, 256.0, "{}-Avg", True)
+
+
+def _track(checkpoint, edf):
+    detector = load_detector(checkpoint)
+    pre = load_edf(edf, detector.cfg.preprocess, detector.cfg.data.montage)
+    track = detector.predict(MemorySplit(edf.stem, pre.signal, pre.sample_rate_hz))[0]
+    return detector.cfg.evaluate, pre, track
+
+
+@pytest.mark.slow
+def test_szcore_tsv_holds_each_event_with_its_mean_probability(trained, bids_edf, tmp_path, capsys):  # noqa: F811
+    cfg, pre, track = _track(trained["best"], bids_edf)
+    on = float(np.quantile(track, 0.6))  # a threshold the tiny model crosses
+    out = tmp_path / "out"
+    code, stdout, _ = run_cli(
+        capsys, "detect", bids_edf, "--checkpoint", trained["best"], "--out", out,
+        "--format", "both", "--set", f"evaluate.threshold_on={on}",
+        "--set", "evaluate.min_duration_s=0",
+    )  # fmt: skip
+    assert code == 0 and (out / f"{BIDS_NAME}_eeg.csv_bi").is_file()
+    tsv = out / f"{BIDS_NAME}_events.tsv"
+    assert str(tsv) in stdout
+    assert tsv.read_text().splitlines()[0].split("\t") == list(COLUMNS)
+
+    rules = EventRules(on, on * cfg.threshold_off_ratio, 0.0, cfg.merge_gap_s, cfg.max_event_s)
+    want = track_events(track, cfg.frame_hz, rules, pre.duration_s)
+    assert len(want) > 0
+    header = read_header(bids_edf)
+    events = Annotations.loadTsv(str(tsv)).events
+    assert len(events) == len(want)
+    for row, (start_s, stop_s) in zip(events, want, strict=True):
+        assert row["eventType"].value == "sz" and row["channels"] == "n/a"
+        assert row["onset"] == pytest.approx(start_s, abs=0.005)
+        assert row["duration"] == pytest.approx(stop_s - start_s, abs=0.01)
+        assert row["recordingDuration"] == header.n_records * header.record_duration_s == 60.0
+        assert row["dateTime"] == header.start
+        # the mean over the event's frames at or above the off-threshold, as a plain loop
+        frames = [p for k, p in enumerate(track) if start_s <= k / cfg.frame_hz < stop_s]
+        kept = [p for p in frames if p >= rules.threshold_off]
+        assert row["confidence"] == pytest.approx(np.mean(kept), abs=0.005 + 1e-6)
+        assert rules.threshold_off - 0.005 <= row["confidence"] <= 1.0
+
+
+@pytest.mark.slow
+def test_no_event_is_one_bckg_row_over_the_recording(trained, bids_edf, tmp_path, capsys):  # noqa: F811
+    _, _, track = _track(trained["best"], bids_edf)
+    assert track.max() < 0.99
+    out = tmp_path / "out"
+    code, _, _ = run_cli(
+        capsys, "detect", bids_edf, "--checkpoint", trained["best"], "--out", out,
+        "--format", "szcore", "--set", "evaluate.threshold_on=0.99",
+    )  # fmt: skip
+    assert code == 0 and not list(out.glob("*.csv_bi"))
+    [row] = Annotations.loadTsv(str(out / f"{BIDS_NAME}_events.tsv")).events
+    assert row["eventType"].value == "bckg" and np.isnan(row["confidence"])  # n/a, to pandas
+    assert (row["onset"], row["duration"], row["recordingDuration"]) == (0.0, 60.0, 60.0)
+
+
+def test_outputs_that_collide_or_replace_a_reference_are_refused_per_format(tmp_path, bids_edf):
+    folder = tmp_path / "bids"
+    folder.mkdir()
+    edf = folder / bids_edf.name
+    edf.write_bytes(bids_edf.read_bytes())
+    twin = folder / f"{BIDS_NAME}.edf"  # another name, the same events file
+    twin.write_bytes(bids_edf.read_bytes())
+    check_outputs([edf, twin], tmp_path / "o", ("csv_bi",))  # two .csv_bi names: fine
+    for kinds in (("szcore",), ("csv_bi", "szcore")):
+        with pytest.raises(UserError, match=f"both would write {BIDS_NAME}_events.tsv"):
+            check_outputs([edf, twin], tmp_path / "o", kinds)
+
+    reference = folder / f"{BIDS_NAME}_events.tsv"
+    reference.write_text("the annotation\n")
+    check_outputs([edf], folder, ("csv_bi",))  # writes no TSV: nothing to lose
+    with pytest.raises(UserError, match="is the reference annotation of an input"):
+        check_outputs([edf], folder, ("szcore",))
+    assert reference.read_text() == "the annotation\n"
