@@ -1,5 +1,5 @@
-"""Honest inputs: dead, near-flat, quantised and clipped electrodes, bad headers, EDF+D, BDF, on real
-EDFs written with edfio."""
+"""Honest inputs: dead, near-flat, quantised and clipped electrodes, bad headers, EDF+D, BDF, and
+an EDF replaced by same-size content, on real EDFs written with edfio."""
 
 import json
 from pathlib import Path
@@ -12,6 +12,7 @@ import pytest
 from edf_factory import PHYSICAL_RANGE_UV, recording_signals, write_edf, write_recording
 from szdet.cli import main
 from szdet.config import CHANNELS_19, PreprocessConfig
+from szdet.data.cache import build_cache
 from szdet.data.edf import EdfError, load_edf
 
 PRE = PreprocessConfig()
@@ -218,3 +219,25 @@ def test_a_bdf_file_is_named_as_such(tmp_path):
     with pytest.raises(EdfError) as e:
         load_edf(bdf, PRE)
     assert str(e.value) == f"{bdf}: a BDF (24-bit) file, not EDF: convert it to EDF (16-bit) first"
+
+
+# --- cache: an EDF replaced by same-size content ----------------------------------------------
+
+
+def test_an_edf_replaced_by_same_size_content_is_rebuilt(tmp_path):
+    corpus = tmp_path / "corpus"
+    edfs = [
+        write_recording(corpus, "train", f"f000000{i}", seconds=30, seizures=(), seed=i)
+        for i in range(2)
+    ]
+    args = {"preprocess": PRE, "workers": 1, "shard": None, "max_recordings": None}
+    build_cache(data_root=corpus, split="train", out=tmp_path / "cache", **args)
+    array = tmp_path / "cache" / "train" / "f0000000" / f"{edfs[0].stem}.npy"
+    before = np.load(array)
+
+    size = edfs[0].stat().st_size
+    write_recording(corpus, "train", "f0000000", seconds=30, seizures=(), seed=7)
+    assert edfs[0].stat().st_size == size
+    report = build_cache(data_root=corpus, split="train", out=tmp_path / "cache", **args)
+    assert (report.built, report.reused) == (1, 1)
+    assert not np.array_equal(np.load(array), before)
