@@ -95,10 +95,10 @@ def load_edf(
     if data.shape[1] < MIN_DURATION_S * source_rate_hz:
         raise EdfError(f"{path}: recording too short ({data.shape[1] / source_rate_hz:.2f} s)")
 
-    steps = DigitalSteps.of(path, header, picks)
-    unusable = unusable_channels(path, present, data, allowed, steps)
+    steps, iqr = DigitalSteps.of(path, header, picks), raw_iqr(data)
+    unusable = unusable_channels(path, present, data, allowed, steps, iqr)
     notes = [*plan.notes, *(f"{c} {why}: interpolated" for c, why in unusable.items())]
-    notes += quality_notes(present, data, steps, skip=set(unusable))
+    notes += quality_notes(present, data, steps, iqr, skip=set(unusable))
     x = np.zeros((len(plan.rows), data.shape[1]), dtype=np.float32)
     for row, channel in zip(data, present, strict=True):
         if channel not in unusable:
@@ -152,9 +152,15 @@ class DigitalSteps:
 _RANGE_FIELDS = ("physical_min", "physical_max", "digital_min", "digital_max")
 
 
-def _iqr(data: np.ndarray) -> np.ndarray:
-    q25, q75 = np.percentile(data[:, ::ROBUST_STATS_STEP], [25, 75], axis=1)
-    return q75 - q25
+def raw_iqr(data: np.ndarray) -> np.ndarray:
+    """Each row's interquartile range from every ROBUST_STATS_STEP-th sample; NaN for a row
+    holding NaN. Computed once per recording: on an hour of EEG it costs as much as a filter."""
+    iqr = np.full(len(data), np.nan)
+    finite = np.isfinite(data).all(axis=1)
+    if finite.any():
+        q25, q75 = np.percentile(data[finite, ::ROBUST_STATS_STEP], [25, 75], axis=1)
+        iqr[finite] = q75 - q25
+    return iqr
 
 
 def unusable_channels(
@@ -163,18 +169,17 @@ def unusable_channels(
     data: np.ndarray,
     allowed: set[str],
     steps: DigitalSteps | None = None,
+    iqr: np.ndarray | None = None,
 ) -> dict[str, str]:
     """Channels (rows of raw ``data``) that hold NaN, are flat, or (given the header's
-    ``steps``) dead, each with why; such a channel outside ``allowed`` is an EdfError."""
+    ``steps``) dead, each with why; such a channel outside ``allowed`` is an EdfError.
+    ``iqr``: raw_iqr(data), where the caller has it already."""
     span = np.ptp(data, axis=1)  # NaN anywhere makes it NaN, a flat channel makes it 0
-    finite = np.isfinite(span)
-    iqr = np.full(len(channels), np.nan)
-    if finite.any():
-        iqr[finite] = _iqr(data[finite])
-    typical = np.nanmedian(iqr) if finite.any() else np.nan
+    iqr = raw_iqr(data) if iqr is None else iqr
+    typical = np.nanmedian(iqr) if np.isfinite(iqr).any() else np.nan
     unusable = {}
     for i, channel in enumerate(channels):
-        if not finite[i]:
+        if not np.isfinite(span[i]):
             why = "has NaN values"
         elif span[i] == 0:
             why = "is flat"
@@ -192,25 +197,25 @@ def unusable_channels(
 
 
 def quality_notes(
-    channels: list[str], data: np.ndarray, steps: DigitalSteps, skip: set[str]
+    channels: list[str], data: np.ndarray, steps: DigitalSteps, iqr: np.ndarray, skip: set[str]
 ) -> list[str]:
-    """Notes on usable channels read at coarse digital steps or clipped at the digital range."""
-    keep = [i for i, c in enumerate(channels) if c not in skip]
-    if not keep:
-        return []
+    """Notes on usable channels read at coarse digital steps or clipped at the digital range
+    (the clipped share estimated from every ROBUST_STATS_STEP-th sample, as the IQR is)."""
+    half = steps.step[:, None] / 2
+    sub = data[:, ::ROBUST_STATS_STEP]
+    at_limits = np.mean((sub <= steps.low[:, None] + half) | (sub >= steps.high[:, None] - half), 1)
     notes = []
-    iqr = _iqr(data[keep])
-    for i, channel_iqr in zip(keep, iqr, strict=True):
-        if channel_iqr < QUANTISED_STEPS * steps.step[i]:
+    for i, channel in enumerate(channels):
+        if channel in skip:
+            continue
+        if iqr[i] < QUANTISED_STEPS * steps.step[i]:
             notes.append(
-                f"{channels[i]}: quantised (IQR {channel_iqr / steps.step[i]:.1f} digital steps "
+                f"{channel}: quantised (IQR {iqr[i] / steps.step[i]:.1f} digital steps "
                 f"of {_in_units(steps.step[i], steps, i)})"
             )
-        half = steps.step[i] / 2
-        at_limits = np.mean((data[i] <= steps.low[i] + half) | (data[i] >= steps.high[i] - half))
-        if at_limits > CLIPPED_FRACTION:
+        if at_limits[i] > CLIPPED_FRACTION:
             notes.append(
-                f"{channels[i]}: clipped ({at_limits:.1%} of samples at the digital limits)"
+                f"{channel}: clipped ({at_limits[i]:.1%} of samples at the digital limits)"
             )
     return notes
 
