@@ -171,7 +171,8 @@ def test_nan_channels_are_refused_or_interpolated():
     data[:, ::2] = 0.0
     data[1, 7] = np.nan
     data[2, :] = np.nan
-    assert unusable_channels(Path("r.edf"), ["F3", "FZ", "PZ"], data, {"FZ", "PZ"}) == ["FZ", "PZ"]
+    unusable = unusable_channels(Path("r.edf"), ["F3", "FZ", "PZ"], data, {"FZ", "PZ"})
+    assert unusable == {"FZ": "has NaN values", "PZ": "has NaN values"}
     with pytest.raises(EdfError, match=r"^r\.edf: channel C3 has NaN values$"):
         unusable_channels(Path("r.edf"), ["F3", "C3", "PZ"], data, {"FZ", "PZ"})
 
@@ -180,9 +181,9 @@ def test_truncated_garbage_and_absent_files_are_one_line_errors(tmp_path):
     good = write_edf(tmp_path / "good.edf", recording_signals(20, 256.0), 256.0).read_bytes()
     cases = {
         "truncated.edf": (good[: len(good) // 2 + 3], "truncated EDF"),
-        "garbage.edf": (b"this is not an EDF file at all" * 40, "not a readable EDF"),
-        "empty.edf": (b"", "not a readable EDF"),
-        "header_only.edf": (good[:3000], "not a readable EDF"),
+        "garbage.edf": (b"this is not an EDF file at all" * 40, "not a readable EDF (version"),
+        "empty.edf": (b"", "not a readable EDF (0 bytes"),
+        "header_only.edf": (good[:3000], "header promises 27 signals it does not hold"),
     }
     for name, (content, reason) in cases.items():
         (tmp_path / name).write_bytes(content)

@@ -43,8 +43,9 @@ def test_a_two_digit_year_before_85_is_this_century(tmp_path):
 @pytest.mark.parametrize(
     ("damage", "problem"),
     [
-        (lambda d: d[:100], "not an EDF file .100 bytes"),
-        (lambda d: b"\xffBIOSEMI" + d[8:], "version field"),
+        (lambda d: d[:100], "not a readable EDF .100 bytes"),
+        (lambda d: b"\x00garbage" + d[8:], "version field b'.x00garbage', expected '0'"),
+        (lambda d: b"\xffBIOSEMI" + d[8:], "a BDF .24-bit. file, not EDF: convert it"),
         (lambda d: d[:244] + b"   -1.5 " + d[252:], None),
         (lambda d: d[:236] + b"lots    " + d[244:], "record count b'lots    ' is not a whole"),
         (lambda d: d[:252] + b"99  " + d[256:], "promises 99 signals"),

@@ -212,10 +212,12 @@ def _record_path(split_dir: Path, files: RecordingFiles) -> Path:
 
 
 def _source_identity(files: RecordingFiles) -> dict[str, int | str]:
-    """What a build record is reused for: the EDF's size and the annotations' sha256. (Not
-    mtimes: a corpus copied to a fresh cloud machine has new ones and must not be rebuilt for
-    them. Annotations are hashed because a corrected label or time often keeps the file's size.)"""
+    """What a build record is reused for: the EDF's size and the sha256 of the EDF and the
+    annotations. (Not mtimes: a corpus copied to a fresh cloud machine has new ones and must not
+    be rebuilt for them. Contents are hashed because an EDF re-exported or a corrected label or
+    time often keeps the file's size; sha256_file streams, so an hour of EEG costs ~0.1 s.)"""
     identity: dict[str, int | str] = {files.edf.name: files.edf.stat().st_size}
+    identity[f"{files.edf.name} sha256"] = sha256_file(files.edf)
     for path in (files.csv, files.csv_bi):
         if path is not None:
             identity[path.name] = sha256_file(path)

@@ -8,8 +8,10 @@ The steps, in order:
    (``EEG FP1-REF``, ``Fp1-Avg``, ``fp1`` -> FP1; T7/T8/P7/P8 -> T3/T4/T5/T6; ``FP1-F7`` a derivation);
 2. resample to ``sample_rate_hz`` by polyphase filtering;
 3. band-pass and notch in one zero-phase cascade of IIR second-order sections;
-4. fill the channels of ``interpolate_channels`` that are missing, NaN or flat by spherical-spline
-   interpolation on the standard 10-20 positions (mne), and record which;
+4. fill the channels of ``interpolate_channels`` that are missing, NaN, flat or dead (judged on
+   the raw samples by robust statistics against the header's digital step: ``unusable_channels``)
+   by spherical-spline interpolation on the standard 10-20 positions (mne), and record which;
+   quantised or clipped channels are kept with a note (``quality_notes``);
 5. convert to the montage (szdet/data/montage.py: exact, linear);
 6. per-channel robust z-score (median, IQR) over the whole recording, clipped at +-``clip``.
 
@@ -29,7 +31,13 @@ import numpy as np
 from scipy import signal
 
 from szdet.config import CHANNELS_19, PreprocessConfig
-from szdet.data.edf_header import EDF_VERSION, EdfError
+from szdet.data.edf_header import (
+    EdfError,
+    EdfHeader,
+    numbers,
+    read_readable_header,
+    unit_scale,
+)
 from szdet.data.montage import Montage, MontageError, plan_montage
 from szdet.data.tusz import (
     AnnotationError,
@@ -45,6 +53,13 @@ NOTCH_Q = 30.0  # notch width = notch_hz / Q (2 Hz at 60 Hz)
 IQR_PER_SIGMA = 1.349  # a Gaussian's interquartile range, in standard deviations
 ROBUST_STATS_STEP = 4  # median and IQR from every 4th sample: the same estimate, 4x less sorting
 MIN_DURATION_S = 1.0
+# A channel is dead when the middle half of its raw samples spans under DEAD_STEPS digital steps
+# (an electrode at 0 flickering by one step, a lone spike on a flat line: IQR 0), or under
+# 1/NEAR_FLAT_RATIO of the channels' median IQR; z-scored, either would be blown up to full scale.
+DEAD_STEPS = 3.0
+NEAR_FLAT_RATIO = 100.0
+QUANTISED_STEPS = 12.0  # an IQR of fewer steps than this: coarse levels, noted
+CLIPPED_FRACTION = 0.01  # more samples than this at the digital min/max: clipped, noted
 MONTAGE = "colin27_1020"  # mne's standard 10-20 positions (formerly "standard_1020")
 
 
@@ -65,7 +80,8 @@ def load_edf(
     """Read and preprocess one recording into ``montage``; EdfError names the file and the
     problem (a recording that cannot feed ``montage`` says why)."""
     path = Path(path)
-    labels = _read_labels(path)
+    header = _read_header(path)
+    labels = list(header.labels)
     try:
         plan = plan_montage(labels, montage, preprocess.interpolate_channels)
     except MontageError as e:
@@ -74,11 +90,15 @@ def load_edf(
     allowed = set(preprocess.interpolate_channels) if plan.rows == CHANNELS_19 else set()
 
     present = [c for c in plan.rows if c in plan.read]
-    data, source_rate_hz = _read_signals(path, labels, [plan.read[c] for c in present])
+    picks = [plan.read[c] for c in present]
+    data, source_rate_hz = _read_signals(path, labels, picks)
     if data.shape[1] < MIN_DURATION_S * source_rate_hz:
         raise EdfError(f"{path}: recording too short ({data.shape[1] / source_rate_hz:.2f} s)")
 
-    unusable = unusable_channels(path, present, data, allowed)
+    steps, iqr = DigitalSteps.of(path, header, picks), raw_iqr(data)
+    unusable = unusable_channels(path, present, data, allowed, steps, iqr)
+    notes = [*plan.notes, *(f"{c} {why}: interpolated" for c, why in unusable.items())]
+    notes += quality_notes(present, data, steps, iqr, skip=set(unusable))
     x = np.zeros((len(plan.rows), data.shape[1]), dtype=np.float32)
     for row, channel in zip(data, present, strict=True):
         if channel not in unusable:
@@ -99,25 +119,109 @@ def load_edf(
         duration_s=x.shape[1] / preprocess.sample_rate_hz,
         source_rate_hz=source_rate_hz,
         interpolated=interpolated,
-        notes=list(plan.notes),
+        notes=notes,
     )
 
 
+@dataclass(frozen=True)
+class DigitalSteps:
+    """Per row of the read samples (in mne's units, volts for uV): one digital step, the
+    values of the digital min and max, and the header's unit for notes. NaN where the header's
+    ranges are degenerate (no step can be judged)."""
+
+    step: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    unit_scale: np.ndarray  # mne's units per header unit
+    units: tuple[str, ...]
+
+    @classmethod
+    def of(cls, path: Path, header: EdfHeader, picks: list[int]) -> DigitalSteps:
+        field = {f: np.array(numbers(path, header, f))[picks] for f in _RANGE_FIELDS}
+        units = tuple(header.signal_fields["unit"][i] for i in picks)
+        scale = np.array([unit_scale(u) for u in units])
+        digital = field["digital_max"] - field["digital_min"]
+        physical = field["physical_max"] - field["physical_min"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = np.where((digital > 0) & (physical != 0), np.abs(physical) / digital, np.nan)
+        low = np.minimum(field["physical_min"], field["physical_max"])
+        high = np.maximum(field["physical_min"], field["physical_max"])
+        return cls(step * scale, low * scale, high * scale, scale, units)
+
+
+_RANGE_FIELDS = ("physical_min", "physical_max", "digital_min", "digital_max")
+
+
+def raw_iqr(data: np.ndarray) -> np.ndarray:
+    """Each row's interquartile range from every ROBUST_STATS_STEP-th sample; NaN for a row
+    holding NaN. Computed once per recording: on an hour of EEG it costs as much as a filter."""
+    iqr = np.full(len(data), np.nan)
+    finite = np.isfinite(data).all(axis=1)
+    if finite.any():
+        q25, q75 = np.percentile(data[finite, ::ROBUST_STATS_STEP], [25, 75], axis=1)
+        iqr[finite] = q75 - q25
+    return iqr
+
+
 def unusable_channels(
-    path: Path, channels: list[str], data: np.ndarray, allowed: set[str]
-) -> list[str]:
-    """Channels (rows of ``data``) that are flat or hold NaN and may be interpolated; any other
-    such channel is an EdfError."""
-    unusable = []
+    path: Path,
+    channels: list[str],
+    data: np.ndarray,
+    allowed: set[str],
+    steps: DigitalSteps | None = None,
+    iqr: np.ndarray | None = None,
+) -> dict[str, str]:
+    """Channels (rows of raw ``data``) that hold NaN, are flat, or (given the header's
+    ``steps``) dead, each with why; such a channel outside ``allowed`` is an EdfError.
+    ``iqr``: raw_iqr(data), where the caller has it already."""
     span = np.ptp(data, axis=1)  # NaN anywhere makes it NaN, a flat channel makes it 0
-    for channel, channel_span in zip(channels, span, strict=True):
-        if channel_span > 0:
+    iqr = raw_iqr(data) if iqr is None else iqr
+    typical = np.nanmedian(iqr) if np.isfinite(iqr).any() else np.nan
+    unusable = {}
+    for i, channel in enumerate(channels):
+        if not np.isfinite(span[i]):
+            why = "has NaN values"
+        elif span[i] == 0:
+            why = "is flat"
+        elif steps is not None and (iqr[i] < DEAD_STEPS * steps.step[i]):
+            why = f"is dead (IQR {_in_units(iqr[i], steps, i)})"
+        elif steps is not None and iqr[i] < typical / NEAR_FLAT_RATIO:
+            why = f"is near-flat (IQR {_in_units(iqr[i], steps, i)}, the channels' median "
+            why += f"{_in_units(typical, steps, i)})"
+        else:
             continue
         if channel not in allowed:
-            problem = "has NaN values" if np.isnan(channel_span) else "is flat"
-            raise EdfError(f"{path}: channel {channel} {problem}")
-        unusable.append(channel)
+            raise EdfError(f"{path}: channel {channel} {why}")
+        unusable[channel] = why
     return unusable
+
+
+def quality_notes(
+    channels: list[str], data: np.ndarray, steps: DigitalSteps, iqr: np.ndarray, skip: set[str]
+) -> list[str]:
+    """Notes on usable channels read at coarse digital steps or clipped at the digital range
+    (the clipped share estimated from every ROBUST_STATS_STEP-th sample, as the IQR is)."""
+    half = steps.step[:, None] / 2
+    sub = data[:, ::ROBUST_STATS_STEP]
+    at_limits = np.mean((sub <= steps.low[:, None] + half) | (sub >= steps.high[:, None] - half), 1)
+    notes = []
+    for i, channel in enumerate(channels):
+        if channel in skip:
+            continue
+        if iqr[i] < QUANTISED_STEPS * steps.step[i]:
+            notes.append(
+                f"{channel}: quantised (IQR {iqr[i] / steps.step[i]:.1f} digital steps "
+                f"of {_in_units(steps.step[i], steps, i)})"
+            )
+        if at_limits[i] > CLIPPED_FRACTION:
+            notes.append(
+                f"{channel}: clipped ({at_limits[i]:.1%} of samples at the digital limits)"
+            )
+    return notes
+
+
+def _in_units(value: float, steps: DigitalSteps, i: int) -> str:
+    return f"{value / steps.unit_scale[i]:.2g} {steps.units[i]}".rstrip()
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -140,20 +244,12 @@ def _read_raw(path: Path, include: list[str] | None):  # -> mne.io.BaseRaw
     return raw
 
 
-def _read_labels(path: Path) -> list[str]:
-    """Channel labels straight from the EDF header (8-byte version "0", the signal count at byte
-    252, then 16 bytes per label): a second full mne open would cost more than the rest of a
-    short file's reading. Anything unexpected goes to mne, whose error then names the problem."""
-    try:
-        with open(path, "rb") as f:
-            fixed = f.read(256)
-            count = int(fixed[252:256]) if fixed[:8] == EDF_VERSION else -1
-            raw = f.read(16 * count) if count > 0 else b""
-        if count > 0 and len(raw) == 16 * count:
-            return [raw[i : i + 16].decode("latin-1").strip() for i in range(0, len(raw), 16)]
-    except (OSError, ValueError):
-        pass
-    return list(_read_raw(path, include=None).ch_names)
+def _read_header(path: Path) -> EdfHeader:
+    """The header, parsed and checked by szdet/data/edf_header.py (a second full mne open would
+    cost more than the rest of a short file's reading, and mne names bad headers vaguely)."""
+    if not path.is_file():
+        raise EdfError(f"{path}: no such EDF file")
+    return read_readable_header(path)
 
 
 def _read_signals(path: Path, labels: list[str], picks: list[int]) -> tuple[np.ndarray, float]:

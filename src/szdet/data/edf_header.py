@@ -6,17 +6,28 @@ bytes per signal, field by field (16 label, 80 transducer, 8 unit, 8+8 physical 
 digital min/max, 80 prefilter, 8 samples per record, 32 reserved). Reading it ourselves costs one
 small read, where a full mne open costs more than the rest of a short file's reading, and it
 lets a bad header be named precisely instead of failing somewhere inside mne.
+
+``read_readable_header`` adds what a reader needs before touching samples: a positive record
+duration and count, positive samples per record, a file as long as the header promises, and for
+EDF+D (discontinuous) records that are in fact contiguous (mne reads every file as continuous).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 from szdet.errors import UserError
 
 EDF_VERSION = b"0       "
+BDF_VERSION = b"\xffBIOSEMI"
+ANNOTATIONS_LABEL = "EDF Annotations"
+SAMPLE_BYTES = 2  # EDF's samples are 16-bit little-endian integers
+MICROVOLT_UNITS = ("uV", "\u03bcV", "\u00b5V", "\x83\xcaV")  # the spellings mne reads as 1e-6 V
 FIXED_BYTES = 256
 SIGNAL_FIELDS = (  # (name, width) in the order the header stores them, one block per field
     ("label", 16),
@@ -39,6 +50,7 @@ class EdfError(UserError):
 @dataclass(frozen=True)
 class EdfHeader:
     start: datetime | None  # None where the header's date or time is not a valid one
+    header_bytes: int  # where the first data record starts
     reserved: str  # "EDF+C", "EDF+D", or "" for plain EDF
     n_records: int  # -1: unknown (a recording still being written)
     record_duration_s: float
@@ -51,24 +63,100 @@ def read_header(path: Path) -> EdfHeader:
     try:
         with open(path, "rb") as f:
             fixed = f.read(FIXED_BYTES)
-            count = _int(fixed[252:256], path, "signal count") if len(fixed) == FIXED_BYTES else 0
-            signals = f.read(FIXED_BYTES * count)
+            _check_version(path, fixed)
+            count = _int(fixed[252:256], path, "signal count")
+            signals = f.read(FIXED_BYTES * count) if count > 0 else b""
     except OSError as e:
         raise EdfError(f"{path}: cannot read ({e.strerror or e})") from None
-    if len(fixed) < FIXED_BYTES:
-        raise EdfError(f"{path}: not an EDF file ({len(fixed)} bytes, shorter than a header)")
-    if fixed[:8] != EDF_VERSION:
-        raise EdfError(f"{path}: not an EDF file (version field {fixed[:8]!r}, expected '0')")
     if count <= 0 or len(signals) < FIXED_BYTES * count:
         raise EdfError(f"{path}: header promises {count} signals it does not hold")
     return EdfHeader(
         start=_start(fixed[168:176], fixed[176:184]),
+        header_bytes=_int(fixed[184:192], path, "header size"),
         reserved=fixed[192:236].decode("latin-1").strip(),
         n_records=_int(fixed[236:244], path, "record count"),
         record_duration_s=_float(fixed[244:252], path, "record duration"),
         labels=_signal_fields(signals, count)["label"],
         signal_fields=_signal_fields(signals, count),
     )
+
+
+def read_readable_header(path: Path) -> EdfHeader:
+    """The header of ``path`` if its data records can be read as one continuous recording; else
+    EdfError names what the header gets wrong (checked here, before any reader trips on it)."""
+    header = read_header(path)
+    duration_s = header.record_duration_s
+    if not math.isfinite(duration_s) or duration_s <= 0:
+        raise EdfError(f"{path}: header record duration {duration_s:g} s is not positive")
+    if header.n_records == 0 or header.n_records < -1:
+        raise EdfError(f"{path}: header record count {header.n_records} (no data records)")
+    samples = numbers(path, header, "samples_per_record")
+    for label, n in zip(header.labels, samples, strict=True):
+        if not n > 0:
+            raise EdfError(f"{path}: signal {label!r} has {n:g} samples per record")
+    record_bytes = SAMPLE_BYTES * int(sum(samples))
+    if header.n_records > 0:
+        promised = header.header_bytes + header.n_records * record_bytes
+        if (size := path.stat().st_size) < promised:
+            raise EdfError(
+                f"{path}: truncated EDF (header promises {promised} bytes, the file holds {size})"
+            )
+    if header.reserved.startswith("EDF+D"):
+        _check_contiguous(path, header, [int(n) for n in samples])
+    return header
+
+
+def numbers(path: Path, header: EdfHeader, field: str) -> tuple[float, ...]:
+    """One numeric signal field (``physical_min``, ``samples_per_record``...) as floats."""
+    try:
+        return tuple(float(text) for text in header.signal_fields[field])
+    except ValueError:
+        raise EdfError(
+            f"{path}: header {field} {header.signal_fields[field]} not numbers"
+        ) from None
+
+
+def unit_scale(unit: str) -> float:
+    """Volts per header unit as mne scales samples (uV -> 1e-6, mV -> 1e-3, anything else 1)."""
+    return 1e-6 if unit in MICROVOLT_UNITS else 1e-3 if unit == "mV" else 1.0
+
+
+def _check_contiguous(path: Path, header: EdfHeader, samples: list[int]) -> None:
+    """EDF+D: each record's onset is the first (time-keeping) annotation of its EDF Annotations
+    signal, "+onset\\x14\\x14"; records that follow each other exactly are a continuous file."""
+    if ANNOTATIONS_LABEL not in header.labels:
+        raise EdfError(f"{path}: EDF+D without an {ANNOTATIONS_LABEL} signal")
+    index = header.labels.index(ANNOTATIONS_LABEL)
+    start = SAMPLE_BYTES * sum(samples[:index])
+    stop = start + SAMPLE_BYTES * samples[index]
+    record_bytes = SAMPLE_BYTES * sum(samples)
+    n_records = header.n_records
+    if n_records < 0:  # unknown: as many as the file holds
+        n_records = (path.stat().st_size - header.header_bytes) // record_bytes
+    records = np.memmap(
+        path, np.uint8, "r", offset=header.header_bytes, shape=(n_records, record_bytes)
+    )
+    tolerance_s = header.record_duration_s / max(samples) / 2  # half the finest sample
+    first_s = 0.0
+    for i, tal in enumerate(records[:, start:stop]):
+        try:
+            onset_s = float(bytes(tal).split(b"\x14", 1)[0].decode("latin-1"))
+        except ValueError:
+            raise EdfError(f"{path}: EDF+D record {i} has no time-keeping onset") from None
+        first_s = onset_s if i == 0 else first_s
+        if abs(onset_s - first_s - i * header.record_duration_s) > tolerance_s:
+            raise EdfError(
+                f"{path}: EDF+D with gaps (record {i} starts at {onset_s:g} s): not supported"
+            )
+
+
+def _check_version(path: Path, fixed: bytes) -> None:
+    if len(fixed) < FIXED_BYTES:
+        raise EdfError(f"{path}: not a readable EDF ({len(fixed)} bytes, shorter than a header)")
+    if fixed[:8] == BDF_VERSION:
+        raise EdfError(f"{path}: a BDF (24-bit) file, not EDF: convert it to EDF (16-bit) first")
+    if fixed[:8] != EDF_VERSION:
+        raise EdfError(f"{path}: not a readable EDF (version field {fixed[:8]!r}, expected '0')")
 
 
 def _signal_fields(block: bytes, count: int) -> dict[str, tuple[str, ...]]:
