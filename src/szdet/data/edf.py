@@ -31,12 +31,6 @@ from scipy import signal
 from szdet.config import CHANNELS_19, PreprocessConfig
 from szdet.data.edf_header import EDF_VERSION, EdfError
 from szdet.data.montage import Montage, MontageError, plan_montage
-from szdet.data.tusz import (
-    AnnotationError,
-    Interval,
-    RecordingFiles,
-    read_annotation,
-)
 from szdet.errors import first_line
 
 # Changing any of these changes the cache's contents: bump config.PREPROCESS_ALGORITHM too.
@@ -251,14 +245,3 @@ def robust_zscore(x: np.ndarray, clip: float) -> None:
     x -= median[:, None].astype(np.float32)
     x /= scale[:, None].astype(np.float32)
     np.clip(x, -clip, clip, out=x)
-
-
-# --- annotations ------------------------------------------------------------------------------
-
-
-def annotated_seizures(files: RecordingFiles) -> list[Interval]:
-    """Seizure intervals as annotated (not clipped): .csv_bi, else the .csv's union over channels."""
-    path = files.csv_bi or files.csv
-    if path is None:
-        raise AnnotationError(f"{files.edf}: no .csv_bi or .csv annotation file beside it")
-    return read_annotation(path).seizure_intervals()
