@@ -38,10 +38,9 @@ def is_bids(root: Path) -> bool:
 
 
 def subjects(root: Path) -> list[str]:
-    """The subject folders (``sub-*``, symlinks to folders included), sorted."""
-    return sorted(
-        p.name for p in root.glob(f"{SUBJECT_PREFIX}*") if p.is_dir()
-    )  # one listing of the root: cheap even with thousands of subjects
+    """The subject folders (``sub-*``, symlinks to folders included), sorted: one listing of
+    the root, so cheap even with thousands of subjects."""
+    return sorted(p.name for p in root.glob(f"{SUBJECT_PREFIX}*") if p.is_dir())
 
 
 def bids_recording(root: Path, split: str, edf: Path) -> RecordingFiles:
