@@ -318,6 +318,7 @@ def _bad_corpus(root: Path) -> dict[str, Path]:
         "no_notes",
         "csv_only",
         "too_long",
+        "other_duration",
     ]
     edfs = {}
     for i, kind in enumerate(names):
@@ -337,8 +338,13 @@ def _bad_corpus(root: Path) -> dict[str, Path]:
     for suffix in (".csv", ".csv_bi"):
         edfs["no_notes"].with_suffix(suffix).unlink()
     edfs["csv_only"].with_suffix(".csv_bi").unlink()
+    # An event past the end of a header that matches the EDF: clipped, with a note.
     write_annotation(
-        edfs["too_long"].with_suffix(".csv_bi"), [Event("TERM", 50.0, 75.0, "seiz")], 75.0
+        edfs["too_long"].with_suffix(".csv_bi"), [Event("TERM", 50.0, 75.0, "seiz")], 60.0
+    )
+    # A header 15 s longer than the EDF: the annotation of another recording.
+    write_annotation(
+        edfs["other_duration"].with_suffix(".csv_bi"), [Event("TERM", 50.0, 75.0, "seiz")], 75.0
     )
     return edfs
 
@@ -370,6 +376,7 @@ def test_bad_inputs_are_skipped_with_one_line_reasons_and_the_build_goes_on(tmp_
         "d0000005",
         "d0000006",
         "d0000007",
+        "d0000010",
     }
     # The reason does not repeat the EDF its "file" names; another file it blames is named.
     assert reasons["d0000001"].startswith("truncated EDF")
@@ -384,6 +391,10 @@ def test_bad_inputs_are_skipped_with_one_line_reasons_and_the_build_goes_on(tmp_
         f"{rel['bad_label'][:-4]}.csv_bi: line 8: unknown label 'sz'"
     )
     assert reasons["d0000007"] == "no .csv_bi or .csv annotation file beside it"
+    assert reasons["d0000010"] == (
+        f"{rel['other_duration'][:-4]}.csv_bi: annotated duration 75.00 s differs from the "
+        "EDF's 60.00 s (an annotation of another recording?)"
+    )
     assert all("\n" not in r for r in reasons.values())
 
     built = {r["patient"]: r for r in manifest["recordings"]}
@@ -393,10 +404,10 @@ def test_bad_inputs_are_skipped_with_one_line_reasons_and_the_build_goes_on(tmp_
     assert built["d0000009"]["notes"] == [
         "annotation ends at 75.00 s, past the recording's end (60.00 s): clipped"
     ]
-    assert "3 recordings (3 built, 0 reused), 7 skipped" in capsys.readouterr().out
+    assert "3 recordings (3 built, 0 reused), 8 skipped" in capsys.readouterr().out
 
     assert main([*argv, "--strict"]) == 1  # rerun: nothing rebuilt, the skips remembered
-    assert "7 file(s) skipped (--strict)" in capsys.readouterr().err
+    assert "8 file(s) skipped (--strict)" in capsys.readouterr().err
 
 
 # --- the synthetic corpus end to end ----------------------------------------------------------

@@ -1,20 +1,18 @@
 """EDF reading and preprocessing: channel order, each processing step's effect, interpolation,
-bad files, and the seizure events read beside an EDF (channel names: test_montage.py)."""
+bad files (channel names: test_montage.py; the seizure events beside an EDF: test_corpus.py)."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edf_factory import recording_signals, write_edf, write_recording
+from edf_factory import recording_signals, write_edf
 from szdet.config import CHANNELS_19, PreprocessConfig
 from szdet.data.edf import (
     EdfError,
-    annotated_seizures,
     load_edf,
     unusable_channels,
 )
-from szdet.data.tusz import AnnotationError, Event, RecordingFiles, clip_intervals, write_annotation
 
 PRE = PreprocessConfig()
 
@@ -199,32 +197,3 @@ def test_too_short_recording_is_refused(tmp_path):
     edf = write_edf(tmp_path / "x.edf", recording_signals(0.5, 256.0), 256.0, record_s=0.5)
     with pytest.raises(EdfError, match="too short"):
         load_edf(edf, PRE)
-
-
-# --- seizure events beside an EDF -------------------------------------------------------------
-
-
-def test_events_prefer_csv_bi_and_are_clipped(tmp_path):
-    edf = write_recording(tmp_path, "train", "aaaaaaaa", seconds=60, seizures=((10.0, 20.0),))
-    write_annotation(edf.with_suffix(".csv_bi"), [Event("TERM", 50.0, 75.0, "seiz")], 60.0)
-    files = RecordingFiles("train", edf, edf.with_suffix(".csv"), edf.with_suffix(".csv_bi"))
-    assert clip_intervals(annotated_seizures(files), 60.0) == [(50.0, 60.0)]
-
-
-def test_events_fall_back_to_the_csv_union_over_channels(tmp_path):
-    edf = tmp_path / "r.edf"
-    rows = [
-        Event("FP1-F7", 10.0, 20.0, "fnsz"),
-        Event("F7-T3", 15.0, 25.0, "fnsz"),
-        Event("T3-T5", 40.0, 45.0, "cpsz"),
-        Event("T3-T5", 0.0, 40.0, "bckg"),
-    ]
-    write_annotation(tmp_path / "r.csv", rows, 60.0)
-    files = RecordingFiles("train", edf, tmp_path / "r.csv", None)
-    assert clip_intervals(annotated_seizures(files), 60.0) == [(10.0, 25.0), (40.0, 45.0)]
-
-
-def test_events_without_any_annotation_file_are_an_error(tmp_path):
-    files = RecordingFiles("train", tmp_path / "r.edf", None, None)
-    with pytest.raises(AnnotationError, match=r"r\.edf: no \.csv_bi or \.csv annotation file"):
-        clip_intervals(annotated_seizures(files), 60.0)

@@ -117,6 +117,7 @@ def cmd_cache_build(args: argparse.Namespace) -> int:
         workers=args.workers,
         shard=args.shard,
         max_recordings=args.max_recordings,
+        splits_file=args.splits,
     )
     if args.strict and report.skipped:
         raise UserError(
@@ -276,8 +277,20 @@ def _add_cache(sub: Subparsers) -> None:
 
 def _add_cache_build(csub: Subparsers) -> None:
     p = csub.add_parser("build", help="EDF + annotations -> cache (parallel, resumable)")
-    p.add_argument("--data-root", type=Path, required=True, help="corpus root holding edf/<split>/")
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        required=True,
+        help="a TUSZ corpus (holding edf/<split>/) or a BIDS tree (sub-*/ses-*/eeg/*_eeg.edf)",
+    )
     p.add_argument("--split", required=True, help="train, dev or eval")
+    p.add_argument(
+        "--splits",
+        type=Path,
+        default=None,
+        help="BIDS: a subject<TAB>split file (default: by a hash of the subject id, 70/15/15); "
+        "the assignment used is written to OUT/splits.tsv",
+    )
     p.add_argument("--out", type=Path, required=True, help="cache root; writes OUT/<split>/")
     p.add_argument("--workers", type=_positive_int, default=1, help="worker processes")
     p.add_argument("--shard", type=_shard, default=None, help="build only shard I of N (I/N)")

@@ -42,7 +42,8 @@ def montage_channels(montage: Montage) -> tuple[str, ...]:
 
 # Bump when szdet/data/edf.py changes what it computes from the same settings (filter orders,
 # robust statistics, interpolation positions...): caches built before then are refused, not mixed.
-PREPROCESS_ALGORITHM = 1
+# 2: dead, near-flat and lone-spike electrodes are interpolated (or refused), not z-scored into noise.
+PREPROCESS_ALGORITHM = 2
 
 
 # Markers on fields (a whole section when set in its model_config), read by `marked_fields`:

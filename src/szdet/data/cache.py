@@ -3,7 +3,7 @@
 Building is resumable at any moment: each recording's array is written under a temporary name and
 renamed into place (a rerun deletes the temporary files a killed run left), then its build record
 (``<name>.json``: the CachedRecording, or the reason it was skipped) is written the same way. A
-rerun reuses every recording whose record exists and whose EDF size and annotation sha256 are
+rerun reuses every recording whose record exists and whose EDF and annotations (sha256) are
 unchanged, and builds the rest; the manifest is written last.
 A split folder remembers its montage and preprocessing hash (preprocess.json) and refuses others.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,9 @@ from typing import Any
 import numpy as np
 
 from szdet.config import PreprocessConfig
-from szdet.data.edf import annotated_seizures, load_edf
+from szdet.data import bids
+from szdet.data.corpus import CorpusSplit, annotated_seizures, find_split
+from szdet.data.edf import load_edf
 from szdet.data.manifest import (
     FORMAT,
     FORMAT_VERSION,
@@ -35,13 +38,7 @@ from szdet.data.manifest import (
 )
 from szdet.data.montage import Montage
 from szdet.data.pool import run_parallel
-from szdet.data.tusz import (
-    RecordingFiles,
-    check_patient_disjoint,
-    clip_intervals,
-    edf_root,
-    find_recordings,
-)
+from szdet.data.tusz import RecordingFiles
 from szdet.errors import UserError
 from szdet.fileio import TMP_SUFFIX, atomic_path, sha256_file, write_json_atomic
 from szdet.progress import progress
@@ -57,7 +54,6 @@ __all__ = [
 ]
 
 PREPROCESS_FILE = "preprocess.json"
-CLIP_NOTE_TOLERANCE_S = 0.01  # annotations ending this little past the recording go unremarked
 
 
 @dataclass
@@ -80,31 +76,29 @@ def build_cache(
     shard: tuple[int, int] | None,
     max_recordings: int | None,
     montage: Montage = "referential",
+    splits_file: Path | None = None,
 ) -> BuildReport:
-    """Preprocess every recording of ``split`` (or every n-th: ``shard=(i, n)``) into ``out``,
-    converted to ``montage`` (data.montage)."""
-    data_root, out = Path(data_root), Path(out)
-    check_patient_disjoint(data_root)
-    selected = select_recordings(data_root, split, shard, max_recordings)
+    """Preprocess every recording of ``split`` (or every n-th: ``shard=(i, n)``) of a TUSZ corpus
+    or a BIDS tree (its subjects split as ``splits_file`` says, else by hash: data.bids) into
+    ``out``, converted to ``montage`` (data.montage)."""
+    out = Path(out)
+    corpus = find_split(Path(data_root), split, splits_file)
+    selected = select_recordings(corpus, shard, max_recordings)
+    if corpus.assignment:
+        where = bids.record_assignment(out, corpus.assignment)
+        print(f"bids {corpus.root}: {bids.describe_assignment(corpus.assignment)} -> {where}")
     split_dir = out / split
     split_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = split_dir / (MANIFEST if shard is None else shard_manifest_name(*shard))
     _remove_stale_tmp(split_dir, manifest_path.name, selected)
     claim_split_dir(split_dir, preprocess, montage)
 
-    records: list[dict[str, Any]] = []
-    todo: list[RecordingFiles] = []
-    for files in selected:
-        record = reusable_record(split_dir, files, preprocess.fingerprint(montage))
-        if record is None:
-            todo.append(files)
-        else:
-            records.append(record)
+    records, todo = _earlier_records(split_dir, corpus, selected, preprocess.fingerprint(montage))
     reused = sum("recording" in r for r in records)
     build = functools.partial(
         build_recording,
         split_dir=split_dir,
-        root=edf_root(data_root),
+        root=corpus.root,
         preprocess=preprocess,
         montage=montage,
     )
@@ -127,6 +121,24 @@ def build_cache(
         f"{sum(r.bytes for r in recordings) / 1e9:.3f} GB -> {manifest_path}"
     )
     return report
+
+
+def _earlier_records(
+    split_dir: Path, corpus: CorpusSplit, selected: list[RecordingFiles], preprocess_hash: str
+) -> tuple[list[dict[str, Any]], list[RecordingFiles]]:
+    """The build records still current (and the skips of dangling links), and what to build."""
+    records: list[dict[str, Any]] = []
+    todo: list[RecordingFiles] = []
+    for files in selected:
+        if not files.edf.exists():  # a link to nothing: nothing to identify, hash or rebuild
+            target = os.readlink(files.edf) if files.edf.is_symlink() else "?"
+            source = files.edf.relative_to(corpus.root).as_posix()
+            records.append({"source": source, "skipped": f"dangling symlink (to {target})"})
+        elif (record := reusable_record(split_dir, files, preprocess_hash)) is None:
+            todo.append(files)
+        else:
+            records.append(record)
+    return records, todo
 
 
 def _write_manifest(
@@ -153,10 +165,10 @@ def _write_manifest(
 
 
 def select_recordings(
-    data_root: Path, split: str, shard: tuple[int, int] | None, max_recordings: int | None
+    corpus: CorpusSplit, shard: tuple[int, int] | None, max_recordings: int | None
 ) -> list[RecordingFiles]:
     """The split's first ``max_recordings`` (sorted by path), then every n-th from i of a shard."""
-    selected = find_recordings(data_root, split)[:max_recordings]
+    selected = corpus.recordings[:max_recordings]
     return selected if shard is None else selected[shard[0] :: shard[1]]
 
 
@@ -218,7 +230,7 @@ def _source_identity(files: RecordingFiles) -> dict[str, int | str]:
     time often keeps the file's size; sha256_file streams, so an hour of EEG costs ~0.1 s.)"""
     identity: dict[str, int | str] = {files.edf.name: files.edf.stat().st_size}
     identity[f"{files.edf.name} sha256"] = sha256_file(files.edf)
-    for path in (files.csv, files.csv_bi):
+    for path in files.annotations:
         if path is not None:
             identity[path.name] = sha256_file(path)
     return identity
@@ -264,17 +276,12 @@ def build_recording(
     try:
         annotated = annotated_seizures(files)  # cheap: a bad annotation skips before the EDF
         pre = load_edf(files.edf, preprocess, montage)
+        events, clipped = annotated.events_for(pre.duration_s)
     except UserError as e:
         reason = str(e).replace(f"{root}/", "")  # paths relative to the corpus, as "source" is
         record["skipped"] = reason.removeprefix(f"{record['source']}: ")  # "file" names it already
     else:
-        events = clip_intervals(annotated, pre.duration_s)
-        notes = list(pre.notes)
-        if annotated and annotated[-1][1] > pre.duration_s + CLIP_NOTE_TOLERANCE_S:
-            notes.append(
-                f"annotation ends at {annotated[-1][1]:.2f} s, past the recording's end "
-                f"({pre.duration_s:.2f} s): clipped"
-            )
+        notes = [*pre.notes, *clipped]
         file = f"{files.patient}/{files.name}.npy"
         nbytes, sha256 = write_array(split_dir / file, pre.signal)
         record["recording"] = CachedRecording(
@@ -334,6 +341,8 @@ def verify_cache(cache_root: Path, expect: dict[str, int]) -> tuple[bool, dict]:
             problems.append(str(e))
         else:
             splits[split_dir.name] = split
+            if not split.recordings:  # nothing to train or score on: never a usable split
+                problems.append(f"{split_dir}: its {MANIFEST} holds no recordings")
     if not splits and not problems:
         problems.append(f"{cache_root}: no cache split folders (holding {MANIFEST}) here")
 

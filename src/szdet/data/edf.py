@@ -39,12 +39,6 @@ from szdet.data.edf_header import (
     unit_scale,
 )
 from szdet.data.montage import Montage, MontageError, plan_montage
-from szdet.data.tusz import (
-    AnnotationError,
-    Interval,
-    RecordingFiles,
-    read_annotation,
-)
 from szdet.errors import first_line
 
 # Changing any of these changes the cache's contents: bump config.PREPROCESS_ALGORITHM too.
@@ -347,14 +341,3 @@ def robust_zscore(x: np.ndarray, clip: float) -> None:
     x -= median[:, None].astype(np.float32)
     x /= scale[:, None].astype(np.float32)
     np.clip(x, -clip, clip, out=x)
-
-
-# --- annotations ------------------------------------------------------------------------------
-
-
-def annotated_seizures(files: RecordingFiles) -> list[Interval]:
-    """Seizure intervals as annotated (not clipped): .csv_bi, else the .csv's union over channels."""
-    path = files.csv_bi or files.csv
-    if path is None:
-        raise AnnotationError(f"{files.edf}: no .csv_bi or .csv annotation file beside it")
-    return read_annotation(path).seizure_intervals()

@@ -18,6 +18,7 @@ This module reads and writes that format exactly; it knows nothing of signals.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -204,32 +205,67 @@ def clip_intervals(intervals: Iterable[Interval], duration_s: float) -> list[Int
 
 
 # --- corpus layout ----------------------------------------------------------------------------
+# The TUSZ walker; szdet.data.bids walks a BIDS tree into the same RecordingFiles, and
+# szdet.data.corpus tells the two layouts apart.
+
+EDF_SUFFIX = ".edf"  # matched in any case: corpora copied from Windows hold *.EDF
 
 
 @dataclass(frozen=True)
 class RecordingFiles:
-    """One EDF of the corpus and its annotation files (``None`` where the file is absent)."""
+    """One EDF of a corpus and its annotation files (``None`` where absent), with the names the
+    cache files it under."""
 
     split: str
     edf: Path
-    csv: Path | None
-    csv_bi: Path | None
+    name: str  # aaaaaaac_s001_t000; BIDS: sub-01_ses-01_task-szMonitoring_run-00
+    patient: str  # aaaaaaac; BIDS: the subject, sub-01
+    session: str  # s001_2002; BIDS: ses-01
+    montage: str  # 01_tcp_ar; BIDS: "bids" (its channels say the rest)
+    csv: Path | None = None
+    csv_bi: Path | None = None
+    events_tsv: Path | None = None  # BIDS' <entities>_events.tsv
 
     @property
-    def name(self) -> str:  # aaaaaaac_s001_t000
-        return self.edf.stem
+    def annotations(self) -> tuple[Path, ...]:
+        """The annotation files present, hashed into a build record's source identity."""
+        return tuple(p for p in (self.csv, self.csv_bi, self.events_tsv) if p is not None)
 
-    @property
-    def patient(self) -> str:  # file name up to the first "_"
-        return self.name.split("_", 1)[0]
 
-    @property
-    def session(self) -> str:  # s001_2002
-        return self.edf.parent.parent.name
+def walk_edfs(folder: Path) -> list[Path]:
+    """Every ``*.edf`` (any case) under ``folder``, sorted. Symlinked folders are followed, each
+    real folder entered once, so a link loop ends; a dangling ``.edf`` link is listed (the build
+    skips it, naming it). Only directory listings are read: O(files), no file opened."""
+    found: list[Path] = []
+    visited: set[tuple[int, int]] = set()
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        info = os.stat(top)
+        if (info.st_dev, info.st_ino) in visited:
+            dirs[:] = []  # reached again through a link: its files are listed already
+            continue
+        visited.add((info.st_dev, info.st_ino))
+        dirs.sort()  # a folder linked twice is walked under the same one of its names each time
+        found += [Path(top, f) for f in files if f.lower().endswith(EDF_SUFFIX)]
+    return sorted(found)
 
-    @property
-    def montage(self) -> str:  # 01_tcp_ar
-        return self.edf.parent.name
+
+def tusz_recording(split: str, edf: Path) -> RecordingFiles:
+    """The files of a TUSZ EDF (``<patient>/<session>_<year>/<montage>/<patient>_..._<token>``)."""
+    csv, csv_bi = edf.with_suffix(".csv"), edf.with_suffix(".csv_bi")
+    return RecordingFiles(
+        split=split,
+        edf=edf,
+        name=edf.stem,
+        patient=tusz_patient(edf),
+        session=edf.parent.parent.name,
+        montage=edf.parent.name,
+        csv=csv if csv.is_file() else None,
+        csv_bi=csv_bi if csv_bi.is_file() else None,
+    )
+
+
+def tusz_patient(edf: Path) -> str:
+    return edf.stem.split("_", 1)[0]  # the file name up to the first "_"
 
 
 def edf_root(data_root: str | Path) -> Path:
@@ -243,28 +279,18 @@ def find_recordings(data_root: str | Path, split: str) -> list[RecordingFiles]:
     split_dir = edf_root(data_root) / split
     if not split_dir.is_dir():
         raise UserError(f"{split_dir}: no such split folder (expected <data-root>/edf/{split}/)")
-    found = []
-    for edf in sorted(split_dir.rglob("*.edf")):
-        csv, csv_bi = edf.with_suffix(".csv"), edf.with_suffix(".csv_bi")
-        found.append(
-            RecordingFiles(
-                split=split,
-                edf=edf,
-                csv=csv if csv.is_file() else None,
-                csv_bi=csv_bi if csv_bi.is_file() else None,
-            )
-        )
-    return found
+    return [tusz_recording(split, edf) for edf in walk_edfs(split_dir)]
 
 
 def check_patient_disjoint(data_root: str | Path) -> None:
-    """Refuse a corpus whose splits share a patient: that would leak test data into training."""
+    """Refuse a corpus whose splits share a patient: that would leak test data into training.
+    Walks as find_recordings does, so recordings reached through symlinks count too."""
     splits: dict[str, set[str]] = defaultdict(set)
     root = edf_root(data_root)
     for split in SPLITS:
         if (root / split).is_dir():
-            for edf in (root / split).rglob("*.edf"):
-                splits[edf.stem.split("_", 1)[0]].add(split)
+            for edf in walk_edfs(root / split):
+                splits[tusz_patient(edf)].add(split)
     shared = {p: s for p, s in splits.items() if len(s) > 1}
     if shared:
         patient, in_splits = sorted(shared.items())[0]
