@@ -82,6 +82,7 @@ def test_the_events_tsv_is_part_of_the_source_identity(tree, tmp_path, capsys):
     sources = json.loads(record.read_text())["sources"]
     assert set(sources) == {
         "sub-02_ses-01_task-szMonitoring_run-00_eeg.edf",
+        "sub-02_ses-01_task-szMonitoring_run-00_eeg.edf sha256",
         "sub-02_ses-01_task-szMonitoring_run-00_events.tsv",
     }
     tsv = tree / "sub-02/ses-01/eeg/sub-02_ses-01_task-szMonitoring_run-00_events.tsv"
