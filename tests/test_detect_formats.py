@@ -97,3 +97,25 @@ def test_outputs_that_collide_or_replace_a_reference_are_refused_per_format(tmp_
     with pytest.raises(UserError, match="is the reference annotation of an input"):
         check_outputs([edf], folder, ("szcore",))
     assert reference.read_text() == "the annotation\n"
+
+
+@pytest.mark.slow
+def test_a_bad_header_is_one_line_and_the_other_files_are_still_detected(
+    trained,  # noqa: F811
+    bids_edf,
+    tmp_path,
+    capsys,
+):
+    bad = tmp_path / "bad_eeg.edf"
+    data = bytearray(bids_edf.read_bytes())
+    data[244:252] = b"-1      "  # a negative record duration: once a crash of the whole run
+    bad.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    code, _, stderr = run_cli(
+        capsys, "detect", bad, bids_edf, "--checkpoint", trained["best"], "--out", out,
+        "--format", "szcore",
+    )  # fmt: skip
+    assert code == 1
+    errors = [line for line in stderr.splitlines() if line.startswith("szdet:")]  # no bars
+    assert errors == [f"szdet: error: {bad}: header record duration -1 s is not positive"]
+    assert sorted(p.name for p in out.iterdir()) == [f"{BIDS_NAME}_events.tsv"]
