@@ -1,20 +1,32 @@
 """`szdet`: the one command line.
 
-Each subcommand parses its flags here and hands plain values to the stage that does the work;
-those stages are imported only when their command runs, so `szdet --help` stays instant and a
-command never pays for torch unless it needs it. Bad input raises `UserError`, printed as one line.
+Each subcommand's flags are parsed here and handed to its handler in szdet/commands.py; an error
+becomes one line and an exit code here (bad input raises `UserError`, printed as one line).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import traceback
 from pathlib import Path
 
 from szdet import __version__
+from szdet.commands import (
+    cmd_cache_build,
+    cmd_cache_merge,
+    cmd_cache_pull,
+    cmd_cache_push,
+    cmd_cache_verify,
+    cmd_check_kernels,
+    cmd_detect,
+    cmd_evaluate,
+    cmd_model_summary,
+    cmd_score,
+    cmd_synth,
+    cmd_train,
+)
 from szdet.errors import (
     EXIT_INTERNAL,
     ResourceError,
@@ -23,7 +35,6 @@ from szdet.errors import (
     original_message,
     resource_shortage,
 )
-from szdet.fileio import write_text_atomic
 
 log = logging.getLogger("szdet")
 
@@ -86,139 +97,6 @@ DETECT_THRESHOLD = (
     'rate from its metrics.json, e.g. for 10 FA/24h: --set evaluate.threshold_on=<sens_at_fa["10"]'
     ".threshold>; the off-threshold follows at evaluate.threshold_off_ratio."
 )
-
-
-def _config(args: argparse.Namespace):  # -> szdet.config.Config
-    from szdet.config_load import load_config
-
-    return load_config(args.config, args.overrides)
-
-
-# --- command handlers -------------------------------------------------------------------------
-
-
-def cmd_synth(args: argparse.Namespace) -> int:
-    from szdet.data.synth import write_corpus
-
-    write_corpus(args.out, patients=args.patients, minutes=args.minutes, seed=args.seed)
-    return 0
-
-
-def cmd_cache_build(args: argparse.Namespace) -> int:
-    cfg = _config(args)
-    from szdet.data.cache import build_cache
-
-    report = build_cache(
-        data_root=args.data_root,
-        split=args.split,
-        out=args.out,
-        preprocess=cfg.preprocess,
-        montage=cfg.data.montage,
-        workers=args.workers,
-        shard=args.shard,
-        max_recordings=args.max_recordings,
-        splits_file=args.splits,
-    )
-    if args.strict and report.skipped:
-        raise UserError(
-            f"{args.out / args.split}: {len(report.skipped)} file(s) skipped (--strict)"
-        )
-    return 0
-
-
-def cmd_cache_merge(args: argparse.Namespace) -> int:
-    from szdet.data.cache import merge_shards
-
-    merge_shards(args.dir, split=args.split)
-    return 0
-
-
-def cmd_cache_verify(args: argparse.Namespace) -> int:
-    from szdet.data.cache import verify_command
-
-    return verify_command(args.dir, expect=args.expect or {}, as_json=args.json)
-
-
-def cmd_cache_push(args: argparse.Namespace) -> int:
-    from szdet.cloud.s3 import push
-
-    push(args.dir, args.url, endpoint_url=args.endpoint_url, workers=args.workers, force=args.force)
-    return 0
-
-
-def cmd_cache_pull(args: argparse.Namespace) -> int:
-    from szdet.cloud.s3 import pull
-
-    pull(args.url, args.dir, endpoint_url=args.endpoint_url, workers=args.workers)
-    return 0
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    code = EXIT_INTERNAL
-    try:
-        cfg = _config(args)  # config errors surface before torch is imported
-        from szdet.train.loop import run_training
-
-        code = run_training(cfg, resume=args.resume)
-        return code
-    except BaseException as e:
-        code = exit_code_for(e)
-        raise
-    finally:
-        # torchrun reports any failed worker as exit 1: its launcher reads the real code here.
-        # One writer per node (torchrun's LOCAL_RANK); a file on local disk, not shared.
-        if args.exit_status is not None and os.environ.get("LOCAL_RANK", "0") == "0":
-            write_text_atomic(args.exit_status, f"{code}\n")
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from szdet.evaluate.report import evaluate_command
-
-    return evaluate_command(
-        checkpoint=args.checkpoint,
-        cache=args.cache,
-        split=args.split,
-        out=args.out,
-        overrides=args.overrides,
-    )
-
-
-def cmd_detect(args: argparse.Namespace) -> int:
-    from szdet.evaluate.detect import detect_command
-
-    return detect_command(
-        args.edf,
-        checkpoint=args.checkpoint,
-        out=args.out,
-        plot=args.plot,
-        overrides=args.overrides,
-        output_format=args.format,
-    )
-
-
-def cmd_score(args: argparse.Namespace) -> int:
-    from szdet.evaluate.score_files import score_command
-
-    return score_command(args.ref, args.hyp, method=args.method, as_json=args.json)
-
-
-def cmd_check_kernels(args: argparse.Namespace) -> int:
-    cfg = _config(args)  # the sizes to check: the reference ones by default
-    if args.interpret:
-        from szdet.models.kernel_proof.report import check_interpret
-
-        return check_interpret(cfg, as_json=args.json)
-    from szdet.models.check import check_kernels
-
-    return check_kernels(cfg, require_cuda_kernels=args.require_cuda_kernels)
-
-
-def cmd_model_summary(args: argparse.Namespace) -> int:
-    cfg = _config(args)
-    from szdet.models.summary import print_summary
-
-    print_summary(cfg)
-    return 0
 
 
 # --- the parser -------------------------------------------------------------------------------
