@@ -42,7 +42,8 @@ def montage_channels(montage: Montage) -> tuple[str, ...]:
 
 # Bump when szdet/data/edf.py changes what it computes from the same settings (filter orders,
 # robust statistics, interpolation positions...): caches built before then are refused, not mixed.
-# 2: dead, near-flat and lone-spike electrodes are interpolated (or refused), not z-scored into noise.
+# 2: dead, near-flat and lone-spike electrodes are interpolated (or refused), never z-scored
+# into noise.
 PREPROCESS_ALGORITHM = 2
 
 

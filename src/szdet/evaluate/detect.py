@@ -9,8 +9,9 @@ the gaps, under the TUSZ header; or the SzCORE events TSV (data/hed_tsv.py) name
 EDF (``<entities>_events.tsv`` for ``<entities>_eeg.edf``): one ``sz`` row per event, its
 confidence the event's mean probability (evaluate/postprocess.py), dateTime the EDF's start and
 recordingDuration the input EDF's records x record duration (samples / rate, what the challenge
-checks; the resampled signal can differ by a fraction of a sample). A file that cannot be read is reported in one line and skipped;
-the others are still written, and the exit code says that something failed.
+checks; the resampled signal can differ by a fraction of a sample). A file that cannot be read is
+reported in one line and skipped; the others are still written, and the exit code says that
+something failed.
 """
 
 from __future__ import annotations
