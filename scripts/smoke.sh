@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job end to end on built-in synthetic data:
-#   synth -> cache build (train, dev) -> verify -> train -> evaluate on dev -> detect one eval EDF.
+#   synth -> cache build (train, dev) -> verify -> train -> evaluate on dev -> detect one eval EDF
+#   (its .csv_bi and SzCORE events TSV).
 # Used by `make smoke` (CPU, configs/local/smoke.yaml) and by the image's `smoke` entrypoint
 # (GPU, extra args such as `--set train.device=cuda`, passed on to `szdet train`).
 # Usage: scripts/smoke.sh CONFIG [--set key=value ...]   (the --set overrides go to `szdet train`)
@@ -37,7 +38,7 @@ szdet evaluate --checkpoint "$run/checkpoints/best.pt" --cache "$cache" --split 
 
 echo "== 5/5 detect on an eval-split EDF the model never saw"
 edf=$(find "$corpus/edf/eval" -name '*.edf' | sort | head -n 1)
-szdet detect "$edf" --checkpoint "$run/checkpoints/best.pt" --out "$run/detect" --plot
+szdet detect "$edf" --checkpoint "$run/checkpoints/best.pt" --out "$run/detect" --plot --format both
 
 python - "$run/eval-dev/metrics.json" <<'PY'
 import json, sys
