@@ -66,6 +66,7 @@ class Preprocessed:
     source_rate_hz: float
     interpolated: list[str]  # e.g. ["FZ", "PZ"]
     notes: list[str]  # e.g. a repeated channel label, and which copy is used
+    header: EdfHeader  # the source's, as read and checked (its start, records x duration)
 
 
 def load_edf(
@@ -114,6 +115,7 @@ def load_edf(
         source_rate_hz=source_rate_hz,
         interpolated=interpolated,
         notes=notes,
+        header=header,
     )
 
 

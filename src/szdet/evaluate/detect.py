@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from szdet.data.edf import Preprocessed, load_edf
-from szdet.data.edf_header import EdfHeader, read_header
 from szdet.data.hed_tsv import events_name, write_events_tsv
 from szdet.data.tusz import term_events, write_annotation
 from szdet.errors import UserError
@@ -80,7 +79,6 @@ def detect_command(
     for path in edfs:
         try:
             pre = load_edf(path, cfg.preprocess, cfg.data.montage)
-            header = read_header(path)
         except UserError as e:
             print(f"szdet: error: {e}", file=sys.stderr)
             failed += 1
@@ -97,7 +95,7 @@ def detect_command(
                 )
             else:
                 scored = [(float(a), float(b), float(c)) for a, b, c in events]
-                write_events_tsv(target, scored, _input_duration_s(header, pre), header.start)
+                write_events_tsv(target, scored, _input_duration_s(pre), pre.header.start)
         if plot:
             plot_timeline(
                 track,
@@ -115,8 +113,8 @@ def detect_command(
     return 1 if failed else 0
 
 
-def _input_duration_s(header: EdfHeader, pre: Preprocessed) -> float:
+def _input_duration_s(pre: Preprocessed) -> float:
     """The input EDF's samples / rate; the preprocessed length where the header does not say."""
-    if header.n_records < 0:
+    if pre.header.n_records < 0:
         return pre.duration_s
-    return header.n_records * header.record_duration_s
+    return pre.header.n_records * pre.header.record_duration_s

@@ -11,8 +11,9 @@ Frame k of a track covers [k / frame_hz, (k + 1) / frame_hz) seconds; event stop
 the recording's duration. An event's confidence is the mean probability over its frames at or
 above threshold_off: the frames hysteresis kept, a merged event's gaps left out, so it lies in
 [threshold_off, 1] (a split piece lying wholly in such a gap, possible only when merge_gap_s >
-max_event_s, takes the mean over all its frames). Pure numpy: a whole split's tracks are concatenated once (`TrackSet`) and
-every rule is one vectorised pass, so a threshold sweep over hundreds of recording-hours is cheap.
+max_event_s, takes the mean over all its frames). Pure numpy: a whole split's tracks are
+concatenated once (`TrackSet`) and every rule is one vectorised pass, so a threshold sweep over
+hundreds of recording-hours is cheap.
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ if any hypothesis sample falls inside; a hypothesis is a false alarm if no sampl
 a detected, extended reference).
 
 FA/24h = false alarms / total recording duration x 86,400 s. Reading the files `szdet score` scores
-is evaluate/score_files.py's part; the SzCORE challenge's per-subject averages, evaluate/szcore.py's.
+is evaluate/score_files.py's part; the SzCORE challenge's per-subject averages are
+evaluate/szcore.py's.
 """
 
 from __future__ import annotations
