@@ -147,6 +147,13 @@ class ModelConfig(Section):
     in_channels: int = Field(19, ge=1)
     tcn_channels: list[int] = Field(default_factory=lambda: [64, 64, 128, 128, 256, 256, 512, 512])
     tcn_kernel_size: int = Field(7, ge=1)
+    # Halve the TCN's rate after every this many layers (0: every layer at the full rate). The
+    # dilations shrink with the rate, so the receptive field in seconds stays; the final strided
+    # downsample takes what is left of `downsample` (models/tcn.py).
+    tcn_pool_every: int = Field(0, ge=0)
+    # Channels-last convolutions and a compiled GroupNorm + GELU + residual that keeps bf16
+    # activations between blocks (models/tcn.py): the same weights and function, computed faster.
+    tcn_fused: bool = Field(False, json_schema_extra=EXECUTION)
     downsample: int = Field(16, ge=1)
     node_dim: int = Field(64, ge=1)
     node_layers: int = Field(6, ge=1)
@@ -175,6 +182,12 @@ class ModelConfig(Section):
     gnn_hops: int = Field(2, ge=1)  # SSGConv's K
     pe_dim: int = Field(16, ge=1)
     pe_grad: bool = False  # False: stop gradients through eigh (stable, cheaper)
+    # The Laplacian PE of every k-th step, held over the k steps (1: every step, the reference).
+    pe_every_steps: int = Field(1, ge=1)
+    # eigh: torch.linalg.eigh (LAPACK on a CPU, cuSOLVER on a GPU, one host sync per call);
+    # jacobi: a batched Jacobi in plain tensor ops (models/eigen.py): no solver heuristics, no
+    # host sync, exportable to ONNX.
+    eigensolver: Literal["eigh", "jacobi"] = Field("eigh", json_schema_extra=EXECUTION)
     dropout: float = Field(0.1, ge=0, lt=1)
 
     @model_validator(mode="after")
@@ -190,10 +203,22 @@ class ModelConfig(Section):
                 )
         if not self.tcn_channels or self.tcn_kernel_size % 2 == 0:
             raise ValueError("tcn_channels must be non-empty and tcn_kernel_size odd")
+        if self.downsample % self.tcn_pooling:
+            raise ValueError(
+                f"tcn_pool_every {self.tcn_pool_every} pools the TCN {self.tcn_pooling}-fold over "
+                f"{len(self.tcn_channels)} layers, which must divide downsample ({self.downsample})"
+            )
         for name, value in (("pe_dim", self.pe_dim), ("top_k", self.top_k)):
             if value > self.in_channels - 1:
                 raise ValueError(f"{name} ({value}) must be at most in_channels - 1")
         return self
+
+    @property
+    def tcn_pooling(self) -> int:
+        """How many input samples one step of the TCN's last layer spans (1: full rate)."""
+        if self.tcn_pool_every == 0:
+            return 1
+        return 2 ** ((len(self.tcn_channels) - 1) // self.tcn_pool_every)
 
 
 class TrainConfig(Section):

@@ -60,7 +60,12 @@ class V3Detector(nn.Module):
         super().__init__()
         self.n_nodes, self.downsample = cfg.in_channels, cfg.downsample
         self.tcn = TCNEncoder(
-            cfg.in_channels, cfg.tcn_channels, cfg.tcn_kernel_size, cfg.downsample
+            cfg.in_channels,
+            cfg.tcn_channels,
+            cfg.tcn_kernel_size,
+            cfg.downsample,
+            pool_every=cfg.tcn_pool_every,
+            fused=cfg.tcn_fused,
         )
         self.electrodes = ElectrodeProjection(cfg.tcn_channels[-1], cfg.in_channels, cfg.node_dim)
         shared = {
@@ -101,6 +106,8 @@ class V3Detector(nn.Module):
             hops=cfg.gnn_hops,
             top_k=cfg.top_k,
             pe_grad=cfg.pe_grad,
+            pe_every_steps=cfg.pe_every_steps,
+            eigensolver=cfg.eigensolver,
         )
         self.head = Head(cfg.node_dim, cfg.in_channels, cfg.downsample, cfg.dropout)
 

@@ -15,9 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from szdet.models.eigen import jacobi_eigh
 from szdet.models.mamba2 import BiMamba2Stack, Mamba2
 
 _EPS = 1e-6
+Eigensolver = Callable[[Tensor], tuple[Tensor, Tensor]]
+# The same function computed two ways (config.py: model.eigensolver).
+EIGENSOLVERS: dict[str, Eigensolver] = {"eigh": torch.linalg.eigh, "jacobi": jacobi_eigh}
 
 
 def pairwise_cosine(nodes: Tensor) -> Tensor:
@@ -84,42 +88,58 @@ def learned_adjacency(edge_weights: Tensor, n_nodes: int, top_k: int) -> Tensor:
 
 
 class _StableEigh(torch.autograd.Function):
-    """``torch.linalg.eigh`` whose backward stays finite for repeated eigenvalues.
+    """An eigensolver whose backward stays finite for repeated eigenvalues.
 
     The exact gradient divides by eigenvalue gaps (lambda_j - lambda_i); identical electrodes give
     zero gaps and so inf. Here 1 / gap becomes gap / (gap^2 + eps): the same for separated
-    eigenvalues, bounded for (near-)equal ones.
+    eigenvalues, bounded for (near-)equal ones. It needs only the eigenvalues and eigenvectors, so
+    it serves every solver.
     """
 
     @staticmethod
-    def forward(ctx, sym: Tensor) -> tuple[Tensor, Tensor]:
-        evals, evecs = torch.linalg.eigh(sym)
+    def forward(ctx, sym: Tensor, solver: Eigensolver) -> tuple[Tensor, Tensor]:
+        evals, evecs = solver(sym)
         ctx.save_for_backward(evals, evecs)
         return evals, evecs
 
     @staticmethod
-    def backward(ctx, g_evals: Tensor, g_evecs: Tensor) -> Tensor:
+    def backward(ctx, g_evals: Tensor, g_evecs: Tensor) -> tuple[Tensor, None]:
         evals, evecs = ctx.saved_tensors
         vt_g = evecs.mT @ g_evecs
         skew = (vt_g - vt_g.mT) / 2
         gap = evals[..., None, :] - evals[..., :, None]
         inner = skew * gap / (gap.square() + 1e-10) + torch.diag_embed(g_evals)
-        return evecs @ inner @ evecs.mT
+        return evecs @ inner @ evecs.mT, None
 
 
-def stable_eigh(sym: Tensor) -> tuple[Tensor, Tensor]:
-    evals, evecs = _StableEigh.apply(sym)
+def stable_eigh(sym: Tensor, eigensolver: str = "eigh") -> tuple[Tensor, Tensor]:
+    evals, evecs = _StableEigh.apply(sym, EIGENSOLVERS[eigensolver])
     return evals, evecs
 
 
-def laplacian_pe(adj: Tensor, dim: int, grad: bool) -> Tensor:
+def normalised_laplacian(adj: Tensor) -> Tensor:
+    """I - D^-1/2 A D^-1/2 of the edges (self-loops dropped; an isolated node's row is I's).
+
+    Non-finite input would make eigh raise on this rank alone, while DDP needs every rank to go on
+    to backward (train/step.py); zeros keep the solver going, and the NaN still reaches the loss
+    through the adjacency. Finite input passes unchanged.
+    """
+    eye = torch.eye(adj.shape[-1], dtype=adj.dtype, device=adj.device)
+    a = adj * (1 - eye)  # structure only: the isolated nodes' self-loops are not edges
+    deg = a.sum(-1)
+    inv_sqrt = torch.where(deg > 0, deg.clamp_min(1e-12).rsqrt(), 0.0)
+    lap = eye - inv_sqrt[..., :, None] * a * inv_sqrt[..., None, :]
+    return torch.nan_to_num(lap, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def laplacian_pe(adj: Tensor, dim: int, grad: bool, eigensolver: str = "eigh") -> Tensor:
     """Eigenvectors 2 .. dim+1 of the normalised Laplacian, sign-fixed: (..., N, N) -> (..., N, dim).
 
-    Computed in float32 whatever the autocast. Sign rule: each eigenvector's entry of largest
-    magnitude is positive, so the result is deterministic and permuting the nodes permutes it
-    (for distinct eigenvalues). ``grad=False`` stops gradients through eigh.
+    Computed in float32 whatever the autocast, by ``EIGENSOLVERS[eigensolver]``. Sign rule: each
+    eigenvector's entry of largest magnitude is positive, so the result is deterministic and
+    permuting the nodes permutes it (for distinct eigenvalues). ``grad=False`` stops gradients
+    through the solver.
     """
-    n = adj.shape[-1]
     device_type = adj.device.type
     autocast_off = (
         torch.autocast(device_type, enabled=False)
@@ -127,20 +147,21 @@ def laplacian_pe(adj: Tensor, dim: int, grad: bool) -> Tensor:
         else contextlib.nullcontext()
     )
     with autocast_off:
-        a = adj.float() if grad else adj.detach().float()
-        eye = torch.eye(n, dtype=a.dtype, device=a.device)
-        a = a * (1 - eye)  # structure only: the isolated nodes' self-loops are not edges
-        deg = a.sum(-1)
-        inv_sqrt = torch.where(deg > 0, deg.clamp_min(1e-12).rsqrt(), 0.0)
-        lap = eye - inv_sqrt[..., :, None] * a * inv_sqrt[..., None, :]
-        # Non-finite input would make eigh raise on this rank alone, while DDP needs every rank to
-        # go on to backward (train/step.py); zeros keep eigh going, and the NaN still reaches the
-        # loss through the adjacency. Finite input passes unchanged.
-        lap = torch.nan_to_num(lap, nan=0.0, posinf=0.0, neginf=0.0)
-        _, evecs = stable_eigh(lap) if grad else torch.linalg.eigh(lap)
+        lap = normalised_laplacian(adj.float() if grad else adj.detach().float())
+        _, evecs = stable_eigh(lap, eigensolver) if grad else EIGENSOLVERS[eigensolver](lap)
         vecs = evecs[..., 1 : dim + 1]  # the first is trivial (D^1/2 1 for a connected graph)
         peak = vecs.gather(-2, vecs.abs().argmax(dim=-2, keepdim=True))
         return vecs * torch.where(peak < 0, -1.0, 1.0)
+
+
+def held_laplacian_pe(
+    adj: Tensor, dim: int, grad: bool, every_steps: int, eigensolver: str = "eigh"
+) -> Tensor:
+    """``laplacian_pe`` of steps 0, k, 2k, ... of (B, T, N, N) only, each held over the k steps
+    from it: (B, T, N, dim). The graph changes slowly next to a step, and the PE is the stage's
+    one solver call, so k > 1 divides its cost by k."""
+    pe = laplacian_pe(adj[:, ::every_steps], dim, grad, eigensolver)
+    return pe.repeat_interleave(every_steps, dim=1)[:, : adj.shape[1]]
 
 
 def gcn_propagation(adj: Tensor) -> Tensor:
@@ -185,7 +206,10 @@ class DenseSSGConv(nn.Module):
 
 
 class GraphStage(nn.Module):
-    """Adjacency from edge weights, dynamic PE, GNN layers, residual + norm: nodes -> nodes."""
+    """Adjacency from edge weights, dynamic PE, GNN layers, residual + norm: nodes -> nodes.
+
+    The PE is that of every ``pe_every_steps``-th step, solved by ``EIGENSOLVERS[eigensolver]``.
+    """
 
     def __init__(
         self,
@@ -196,9 +220,17 @@ class GraphStage(nn.Module):
         hops: int,
         top_k: int,
         pe_grad: bool,
+        pe_every_steps: int = 1,
+        eigensolver: str = "eigh",
     ) -> None:
         super().__init__()
+        if eigensolver not in EIGENSOLVERS or pe_every_steps < 1:
+            raise ValueError(
+                f"eigensolver {eigensolver!r} must be one of {sorted(EIGENSOLVERS)} and "
+                f"pe_every_steps ({pe_every_steps}) at least 1"
+            )
         self.pe_dim, self.top_k, self.pe_grad = pe_dim, top_k, pe_grad
+        self.pe_every_steps, self.eigensolver = pe_every_steps, eigensolver
         self.alpha, self.hops = alpha, hops
         dims = [node_dim + pe_dim] + [node_dim] * layers
         self.convs = nn.ModuleList(DenseSSGConv(dims[i], dims[i + 1]) for i in range(layers))
@@ -207,8 +239,9 @@ class GraphStage(nn.Module):
 
     def forward(self, nodes: Tensor, edge_weights: Tensor) -> Tensor:
         adj = learned_adjacency(edge_weights, nodes.shape[-2], self.top_k)
-        pe = laplacian_pe(adj, self.pe_dim, grad=self.pe_grad)
-        operator = ssg_operator(gcn_propagation(adj), self.alpha, self.hops)
+        k, solver = self.pe_every_steps, self.eigensolver
+        pe = held_laplacian_pe(adj, self.pe_dim, self.pe_grad, k, solver)  # held over k steps
+        operator = ssg_operator(gcn_propagation(adj), self.alpha, self.hops)  # every step's own
         h = torch.cat([nodes, pe.to(nodes.dtype)], dim=-1)
         for i, conv in enumerate(self.convs):
             h = conv(h, operator.to(h.dtype))
