@@ -2,19 +2,81 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 
 from szdet.errors import UserError
 
+_DRIVER_FILE = Path("/proc/driver/nvidia/version")  # the kernel module's, no tool needed
+
+
+def driver_version() -> str | None:
+    """The NVIDIA driver's version, from the kernel module or nvidia-smi; None without one."""
+    try:
+        found = re.search(r"Kernel Module\s+(\d[\d.]*)", _DRIVER_FILE.read_text())
+        if found:
+            return found.group(1)
+    except OSError:
+        pass
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.strip().splitlines()[0] if out.strip() else None
+
+
+def cuda_description(device: torch.device | None = None) -> dict[str, Any]:
+    """What a CUDA run depends on: torch and its CUDA, the driver, and the GPU (None without)."""
+    found: dict[str, Any] = {
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "driver": driver_version(),
+        "gpu": None,
+    }
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(device or torch.cuda.current_device())
+        found["gpu"] = {
+            "name": props.name,
+            "capability": f"sm_{props.major}{props.minor}",
+            "sm_count": props.multi_processor_count,
+            "memory_gb": round(props.total_memory / 1e9, 1),
+        }
+    return found
+
+
+def describe_cuda(device: torch.device | None = None) -> str:
+    """``cuda_description`` as one line for a log."""
+    found = cuda_description(device)
+    gpu = found["gpu"]
+    where = (
+        f"{gpu['name']} ({gpu['capability']}, {gpu['sm_count']} SMs, {gpu['memory_gb']} GB)"
+        if gpu
+        else "no usable GPU"
+    )
+    return (
+        f"{where}; driver {found['driver'] or 'not found'}; torch {found['torch']} built for "
+        f"CUDA {found['torch_cuda'] or 'none (a CPU build)'}"
+    )
+
 
 def pick_device(requested: str, local_rank: int) -> torch.device:
     """``auto`` takes this process's GPU when CUDA is available, else the CPU; a GPU comes with
-    cuDNN autotuning on."""
+    cuDNN autotuning on. ``cuda`` without a usable GPU is refused, naming the driver and torch's
+    CUDA (a driver older than the CUDA torch was built for hides the GPU)."""
     has_cuda = torch.cuda.is_available()
     if requested == "cuda" and not has_cuda:
-        raise UserError("train.device: cuda requested but no CUDA device is available")
+        raise UserError(f"train.device is cuda, but CUDA is not usable here: {describe_cuda()}")
     if requested == "cpu" or not has_cuda:
         return torch.device("cpu")
     if local_rank >= torch.cuda.device_count():

@@ -81,9 +81,16 @@ def describe_path(kernels: KernelChoice, device: torch.device | str) -> str:
 
 
 def select_path(kernels: KernelChoice, device: torch.device | str) -> str:
-    """``describe_path``, refusing in one line a GPU run that requires the kernels and lacks them."""
+    """``describe_path``, refusing in one line a run that requires the kernels and lacks them:
+    on a device other than a GPU (a container whose CUDA does not work would otherwise train on
+    the CPU for days), or on a GPU where they do not import."""
     described = describe_path(kernels, device)
-    if kernels == "cuda" and torch.device(device).type == "cuda" and fused_mamba2_kernel() is None:
+    if kernels == "cuda" and torch.device(device).type != "cuda":
+        raise UserError(
+            f"model.kernels is 'cuda' but training runs on {torch.device(device).type} "
+            "(set train.device=cuda on a GPU, or model.kernels=auto to allow the pure path)"
+        )
+    if kernels == "cuda" and fused_mamba2_kernel() is None:
         raise UserError(
             "model.kernels is 'cuda' but mamba_ssm/causal_conv1d do not import on this GPU "
             "(run `szdet check-kernels` for the reason, or set model.kernels=auto to allow the "

@@ -35,6 +35,7 @@ from szdet.state.checkpoint import CheckpointTimer, prepare_directory, save_chec
 from szdet.state.contents import Part, Position, assemble, restore
 from szdet.state.resume import read_for_resume, resolve_resume
 from szdet.state.run_dir import MetricsLog, RunDir
+from szdet.train import preflight
 from szdet.train.data import TrainData
 from szdet.train.distributed import (
     DistInfo,
@@ -82,6 +83,7 @@ class Trainer:
         # First, so that a GPU without the kernels a cloud config requires stops before any work;
         # logged once the resume is known to go ahead (a refusal stays one line).
         mamba_path = select_path(cfg.model.kernels, self.device)
+        preflight.prepare(cfg, self.device)
         self.start_time = time.monotonic()
         self.run = RunDir(cfg.run_dir)
         resume_from, state = self._load_resume_state(resume)
