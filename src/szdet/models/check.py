@@ -71,11 +71,22 @@ def randomise(module: Mamba2) -> Mamba2:
     return module
 
 
-def outputs_and_grads(module: nn.Module, u: Tensor, run: Callable[[Tensor], Tensor]) -> dict:
+def outputs_and_grads(
+    module: nn.Module, u: Tensor, run: Callable[[Tensor], Tensor], rows_per_pass: int | None = None
+) -> dict:
+    """``run(u)``'s output and the gradients of its mean square, for ``u`` and every parameter.
+
+    ``rows_per_pass`` runs the rows (independent sequences) a slice at a time: the loss is a sum
+    over rows, so the gradients accumulate to the whole batch's, in the memory of one slice.
+    """
     u = u.detach().clone().requires_grad_(True)
     module.zero_grad(set_to_none=True)
-    out = run(u)
-    out.float().square().mean().backward()
+    outs = []
+    for rows in u.split(rows_per_pass or len(u)):
+        out = run(rows)
+        (out.float().square().sum() / u.numel()).backward()  # one term of the mean over u
+        outs.append(out.detach().float())
+    out = torch.cat(outs)
     grads = {
         name: torch.zeros_like(p) if p.grad is None else p.grad.detach().clone()
         for name, p in module.named_parameters()

@@ -9,9 +9,14 @@ binds the arguments, compiles for the current device and launches ``grid(bound a
   grid and then runs the launch, the autotuner untouched). Its autotuner goes through every config
   (on a GPU the autotuner benchmarks them all, and any one may win), so each kernel's largest
   grid, and every variant the AOT compile must build, is seen.
-- :func:`one_config` is for ``TRITON_INTERPRET=1`` runs on real CPU tensors: the autotuner takes
+- :func:`interpreted` is for ``TRITON_INTERPRET=1`` runs on real CPU tensors: the autotuner takes
   the first config instead of timing them all, after the reset to zero a GPU does before its
-  final run.
+  final run; and ``tl.dot`` on bf16 operands computes what a GPU computes (below).
+
+Triton's interpreter keeps bf16 tiles as their uint16 bit patterns (numpy has no bf16) and its
+``tl.dot`` multiplies those patterns as integers: a 16x16 bf16 dot comes out ~1e10 off. A GPU's
+tensor cores multiply the bf16 values exactly and accumulate in float32, so widening the operands
+to float32 first computes the GPU's result; :func:`interpreter_dot_error` measures the flaw.
 """
 
 from __future__ import annotations
@@ -92,8 +97,58 @@ def recording(execute: bool = False) -> Iterator[list[Launch]]:
 
 
 @contextlib.contextmanager
-def one_config() -> Iterator[None]:
-    """Under the interpreter: each autotuned kernel runs its first config (module docstring)."""
+def interpreted() -> Iterator[None]:
+    """Under the interpreter: each autotuned kernel runs its first config, and bf16 dots are
+    computed as on a GPU (module docstring)."""
+    with _first_config(), _bf16_dots_widened():
+        yield
+
+
+@contextlib.contextmanager
+def _bf16_dots_widened() -> Iterator[None]:
+    import numpy as np
+    import triton.language as tl
+    from triton.runtime import interpreter
+
+    builder = interpreter.InterpreterBuilder
+    create_dot = builder.create_dot
+
+    def widen(handle: Any) -> Any:
+        if handle.dtype.scalar != tl.bfloat16:
+            return handle
+        bits = interpreter._convert_float(handle.data, tl.bfloat16, tl.float32, None)
+        return interpreter.TensorHandle(bits.view(np.float32), tl.float32)
+
+    def dot(self: Any, a: Any, b: Any, *args: Any) -> Any:
+        return create_dot(self, widen(a), widen(b), *args)
+
+    with patched(builder, "create_dot", dot):
+        yield
+
+
+def interpreter_dot_error(widened: bool) -> float:
+    """max |error| / max |result| of a 16x16 bf16 ``tl.dot`` under the interpreter, against
+    torch in float32 (TRITON_INTERPRET=1 must be set before Triton loads)."""
+    import torch
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def dot16(a_ptr: Any, b_ptr: Any, c_ptr: Any) -> None:
+        rows = tl.arange(0, 16)[:, None] * 16 + tl.arange(0, 16)[None, :]
+        tl.store(c_ptr + rows, tl.dot(tl.load(a_ptr + rows), tl.load(b_ptr + rows)))
+
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(16, 16, generator=gen).to(torch.bfloat16) for _ in range(2))
+    c = torch.empty(16, 16)
+    with _bf16_dots_widened() if widened else contextlib.nullcontext():
+        dot16[(1,)](a, b, c)
+    want = a.float() @ b.float()
+    return float((c - want).abs().max() / want.abs().max())
+
+
+@contextlib.contextmanager
+def _first_config() -> Iterator[None]:
     from triton.runtime.autotuner import Autotuner
 
     def first_config(self: Any, *args: Any, **kwargs: Any) -> Any:

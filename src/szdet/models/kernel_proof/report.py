@@ -1,7 +1,7 @@
 """`szdet check-kernels --interpret`: the CUDA training path proven on a CPU, as one JSON report.
 
-- ``parity``: the fused path against the pure one under Triton's interpreter (parity.py, in a
-  process of its own, running while the rest is worked out here);
+- ``parity``: the fused path against the pure one under Triton's interpreter, float32 and bf16
+  (parity.py, in a process of its own, running while the rest is worked out here);
 - ``launch_audit``: every launch of a training step and a validation batch at the config's sizes,
   against CUDA's grid limits, recorded once per target GPU because some grids follow the SM count
   (audit.py);
@@ -22,11 +22,8 @@ from typing import Any
 from szdet.config import Config
 from szdet.models.kernel_proof.aot import compile_all
 from szdet.models.kernel_proof.audit import launch_audit, model_launches
+from szdet.models.kernel_proof.parity import TOLERANCES
 from szdet.models.kernel_proof.shims import TARGETS, require_kernel_sources
-
-# The interpreter computes in float32 like the pure path; a wrong argument to the fused kernel
-# (a gate, a norm placement, a sign) shows as an error of order 1.
-PARITY_TOL = 1e-3
 
 
 def _start_parity(cfg: Config) -> subprocess.Popen[str]:
@@ -47,7 +44,6 @@ def _finish_parity(proc: subprocess.Popen[str]) -> dict[str, Any]:
         tail = err.strip().splitlines()[-1:] or ["no output"]
         return {"error": f"parity run exited {proc.returncode}: {tail[0]}"}
     result: dict[str, Any] = json.loads(out)
-    result["tolerance"] = PARITY_TOL
     return result
 
 
@@ -57,11 +53,13 @@ def problems(report: dict[str, Any]) -> list[str]:
     parity = report["parity"]
     if "error" in parity:
         found.append(f"parity: {parity['error']}")
-    for stream in ("node", "edge"):
-        for key in ("out_rel_err", "grad_rel_err"):
-            value = parity.get(stream, {}).get(key)
-            if value is not None and not value <= PARITY_TOL:
-                found.append(f"parity: {stream} stream {key} {value:.2e} exceeds {PARITY_TOL:.0e}")
+    for dtype in TOLERANCES:
+        for stream, row in parity.get(dtype, {}).items():
+            if not row["within_tolerance"]:
+                found.append(
+                    f"parity: {stream} stream in {dtype}: output {row['out_rel_err']:.2e}, "
+                    f"gradient {row['grad_rel_err']:.2e} ({row['worst_grad']}) beyond tolerance"
+                )
     for over in report["launch_audit"]["over_limit"]:
         found.append(
             f"launch_audit: {over['kernel']} launches grid {over['grid']} at batch "
@@ -97,12 +95,17 @@ def build_report(cfg: Config) -> dict[str, Any]:
 
 def _summary(report: dict[str, Any]) -> str:
     lines = []
-    for stream, row in report["parity"].items():
-        if isinstance(row, dict):
+    for dtype in TOLERANCES:
+        for stream, row in report["parity"].get(dtype, {}).items():
+            floor = (
+                f" (pure bf16: {row['floor_out_rel_err']:.1e})"
+                if "floor_out_rel_err" in row
+                else ""
+            )
             lines.append(
-                f"parity [{stream}] {row['heads']} heads of {row['headdim']}, {row['steps']} steps:"
-                f" out {row['out_rel_err']:.1e}, worst grad {row['grad_rel_err']:.1e}"
-                f" ({row['worst_grad']}) in {row['seconds']} s"
+                f"parity {dtype} [{stream}] {row['heads']} heads of {row['headdim']}, "
+                f"{row['steps']} steps: out {row['out_rel_err']:.1e}{floor}, worst grad "
+                f"{row['grad_rel_err']:.1e} ({row['worst_grad']}) in {row['seconds']} s"
             )
     audit = report["launch_audit"]
     lines.append(

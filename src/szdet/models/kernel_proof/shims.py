@@ -1,19 +1,26 @@
-"""What it takes to load mamba_ssm's Triton kernels on a machine without CUDA, and nothing more.
+"""What it takes to load mamba_ssm's Triton kernels without their CUDA builds, and nothing more.
 
-mamba_ssm is a CUDA build; on a CPU its Python sources import only with these stand-ins:
+mamba_ssm is a CUDA build. Where only its Python sources are on the path (a CPU machine with
+`make kernel-tools`, or a bare GPU machine with `make device-bundle`, scripts/gpu_check.sh), they
+import with these stand-ins, each used only where the real thing does not import
+(:func:`install_kernel_sources`):
 
 - the package ``__init__`` is skipped: it imports the selective-scan CUDA extension and language
   models we never use; ``mamba_ssm.ops.triton.ssd_combined`` (what training calls) loads as is;
 - ``causal_conv1d_cuda``, causal-conv1d's C++ extension, becomes a reference convolution that
   enforces the same input checks as its C++ entry points (csrc/causal_conv1d.cpp upstream): a
-  layout the real kernel refuses is refused here too;
+  layout the real kernel refuses is refused here too. It is plain torch, so it runs on a GPU too.
+
+On a CPU, :func:`cpu_kernels` adds:
+
 - ``torch.cuda.device`` is a null context and ``torch.cuda.get_device_properties`` describes the
   target GPU (the kernels size some grids by its SM count);
 - optionally, autocast reads as enabled in bf16, so that mamba_ssm casts its output projection as
   it does under training's autocast (meta tensors cannot autocast).
 
-The torch patches last while :func:`cpu_kernels` is open; the stand-in modules stay loaded. The Triton side (interpreting or
-recording launches) is in launches.py; training never imports this package.
+The torch patches last while :func:`cpu_kernels` is open; the stand-in modules stay loaded. The
+Triton side (interpreting or recording launches) is in launches.py; training never imports this
+package.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from torch import Tensor
 from szdet.errors import UserError
 
 KERNEL_PACKAGES = ("triton", "mamba_ssm", "causal_conv1d")
-INSTALL_HINT = "make kernel-tools, then run .venv-kernels/bin/szdet"
+INSTALL_HINT = "make kernel-tools, then run .venv-kernels/bin/python -m szdet.cli"
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,15 @@ class GpuModel:
 A100 = GpuModel("A100-80GB", 80, 108, 163 * 1024)
 H100 = GpuModel("H100/H200", 90, 132, 227 * 1024)
 TARGETS = (A100, H100)
+
+
+def kernel_target(device: torch.device) -> GpuModel:
+    """The GPU at ``device`` described as a compile target."""
+    props = torch.cuda.get_device_properties(device)
+    capability = props.major * 10 + props.minor
+    known = {gpu.capability: gpu.shared_mem_per_block_bytes for gpu in TARGETS}
+    shared = getattr(props, "shared_memory_per_block_optin", None) or known[capability]
+    return GpuModel(props.name, capability, props.multi_processor_count, shared)
 
 
 def missing_packages() -> list[str]:
@@ -198,11 +214,40 @@ def _device_properties(gpu: GpuModel) -> Callable[..., Any]:
     return properties
 
 
+def _imports(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:  # absent, or a CUDA build that does not load on this machine
+        return False
+    return True
+
+
 @functools.cache
+def install_kernel_sources() -> dict[str, str]:
+    """Make ``mamba_ssm.ops.triton.ssd_combined`` importable wherever the kernels' Python sources
+    are, each stand-in (module docstring) taking the place of a CUDA build that does not import.
+    Once per process: causal-conv1d registers its torch.library ops at import time. Returns what
+    serves each: {"mamba_ssm": ..., "causal_conv1d": ...}."""
+    require_kernel_sources()
+    loaded = {}
+    if _imports("causal_conv1d_cuda"):
+        loaded["causal_conv1d"] = "CUDA extension"
+    else:
+        sys.modules["causal_conv1d_cuda"] = _causal_conv1d_extension()
+        loaded["causal_conv1d"] = "reference convolution with the C++ extension's checks"
+    # The selective-scan extension is what the package __init__ needs and the SSD kernels do not.
+    if _imports("selective_scan_cuda"):
+        loaded["mamba_ssm"] = "installed package"
+    else:
+        sys.modules["mamba_ssm"] = _bare_package("mamba_ssm")
+        loaded["mamba_ssm"] = (
+            "Triton SSD kernels from the Python sources (package __init__ skipped)"
+        )
+    return loaded
+
+
 def _load_fused() -> Callable[..., Tensor]:
-    # Loaded once per process: causal-conv1d registers its torch.library ops at import time.
-    sys.modules.setdefault("causal_conv1d_cuda", _causal_conv1d_extension())
-    sys.modules.setdefault("mamba_ssm", _bare_package("mamba_ssm"))
+    install_kernel_sources()
     combined = importlib.import_module("mamba_ssm.ops.triton.ssd_combined")
     fused: Callable[..., Tensor] = combined.mamba_split_conv1d_scan_combined
     return fused
@@ -219,7 +264,12 @@ def cpu_kernels(
         stack.enter_context(patched(torch.cuda, "device", lambda *_: contextlib.nullcontext()))
         stack.enter_context(patched(torch.cuda, "get_device_properties", _device_properties(gpu)))
         if autocast_bf16:
-            stack.enter_context(patched(torch, "is_autocast_enabled", lambda *_: True))
+            enabled, dtype = torch.is_autocast_enabled, torch.get_autocast_dtype
+            # CUDA's autocast (asked with no device, as mamba_ssm does, or "cuda") reads as on; a
+            # real CPU autocast keeps its own state, so its contexts save and restore it intact.
+            stack.enter_context(patched(torch, "is_autocast_enabled",
+                lambda device="cuda": True if device == "cuda" else enabled(device)))  # fmt: skip
+            stack.enter_context(patched(torch, "get_autocast_dtype",
+                lambda device: torch.bfloat16 if device == "cuda" else dtype(device)))  # fmt: skip
             stack.enter_context(patched(torch, "get_autocast_gpu_dtype", lambda: torch.bfloat16))
-            stack.enter_context(patched(torch, "get_autocast_dtype", lambda *_: torch.bfloat16))
         yield _load_fused()
