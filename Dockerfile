@@ -91,8 +91,6 @@ RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
     && szdet --version
 COPY configs ./configs
 COPY scripts ./scripts
-# scripts/gpu_check.sh runs benchmarks/bench_model.py train-step.
-COPY benchmarks ./benchmarks
 
 # --- szcore: the SzCORE challenge's detector (esl-epfl/szcore): one EDF in, one events TSV out --
 #   docker build --target szcore --build-arg WEIGHTS=weights/best.pt -t szdet-szcore .

@@ -3,10 +3,13 @@ PYTHON ?= python3.11
 VENV := .venv
 LAUNCH_VENV := .venv-launch
 KERNEL_VENV := .venv-kernels
+BARE_VENV := .venv-bare
+BUNDLE := device-bundle
+DEVICE_PYTHON ?= 3.12
 BIN := $(VENV)/bin
 IMAGE ?= szdet:latest
 
-.PHONY: setup kernel-tools kernel-check smoke test test-fast lint bench image lock clean
+.PHONY: setup kernel-tools kernel-check device-bundle smoke test test-fast lint bench image lock clean
 
 # The training environment: the package, its pinned dependencies and the test tools.
 $(VENV)/.installed: pyproject.toml requirements/train.txt
@@ -31,7 +34,18 @@ $(KERNEL_VENV)/.installed: $(VENV)/.installed requirements/kernels.txt scripts/i
 	scripts/install_kernel_tools.sh $(PYTHON) $(VENV) $(KERNEL_VENV)
 	touch $@
 
-setup: $(VENV)/.installed $(LAUNCH_VENV)/.installed $(KERNEL_VENV)/.installed
+# What a bare CUDA machine (torch and Triton, no network) lacks for scripts/gpu_check.sh: pydantic
+# wheels for DEVICE_PYTHON (the machine's Python) and the kernels' Python sources, in $(BUNDLE)/.
+device-bundle: $(KERNEL_VENV)/.installed
+	scripts/device_bundle.sh $(DEVICE_PYTHON) $(KERNEL_VENV) $(BUNDLE)
+
+# Such a machine imitated here, for the GPU check's dry run (tests/device/).
+$(BARE_VENV)/.installed: requirements/bare.txt
+	$(PYTHON) -m venv $(BARE_VENV)
+	$(BARE_VENV)/bin/python -m pip install -q -c requirements/train.txt -r requirements/bare.txt
+	touch $@
+
+setup: $(VENV)/.installed $(LAUNCH_VENV)/.installed $(KERNEL_VENV)/.installed $(BARE_VENV)/.installed
 
 kernel-tools: $(KERNEL_VENV)/.installed
 
@@ -51,9 +65,11 @@ lint: $(VENV)/.installed
 	$(BIN)/hadolint --failure-threshold error Dockerfile
 
 test: setup lint
-	$(BIN)/python -m pytest tests --ignore=tests/launch --ignore=tests/kernels
+	$(BIN)/python -m pytest tests --ignore=tests/launch --ignore=tests/kernels --ignore=tests/device
 	$(LAUNCH_VENV)/bin/python -m pytest tests/launch
 	$(KERNEL_VENV)/bin/python -m pytest tests/kernels
+	$(MAKE) device-bundle DEVICE_PYTHON=$$($(BARE_VENV)/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+	$(BIN)/python -m pytest tests/device
 
 bench: $(VENV)/.installed
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
@@ -67,4 +83,5 @@ lock: $(VENV)/.installed $(LAUNCH_VENV)/.installed
 	$(LAUNCH_VENV)/bin/python -m pip freeze > requirements/launch.txt
 
 clean:
-	rm -rf $(VENV) $(LAUNCH_VENV) $(KERNEL_VENV) runs .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(LAUNCH_VENV) $(KERNEL_VENV) $(BARE_VENV) $(BUNDLE) runs .mypy_cache .ruff_cache \
+		.pytest_cache

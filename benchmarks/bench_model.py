@@ -1,31 +1,28 @@
-"""Model benchmarks (issue 3). Each figure is printed against a baseline measured in the same run.
+"""Model benchmarks on this CPU. Each figure is printed against a baseline measured in the same run.
 
-    .venv/bin/python benchmarks/bench_model.py              # the CPU figures, ~2-3 minutes on 2 cores
-    .venv/bin/python benchmarks/bench_model.py train-step --config configs/cloud/train.yaml \\
-        --batch 64 --steps 10 --json out.json                # the trainer's step: windows/s, memory, MFU
+    .venv/bin/python benchmarks/bench_model.py              # ~4 minutes on 2 idle cores
 
-CPU figures: chunked SSD vs the naive recurrence (L = 960, d_model 64; target >= 10x); the batched
-graph stage vs a per-graph Python loop (B = 4, T = 960; target >= 50x); the full model's
-forward+backward windows/s for the local and cloud configs (ratio: the TCN alone in the same run).
+Chunked SSD vs the naive recurrence (L = 960, d_model 64; target >= 10x); the batched graph stage
+vs a per-graph Python loop (B = 4, T = 960; target >= 50x), and the PE's two eigensolvers on a
+training batch's 61,440 Laplacians; the full model's forward+backward windows/s for the local and
+cloud configs (ratio: the TCN alone in the same run). The trainer's step on a GPU (windows/s,
+memory, MFU) is stage 2 of scripts/gpu_check.sh; the speed variants are benchmarks/bench_variants.py.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from szdet.config import Config, ModelConfig
 from szdet.config_load import load_config
-from szdet.models import build_model, param_groups
+from szdet.models import build_model
+from szdet.models.eigen import SWEEPS, jacobi_eigh
 from szdet.models.graph import GraphStage
-from szdet.models.kernels import describe_path
 from szdet.models.mamba2 import ssd_chunked, ssd_naive
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,6 +112,18 @@ def bench_graph() -> None:
         f"{t_eigh * 1e3:.0f} ms of the batched time is LAPACK's eigh of the {b * t} 19x19 "
         f"Laplacians (the PE), which batching cannot shrink on a CPU"
     )
+    # The PE's solve for a training batch (B=64 x T=960) both ways (model.eigensolver).
+    sym = torch.randn(64 * t, n, n)
+    sym = sym + sym.mT
+    with torch.no_grad():
+        t_lapack = best_of(lambda: torch.linalg.eigh(sym), 3)
+        t_jacobi = best_of(lambda: jacobi_eigh(sym), 1)  # ~25 s a call here
+    print(
+        f"eigensolvers, {64 * t} symmetric 19x19 (the PE of a B=64 x T=960 batch), forward: "
+        f"jacobi_eigh ({SWEEPS} sweeps) {t_jacobi * 1e3:.0f} ms vs LAPACK eigh "
+        f"{t_lapack * 1e3:.0f} ms = {t_jacobi / t_lapack:.1f}x slower on a CPU (jacobi is for a "
+        f"GPU and ONNX: plain tensor ops, no host sync, no solver heuristics)"
+    )
 
 
 def bench_model(name: str, config: Path, batch: int) -> None:
@@ -135,114 +144,7 @@ def bench_model(name: str, config: Path, batch: int) -> None:
     )
 
 
-def model_flops_per_window(cfg: ModelConfig) -> int:
-    """Forward+backward FLOPs of one window (matrix products and convolutions), no recompute."""
-    cfg = cfg.model_copy(update={"recompute_pure_mamba": False})
-    with torch.device("meta"):
-        model = build_model(cfg)
-        x = torch.zeros(1, cfg.in_channels, WINDOW)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        model(x).sum().backward()
-    return int(counter.get_total_flops())
-
-
-def train_step(args: argparse.Namespace) -> dict:
-    """The trainer's own step (Stepper: autocast, focal loss, clip, fused AdamW) on random data."""
-    from szdet.device import autocast_dtype
-    from szdet.train.distributed import DistInfo
-    from szdet.train.schedule import WarmupCosine
-    from szdet.train.step import Stepper
-
-    cfg = load_config(args.config)
-    device = torch.device(args.device)
-    torch.manual_seed(0)
-    model = build_model(cfg.model).to(device)
-    optimizer = torch.optim.AdamW(
-        param_groups(model, cfg.train.weight_decay), lr=cfg.train.lr, fused=device.type == "cuda"
-    )
-    scheduler = WarmupCosine(optimizer, 0, args.warmup + args.steps, cfg.train.min_lr_ratio)
-    info = DistInfo(rank=0, world_size=1, local_rank=0, device=device)
-    autocast = autocast_dtype(device, cfg.train.precision)
-    stepper = Stepper(cfg.train, info, model, model, optimizer, scheduler, autocast)
-    # float16, as the loader hands windows over (the step widens them on the device)
-    x = torch.randn(args.batch, cfg.model.in_channels, WINDOW, device=device, dtype=torch.float16)
-    y = (torch.rand(args.batch, WINDOW, device=device) < 0.1).float()
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    for _ in range(args.warmup):
-        stepper(x, y)
-    sync()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    results = [stepper(x, y) for _ in range(args.steps)]  # read only after the clock stops
-    sync()
-    seconds = (time.perf_counter() - start) / args.steps
-    windows_per_s = args.batch / seconds
-    flops = model_flops_per_window(cfg.model)
-    achieved_tflops = flops * windows_per_s / 1e12
-    audit = audit_launches(lambda: stepper(x, y)) if args.audit_launches else None
-    return {
-        "config": str(args.config),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "mamba2_path": describe_path(cfg.model.kernels, device),
-        "precision": "bf16 autocast" if autocast is not None else "fp32",
-        "recompute_pure_mamba": cfg.model.recompute_pure_mamba,
-        "batch": args.batch,
-        "steps_timed": args.steps,
-        "seconds_per_step": seconds,
-        "windows_per_s": windows_per_s,
-        "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 1e9
-        if device.type == "cuda"
-        else None,
-        "model_gflop_per_window_fwd_bwd": flops / 1e9,
-        "achieved_tflops": achieved_tflops,
-        "mfu_vs_bf16_dense_peak": achieved_tflops / args.peak_tflops,
-        "peak_tflops_assumed": args.peak_tflops,
-        "losses_finite": not any(bool(r.skipped) for r in results),
-        "launch_audit": audit,
-    }
-
-
-def audit_launches(step: Callable[[], object]) -> dict:
-    """One more step, every Triton launch's grid recorded as it runs (after the timing: the
-    recording costs host time): the launch audit on the real device."""
-    from szdet.models.kernel_proof.audit import grid_report
-    from szdet.models.kernel_proof.launches import recording
-
-    with recording(execute=True) as launches:
-        step()
-        torch.cuda.synchronize()
-    largest, over = grid_report(launches)
-    return {"launches": len(launches), "max_grid": largest, "over_limit": over}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="what")
-    p = sub.add_parser("train-step", help="windows/s, peak memory and MFU of one training step")
-    p.add_argument("--config", type=Path, default=ROOT / "configs/cloud/train.yaml")
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--peak-tflops", type=float, default=H100_H200_BF16_DENSE_TFLOPS)
-    p.add_argument("--json", type=Path, default=None, help="also write the figures here")
-    p.add_argument(
-        "--audit-launches", action="store_true", help="CUDA: record every Triton grid of a step"
-    )
-    args = parser.parse_args(argv)
-    if args.what == "train-step":
-        result = train_step(args)
-        text = json.dumps(result, indent=2)
-        print(text)
-        if args.json:
-            args.json.write_text(text + "\n")
-        return 0
+def main() -> int:
     bench_ssd()
     bench_graph()
     bench_model("local", ROOT / "configs/local/smoke.yaml", batch=8)

@@ -205,13 +205,12 @@ def test_dockerignore_keeps_data_runs_environments_and_git_out():
         "wandb",
         "**/*.npy",
         ".env",
+        "device-bundle",  # the image has what the bundle carries to a bare GPU machine
     ):
         assert needed in patterns
-    # ...and nothing the Dockerfile copies is ignored.
+    # ...and nothing the Dockerfile copies is ignored: scripts/gpu_check.sh runs src/szdet alone.
     copied = {"pyproject.toml", "README.md", "src", "configs", "scripts", "requirements"}
-    copied |= {"benchmarks"}  # scripts/gpu_check.sh runs benchmarks/bench_model.py
     assert not copied & patterns
-    assert "benchmarks ./benchmarks" in [a for k, a in lineage("runtime") if k == "COPY"]
 
 
 def run_entrypoint(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -1,8 +1,8 @@
 """The house's layers: each package imports only the layers below it, so none imports in a loop.
 
 From the bottom: the base modules (config, errors, files, device, progress bars), then data and
-models side by side, state (checkpoints, run directory), evaluate, train, cloud, the command
-handlers (commands.py) and the cli.
+models side by side, state (checkpoints, run directory), evaluate, train, cloud and the GPU check
+side by side, the command handlers (commands.py) and the cli.
 Function-local imports count too: a lazy import is still a dependency.
 """
 
@@ -20,7 +20,7 @@ LAYERS = (
     {"state"},
     {"evaluate"},
     {"train"},
-    {"cloud"},
+    {"cloud", "gpu_check"},
     {"commands"},
     {"cli"},
 )
