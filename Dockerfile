@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # One image for every platform: the szdet trainer with mamba_ssm's and causal-conv1d's CUDA kernels.
 # SkyPilot (image_id: docker:…), Modal (Image.from_registry / from_dockerfile) and
-# `docker run --gpus all IMAGE smoke` all run it. Build: `make image`, or
+# `docker run --gpus all --ipc=host IMAGE smoke` all run it. Build: `make image`, or
 #   docker build --build-arg COMMIT=$(git rev-parse HEAD) -t szdet:latest .
 #
 # torch 2.13.0's default PyPI wheel is built for CUDA 13.0 (it requires cuda-toolkit 13.0.x), so the

@@ -16,18 +16,20 @@ usage: IMAGE COMMAND [ARGS...]
                       corpus (scripts/smoke.sh). ARGS go to `szdet train`, e.g. --set train.epochs=2
   train|evaluate|check-kernels|cache|synth|detect|score|model-summary ...
                       run that szdet command, e.g. train --config configs/cloud/train.yaml
+  gpu-check [ARGS...] scripts/gpu_check.sh: parity, step speed, memory, variants, loader -> $OUT
   help                this text
   anything else       run as given (bash, python ...), so a platform can start its own process
 
-examples:
-  docker run --gpus all -v $PWD/cache:/results/cache szdet:latest smoke
-  docker run --gpus all szdet:latest check-kernels --require-cuda-kernels
+examples (--ipc=host: the loader's workers pass batches through /dev/shm, 64 MB by default):
+  docker run --gpus all --ipc=host -v $PWD/cache:/results/cache szdet:latest smoke
+  docker run --gpus all --ipc=host szdet:latest check-kernels --require-cuda-kernels
+  docker run --gpus all --ipc=host -e OUT=/out -v $PWD/gpu_out:/out szdet:latest gpu-check
 TEXT
 }
 
 smoke() {
   if ! command -v nvidia-smi >/dev/null; then  # the NVIDIA runtime puts it there with --gpus
-    echo "smoke: no GPU in this container: run it with docker run --gpus all (CPU smoke: make smoke)" >&2
+    echo "smoke: no GPU in this container: run it with docker run --gpus all --ipc=host (CPU smoke: make smoke)" >&2
     exit 1
   fi
   echo "== smoke: CUDA kernels (mamba_ssm vs the pure-PyTorch path)"
@@ -47,6 +49,7 @@ command=${1:-help}
 case "$command" in
   help | -h | --help) usage ;;
   smoke) shift; smoke "$@" ;;
+  gpu-check) shift; exec "$repo/scripts/gpu_check.sh" "$@" ;;
   train | evaluate | check-kernels | cache | synth | detect | score | model-summary | --version)
     exec szdet "$@" ;;
   *) exec "$@" ;;

@@ -259,6 +259,12 @@ def test_entrypoint_smoke_without_a_gpu_stops_at_once_with_one_line():
     proc = run_entrypoint("smoke")
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "smoke: no GPU in this container: run it with docker run --gpus all (CPU smoke: make smoke)"
+        "smoke: no GPU in this container: run it with docker run --gpus all --ipc=host (CPU smoke: make smoke)"
     ]
     assert proc.stdout == ""
+
+
+def test_entrypoint_gpu_check_runs_the_prepared_script(tmp_path):
+    proc = run_entrypoint("gpu-check", "--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: gpu_check" in proc.stdout and "--budget-s" in proc.stdout
