@@ -20,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from szdet.config import Config, ModelConfig
 from szdet.device import autocast_dtype
 from szdet.models import build_model, param_groups
-from szdet.models.kernels import describe_path
+from szdet.models.kernels import select_path
 from szdet.train.distributed import DistInfo
 from szdet.train.schedule import WarmupCosine
 from szdet.train.step import Stepper
@@ -78,6 +78,9 @@ class TrainStep:
 
     def __init__(self, cfg: Config, device: torch.device, batch: int) -> None:
         self.cfg, self.device, self.batch = cfg, device, batch
+        # As training does: a config that requires the fused kernels is refused where they did
+        # not load, rather than timing the pure path in their place.
+        self.mamba2_path = select_path(cfg.model.kernels, device)
         torch.manual_seed(0)
         self.model = build_model(cfg.model).to(device)
         optimizer = torch.optim.AdamW(
@@ -119,7 +122,7 @@ class TrainStep:
         windows_per_s = self.batch / step_s
         measured: dict[str, Any] = {
             "batch": self.batch,
-            "mamba2_path": describe_path(cfg.model.kernels, self.device),
+            "mamba2_path": self.mamba2_path,
             "precision": "bf16 autocast" if self.autocast is not None else "float32",
             "first_step_s": round(first_step_s, 3),
             "steps_timed": steps,
