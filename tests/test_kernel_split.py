@@ -11,8 +11,8 @@ import torch
 from szdet.cli import main
 from szdet.errors import UserError
 from szdet.models import kernels
-from szdet.models.kernel_proof import shims
-from szdet.models.kernel_proof.report import PARITY_TOL, problems
+from szdet.models.kernel_proof import parity, shims
+from szdet.models.kernel_proof.report import problems
 from szdet.models.kernels import CUDA_GRID_YZ_MAX, AutoMamba2, rows_per_call, select_path
 
 
@@ -48,7 +48,8 @@ def test_cuda_kernels_required_on_a_gpu_without_them(monkeypatch):
     with pytest.raises(UserError, match=r"model\.kernels is 'cuda'"):
         select_path("cuda", "cuda")
     assert "pure PyTorch" in select_path("auto", "cuda")  # auto may fall back
-    assert select_path("cuda", "cpu") == "pure PyTorch chunked SSD (device is cpu)"
+    with pytest.raises(UserError, match=r"training runs on cpu"):  # a cloud config on a CPU
+        select_path("cuda", "cpu")
 
 
 def test_interpret_without_kernel_tools_is_a_one_line_error(capsys):
@@ -90,16 +91,50 @@ def test_conv_stand_in_matches_autograd_and_refuses_what_the_cuda_kernel_refuses
 
 
 def test_problems_name_each_failed_check_first_numbers_first():
+    row = {"out_rel_err": 0.5, "grad_rel_err": 1e-6, "worst_grad": "D", "within_tolerance": False}
     report = {
-        "parity": {"node": {"out_rel_err": 0.5, "grad_rel_err": 1e-6}, "edge": {}},
+        "parity": {"float32": {"node": row}, "bf16": {}},
         "launch_audit": {"batch": 64, "over_limit": [
             {"kernel": "_chunk_scan_fwd_kernel", "grid": [2, 164160, 16], "limits": [1, 2, 3]}]},
         "aot": {"failed": [], "over_shared_memory": [
             {"kernel": "k", "shared_bytes": 200_000, "target": "A100-80GB", "limit_bytes": 166_912}]},
     }  # fmt: skip
     found = problems(report)
-    assert found[0].startswith("parity: node stream out_rel_err 5.00e-01")
+    assert found[0].startswith("parity: node stream in float32: output 5.00e-01, gradient 1.00e-06")
     assert "_chunk_scan_fwd_kernel launches grid [2, 164160, 16] at batch 64" in found[1]
     assert "200000 B of shared memory" in found[2] and len(found) == 3
-    report["parity"]["node"]["out_rel_err"] = PARITY_TOL / 2
+    row["within_tolerance"] = True
     assert len(problems(report)) == 2
+
+
+@pytest.mark.parametrize(
+    ("dtype", "row", "passes"),
+    [
+        ("float32", {"out_rel_err": 1e-3, "grad_rel_err": 1e-3}, True),
+        ("float32", {"out_rel_err": 3e-3, "grad_rel_err": 0.0}, False),
+        ("bf16", {"out_rel_err": 0.04, "grad_rel_err": 0.04}, True),
+        # a gradient summed over every step loses more in bf16: within twice the pure path's own
+        (
+            "bf16",
+            {
+                "out_rel_err": 0.01,
+                "grad_rel_err": 0.09,
+                "floor_out_rel_err": 0.01,
+                "floor_grad_rel_err": 0.05,
+            },
+            True,
+        ),
+        (
+            "bf16",
+            {
+                "out_rel_err": 0.3,
+                "grad_rel_err": 0.01,
+                "floor_out_rel_err": 0.05,
+                "floor_grad_rel_err": 0.05,
+            },
+            False,
+        ),
+    ],
+)
+def test_parity_reads_bf16_against_the_pure_paths_own_error(dtype, row, passes):
+    assert parity.within_tolerance(row, dtype) is passes
