@@ -20,8 +20,16 @@ from szdet.models.mamba2 import BiMamba2Stack, Mamba2
 
 _EPS = 1e-6
 Eigensolver = Callable[[Tensor], tuple[Tensor, Tensor]]
+
+
+def lapack_eigh(sym: Tensor) -> tuple[Tensor, Tensor]:
+    """``torch.linalg.eigh``, looked up when called (so a patched one is the one that runs)."""
+    evals, evecs = torch.linalg.eigh(sym)
+    return evals, evecs
+
+
 # The same function computed two ways (config.py: model.eigensolver).
-EIGENSOLVERS: dict[str, Eigensolver] = {"eigh": torch.linalg.eigh, "jacobi": jacobi_eigh}
+EIGENSOLVERS: dict[str, Eigensolver] = {"eigh": lapack_eigh, "jacobi": jacobi_eigh}
 
 
 def pairwise_cosine(nodes: Tensor) -> Tensor:
