@@ -157,3 +157,25 @@ def test_subject_is_the_sub_folder_else_the_name_prefix(tmp_path):
     assert subject_of(root / "sub-07/ses-01/eeg/sub-07_ses-01_events.tsv", root) == "sub-07"
     assert subject_of(root / "flat/sub-03_ses-01_run-00_events.tsv", root) == "sub-03"
     assert subject_of(tmp_path / "x_events.tsv", None) == "x"
+
+
+def test_a_hypothesis_past_recording_duration_is_clipped_as_szcore_evaluation_scores_it(
+    tmp_path, capsys, caplog
+):
+    """An alarm running past recordingDuration, and one starting after it: clipped and dropped
+    with a warning, and the run goes on to szcore-evaluation's own numbers."""
+    for sub, hyp in (("sub-01", [(150.0, 180.0, 0.9), (550.0, 700.0, 0.8), (620.0, 650.0, 0.7)]),
+                     ("sub-02", [(10.0, 40.0, 0.9)])):  # fmt: skip
+        write_events_tsv(tmp_path / "ref" / sub / f"{sub}_events.tsv", [(100.0, 200.0, 1.0)],
+                         600.0, None)  # fmt: skip
+        write_events_tsv(tmp_path / "hyp" / sub / f"{sub}_events.tsv", hyp, 600.0, None)
+    theirs = evaluate_dataset(tmp_path / "ref", tmp_path / "hyp", tmp_path / "theirs.json")
+    with caplog.at_level("WARNING", logger="szdet.evaluate.score_files"):
+        ours = _ours(tmp_path, capsys)
+    assert (
+        "past the recording's end (600.00 s)" in caplog.text and "sub-01_events.tsv" in caplog.text
+    )
+    for level in ("sample_results", "event_results"):
+        for key, value in theirs[level].items():
+            assert ours["challenge"][level][key] == pytest.approx(value, abs=1e-9, rel=0)
+    assert ours["ovlp"]["fp"] == 2  # 550-600 s and sub-02's; the one after the end is dropped
