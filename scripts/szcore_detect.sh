@@ -23,17 +23,25 @@ if [[ ! -f $input ]]; then
   echo "szcore: $input: no such EDF file (INPUT=$INPUT)" >&2
   exit 1
 fi
+if [[ -d $output ]]; then  # refused before any work, not after it
+  echo "szcore: $output: is a folder, not the events TSV to write (OUTPUT=$OUTPUT)" >&2
+  exit 1
+fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/szcore.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+tmp=$output.$$.tmp
+trap 'rm -rf "$work" "$tmp"' EXIT
 # HOME is not writable: matplotlib's, Triton's and any other cache live and die with this run.
 export XDG_CACHE_HOME=$work/cache MPLCONFIGDIR=$work/matplotlib TRITON_CACHE_DIR=$work/triton
 export MNE_DONTWRITE_HOME=true
 
 szdet detect "$input" --checkpoint "$checkpoint" --format szcore --out "$work/events"
 written=("$work"/events/*_events.tsv)
-mkdir -p "$(dirname "$output")"
-# A half-copied TSV must never sit under the name the scorer reads.
-cp "${written[0]}" "$output.$$.tmp"
-mv "$output.$$.tmp" "$output"
+# A half-copied TSV must never sit under the name the scorer reads: a temporary beside it, renamed
+# over it (-T: never into a folder of that name), and on any failure one line and no temporary.
+if ! { mkdir -p "$(dirname "$output")" && cp "${written[0]}" "$tmp" && mv -T "$tmp" "$output"; } \
+  2>"$work/place.err"; then
+  echo "szcore: $output: cannot write the events TSV ($(head -n 1 "$work/place.err"))" >&2
+  exit 1
+fi
 echo "szcore: $input -> $output"

@@ -129,3 +129,24 @@ def test_a_missing_input_or_variable_is_one_line_and_writes_nothing(challenge):
     proc = as_the_challenge_runs_it(challenge, OUTPUT="x_events.tsv")
     assert proc.returncode != 0 and "INPUT is not set" in proc.stderr
     assert not (challenge["output"] / "nope_events.tsv").exists()
+
+
+def test_an_output_that_cannot_be_the_tsv_is_one_line_and_leaves_no_temporary(challenge):
+    folder = challenge["output"] / "taken_events.tsv"
+    folder.mkdir()
+    folder.chmod(0o777)
+    proc = as_the_challenge_runs_it(challenge, INPUT=EDF.format(0), OUTPUT="taken_events.tsv")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip() == (
+        f"szcore: {folder}: is a folder, not the events TSV to write (OUTPUT=taken_events.tsv)"
+    )
+    blocker = challenge["output"] / "plain-file"
+    blocker.write_text("not a folder")
+    blocker.chmod(0o666)
+    proc = as_the_challenge_runs_it(
+        challenge, INPUT=EDF.format(0), OUTPUT="plain-file/x_events.tsv"
+    )
+    assert proc.returncode == 1
+    [line] = proc.stderr.strip().splitlines()[-1:]
+    assert line.startswith(f"szcore: {blocker}/x_events.tsv: cannot write the events TSV (")
+    assert not list(challenge["output"].rglob("*.tmp")) and list(folder.iterdir()) == []
