@@ -193,6 +193,20 @@ def test_truncated_garbage_and_absent_files_are_one_line_errors(tmp_path):
         load_edf(tmp_path / "absent.edf", PRE)
 
 
+@pytest.mark.parametrize("rate_hz", [1.0, 128.0, 200.0])
+def test_a_rate_too_slow_for_the_band_is_refused_naming_the_least_accepted(tmp_path, rate_hz):
+    edf = write_edf(tmp_path / "slow.edf", recording_signals(60, rate_hz), rate_hz)
+    with pytest.raises(EdfError) as e:
+        load_edf(edf, PRE)
+    assert str(e.value) == (
+        f"{edf}: sampled at {rate_hz:g} Hz, too slow for the 0.5-120 Hz band; the least "
+        "accepted is 240 Hz (twice preprocess.bandpass_high_hz)"
+    )
+    narrow = PRE.model_copy(update={"bandpass_high_hz": 60.0, "notch_hz": None})
+    if rate_hz >= 120:  # a band the file does hold is read
+        assert load_edf(edf, narrow).source_rate_hz == rate_hz
+
+
 def test_too_short_recording_is_refused(tmp_path):
     edf = write_edf(tmp_path / "x.edf", recording_signals(0.5, 256.0), 256.0, record_s=0.5)
     with pytest.raises(EdfError, match="too short"):

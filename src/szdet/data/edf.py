@@ -87,6 +87,7 @@ def load_edf(
     present = [c for c in plan.rows if c in plan.read]
     picks = [plan.read[c] for c in present]
     data, source_rate_hz = _read_signals(path, labels, picks)
+    check_rate(path, source_rate_hz, preprocess)
     if data.shape[1] < MIN_DURATION_S * source_rate_hz:
         raise EdfError(f"{path}: recording too short ({data.shape[1] / source_rate_hz:.2f} s)")
 
@@ -117,6 +118,18 @@ def load_edf(
         notes=notes,
         header=header,
     )
+
+
+def check_rate(path: Path, rate_hz: float, preprocess: PreprocessConfig) -> None:
+    """Refuse a recording sampled too slowly to hold the band-pass (Nyquist): resampling cannot
+    add what was never recorded, and a 1 Hz file would otherwise become confident noise."""
+    least_hz = 2 * preprocess.bandpass_high_hz
+    if rate_hz < least_hz:
+        raise EdfError(
+            f"{path}: sampled at {rate_hz:g} Hz, too slow for the {preprocess.bandpass_low_hz:g}-"
+            f"{preprocess.bandpass_high_hz:g} Hz band; the least accepted is {least_hz:g} Hz "
+            "(twice preprocess.bandpass_high_hz)"
+        )
 
 
 @dataclass(frozen=True)
