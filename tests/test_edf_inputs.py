@@ -141,6 +141,19 @@ def test_bad_headers_are_one_line_errors(tmp_path, patch, reason):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("count", [b"-1      ", b"7       "])
+def test_a_header_count_of_unknown_or_short_of_the_file_reads_every_record(tmp_path, count):
+    """EDF's -1 ("unknown"), and a file holding more records than its header says: mne and szdet
+    both read all 10 records, with a note; 'truncated' is for a file shorter than its header."""
+    whole = load_edf(write_edf(tmp_path / "whole.edf", recording_signals(10, 256.0), 256.0), PRE)
+    edf = _patch(write_edf(tmp_path / "x.edf", recording_signals(10, 256.0), 256.0), 236, count)
+    out = load_edf(edf, PRE)
+    said = "-1 (unknown)" if count.startswith(b"-1") else "7"
+    assert out.notes == [f"header record count {said}: read the 10 records the file holds"]
+    assert out.header.n_records == 10 and out.duration_s == whole.duration_s == 10.0
+    assert np.array_equal(out.signal, whole.signal)
+
+
 def test_a_bad_header_skips_its_file_and_the_build_goes_on(tmp_path, capsys):
     corpus = tmp_path / "corpus"
     good = write_recording(corpus, "train", "e0000000", seconds=30, seizures=((5.0, 9.0),))

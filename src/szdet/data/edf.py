@@ -36,6 +36,7 @@ from szdet.data.edf_header import (
     EdfHeader,
     numbers,
     read_readable_header,
+    record_count_note,
     unit_scale,
 )
 from szdet.data.montage import Montage, MontageError, plan_montage
@@ -75,7 +76,7 @@ def load_edf(
     """Read and preprocess one recording into ``montage``; EdfError names the file and the
     problem (a recording that cannot feed ``montage`` says why)."""
     path = Path(path)
-    header = _read_header(path)
+    header, count_notes = record_count_note(path, _read_header(path))
     labels = list(header.labels)
     try:
         plan = plan_montage(labels, montage, preprocess.interpolate_channels)
@@ -93,7 +94,11 @@ def load_edf(
 
     steps, iqr = DigitalSteps.of(path, header, picks), raw_iqr(data)
     unusable = unusable_channels(path, present, data, allowed, steps, iqr)
-    notes = [*plan.notes, *(f"{c} {why}: interpolated" for c, why in unusable.items())]
+    notes = [
+        *count_notes,
+        *plan.notes,
+        *(f"{c} {why}: interpolated" for c, why in unusable.items()),
+    ]
     notes += quality_notes(present, data, steps, iqr, skip=set(unusable))
     x = np.zeros((len(plan.rows), data.shape[1]), dtype=np.float32)
     for row, channel in zip(data, present, strict=True):
@@ -242,14 +247,15 @@ def _read_raw(path: Path, include: list[str] | None):  # -> mne.io.BaseRaw
 
     if not path.is_file():
         raise EdfError(f"{path}: no such EDF file")
-    with warnings.catch_warnings(record=True) as caught:
+    # mne's warnings are kept from the user: what they say that matters is said as notes, e.g. a
+    # record count other than the file's, which mne and record_count_note both read whole (a
+    # file shorter than its header never gets here).
+    with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         try:
             raw = mne.io.read_raw_edf(path, include=include, preload=False, verbose="warning")
         except Exception as e:  # mne raises many types on malformed headers
             raise EdfError(f"{path}: not a readable EDF ({first_line(e)})") from None
-    if any("does not match the file size" in str(w.message) for w in caught):
-        raise EdfError(f"{path}: truncated EDF (file size does not match the header's records)")
     return raw
 
 

@@ -8,14 +8,16 @@ small read, where a full mne open costs more than the rest of a short file's rea
 lets a bad header be named precisely instead of failing somewhere inside mne.
 
 ``read_readable_header`` adds what a reader needs before touching samples: a positive record
-duration and count, positive samples per record, a file as long as the header promises, and for
-EDF+D (discontinuous) records that are in fact contiguous (mne reads every file as continuous).
+duration, positive samples per record, at least one data record, a file as long as the header
+promises (a file holding more, or a header count of -1, "unknown", is read whole with a note:
+``record_count_note``), and for EDF+D (discontinuous) records that are in fact contiguous (mne
+reads every file as continuous).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -101,9 +103,30 @@ def read_readable_header(path: Path) -> EdfHeader:
             raise EdfError(
                 f"{path}: truncated EDF (header promises {promised} bytes, the file holds {size})"
             )
+    if records_in_file(path, header) == 0:
+        raise EdfError(f"{path}: header record count {header.n_records} (no data records)")
     if header.reserved.startswith("EDF+D"):
         _check_contiguous(path, header, [int(n) for n in samples])
     return header
+
+
+def records_in_file(path: Path, header: EdfHeader) -> int:
+    """Whole data records the file holds, whatever its header says: -1 (EDF's "unknown", a
+    recording still being written when the header was) or a count short of what was appended.
+    A reader reads them all, as mne does."""
+    record_bytes = SAMPLE_BYTES * int(sum(numbers(path, header, "samples_per_record")))
+    return max(0, path.stat().st_size - header.header_bytes) // record_bytes
+
+
+def record_count_note(path: Path, header: EdfHeader) -> tuple[EdfHeader, list[str]]:
+    """``header`` with the record count the file holds, and a note where that is not the
+    header's own (a file shorter than its header is refused by ``read_readable_header``)."""
+    found = records_in_file(path, header)
+    if found == header.n_records:
+        return header, []
+    said = "-1 (unknown)" if header.n_records < 0 else str(header.n_records)
+    note = f"header record count {said}: read the {found} records the file holds"
+    return replace(header, n_records=found), [note]
 
 
 def numbers(path: Path, header: EdfHeader, field: str) -> tuple[float, ...]:
@@ -130,9 +153,7 @@ def _check_contiguous(path: Path, header: EdfHeader, samples: list[int]) -> None
     start = SAMPLE_BYTES * sum(samples[:index])
     stop = start + SAMPLE_BYTES * samples[index]
     record_bytes = SAMPLE_BYTES * sum(samples)
-    n_records = header.n_records
-    if n_records < 0:  # unknown: as many as the file holds
-        n_records = (path.stat().st_size - header.header_bytes) // record_bytes
+    n_records = records_in_file(path, header)  # what a reader reads: every whole record
     records = np.memmap(
         path, np.uint8, "r", offset=header.header_bytes, shape=(n_records, record_bytes)
     )

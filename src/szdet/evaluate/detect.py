@@ -114,7 +114,6 @@ def detect_command(
 
 
 def _input_duration_s(pre: Preprocessed) -> float:
-    """The input EDF's samples / rate; the preprocessed length where the header does not say."""
-    if pre.header.n_records < 0:
-        return pre.duration_s
+    """The input EDF's samples / rate: the records read (data/edf_header.py's
+    ``record_count_note``) times their duration."""
     return pre.header.n_records * pre.header.record_duration_s
