@@ -91,6 +91,14 @@ def test_outputs_that_collide_or_replace_a_reference_are_refused_per_format(tmp_
         with pytest.raises(UserError, match=f"both would write {BIDS_NAME}_events.tsv"):
             check_outputs([edf, twin], tmp_path / "o", kinds)
 
+    taken = tmp_path / "file"
+    taken.write_text("not a folder\n")
+    with pytest.raises(UserError, match=rf"^{taken}: is a file; --out names the folder"):
+        check_outputs([edf], taken, ("csv_bi",))
+    (tmp_path / "o" / f"{BIDS_NAME}_eeg.csv_bi").mkdir(parents=True)
+    with pytest.raises(UserError, match=rf"{BIDS_NAME}_eeg.csv_bi: is a folder, where"):
+        check_outputs([edf], tmp_path / "o", ("csv_bi",))
+
     reference = folder / f"{BIDS_NAME}_events.tsv"
     reference.write_text("the annotation\n")
     check_outputs([edf], folder, ("csv_bi",))  # writes no TSV: nothing to lose
@@ -119,3 +127,20 @@ def test_a_bad_header_is_one_line_and_the_other_files_are_still_detected(
     errors = [line for line in stderr.splitlines() if line.startswith("szdet:")]  # no bars
     assert errors == [f"szdet: error: {bad}: header record duration -1 s is not positive"]
     assert sorted(p.name for p in out.iterdir()) == [f"{BIDS_NAME}_events.tsv"]
+
+
+@pytest.mark.slow
+def test_each_recordings_notes_are_said_where_detect_runs(trained, tmp_path, capsys):  # noqa: F811
+    """What the cache's manifest notes (here a header record count of -1) detect says too."""
+    edf = write_referential_edf(tmp_path / "unknown_eeg.edf", 60.0, 256.0, "{}-Avg", True)
+    data = bytearray(edf.read_bytes())
+    data[236:244] = b"-1      "
+    edf.write_bytes(bytes(data))
+    code, _, stderr = run_cli(
+        capsys, "detect", edf, "--checkpoint", trained["best"], "--out", tmp_path / "out"
+    )
+    assert code == 0
+    notes = [line for line in stderr.splitlines() if line.startswith("szdet: note:")]
+    assert notes == [
+        f"szdet: note: {edf}: header record count -1 (unknown): read the 60 records the file holds"
+    ]

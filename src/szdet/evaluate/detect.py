@@ -40,9 +40,12 @@ def output_name(edf: Path, kind: str) -> str:
 
 
 def check_outputs(edfs: list[Path], out: Path, kinds: Sequence[str] = ("csv_bi",)) -> None:
-    """Refuse, before any work, what would lose data: a missing input, two inputs with one output
-    name, or an output that would replace an input's reference annotation (the .csv_bi beside a
-    TUSZ EDF, the events TSV beside a BIDS one)."""
+    """Refuse, before any work, what would lose data or fail after it: a missing input, an
+    ``--out`` that is not a folder, two inputs with one output name, an output name taken by a
+    folder, or an output that would replace an input's reference annotation (the .csv_bi beside
+    a TUSZ EDF, the events TSV beside a BIDS one)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: is a file; --out names the folder the events are written to")
     references = {
         (edf.parent / output_name(edf, kind)).resolve() for edf in edfs for kind in FORMATS["both"]
     }
@@ -56,6 +59,8 @@ def check_outputs(edfs: list[Path], out: Path, kinds: Sequence[str] = ("csv_bi",
                 raise UserError(f"{edf}: same name as {seen[name]}; both would write {name}")
             seen[name] = edf
             target = out / name
+            if target.is_dir():
+                raise UserError(f"{target}: is a folder, where {edf.name}'s events would go")
             if target.exists() and target.resolve() in references:
                 raise UserError(
                     f"{target}: is the reference annotation of an input; choose another --out"
@@ -83,6 +88,8 @@ def detect_command(
             print(f"szdet: error: {e}", file=sys.stderr)
             failed += 1
             continue
+        for note in pre.notes:  # what the cache's manifest records, said where detect runs
+            print(f"szdet: note: {path}: {note}", file=sys.stderr)
         name = path.stem
         track = detector.predict(MemorySplit(name, pre.signal, pre.sample_rate_hz))[0]
         events = track_events(track, cfg.evaluate.frame_hz, rules, pre.duration_s, confidence=True)
