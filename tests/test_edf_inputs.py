@@ -254,3 +254,27 @@ def test_an_edf_replaced_by_same_size_content_is_rebuilt(tmp_path):
     report = build_cache(data_root=corpus, split="train", out=tmp_path / "cache", **args)
     assert (report.built, report.reused) == (1, 1)
     assert not np.array_equal(np.load(array), before)
+
+
+@pytest.mark.parametrize("padding", [b"\x00", "\xa0".encode("latin-1")])
+def test_labels_padded_with_nul_or_nbsp_are_read(tmp_path, padding):
+    whole = load_edf(write_edf(tmp_path / "plain.edf", recording_signals(10, 256.0), 256.0), PRE)
+    edf = write_edf(tmp_path / "x.edf", recording_signals(10, 256.0), 256.0)
+    data = bytearray(edf.read_bytes())
+    for label in (b"EEG FP1-REF", b"EEG CZ-REF"):
+        i = data.index(label)
+        data[i : i + 16] = label + padding * (16 - len(label))
+    edf.write_bytes(bytes(data))
+    out = load_edf(edf, PRE)
+    assert out.channels == whole.channels and np.array_equal(out.signal, whole.signal)
+
+
+@pytest.mark.parametrize("extra", [1, -1, 5])
+def test_a_wrong_signal_count_is_one_short_line(tmp_path, extra):
+    edf = write_edf(tmp_path / "x.edf", recording_signals(10, 256.0), 256.0)
+    count = int(edf.read_bytes()[252:256])
+    _patch(edf, 252, f"{count + extra:<4}".encode())
+    with pytest.raises(EdfError, match=rf"^{edf}: header samples_per_record of signal 1 of "
+                       rf"{count + extra} is .*, not a number \(a wrong signal count\?\)$") as e:  # fmt: skip
+        load_edf(edf, PRE)
+    assert len(str(e.value)) - len(str(edf)) < 120 and "\n" not in str(e.value)

@@ -276,7 +276,8 @@ def _read_signals(path: Path, labels: list[str], picks: list[int]) -> tuple[np.n
     raw = _read_raw(path, include=sorted(wanted))
     opened = [i for i, label in enumerate(labels) if label in wanted]  # mne's channel order
     if len(opened) != len(raw.ch_names):
-        raise EdfError(f"{path}: channel labels {sorted(wanted)} do not match mne's reading")
+        missing = sorted(wanted - set(raw.ch_names)) or sorted(wanted)
+        raise EdfError(f"{path}: mne does not read channel label {missing[0]!r} as it is written")
     try:
         data = raw.get_data(picks=[opened.index(i) for i in picks])
     except Exception as e:  # a header can promise data the file lacks

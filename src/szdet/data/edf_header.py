@@ -131,12 +131,17 @@ def record_count_note(path: Path, header: EdfHeader) -> tuple[EdfHeader, list[st
 
 def numbers(path: Path, header: EdfHeader, field: str) -> tuple[float, ...]:
     """One numeric signal field (``physical_min``, ``samples_per_record``...) as floats."""
-    try:
-        return tuple(float(text) for text in header.signal_fields[field])
-    except ValueError:
-        raise EdfError(
-            f"{path}: header {field} {header.signal_fields[field]} not numbers"
-        ) from None
+    values = []
+    for i, text in enumerate(header.signal_fields[field]):
+        try:
+            values.append(float(text))
+        except ValueError:
+            shown = repr(text) if len(text) <= 12 else f"{text[:12]!r}..."
+            raise EdfError(
+                f"{path}: header {field} of signal {i + 1} of {len(header.labels)} is {shown}, "
+                "not a number (a wrong signal count?)"
+            ) from None
+    return tuple(values)
 
 
 def unit_scale(unit: str) -> float:
@@ -181,12 +186,17 @@ def _check_version(path: Path, fixed: bytes) -> None:
 
 
 def _signal_fields(block: bytes, count: int) -> dict[str, tuple[str, ...]]:
+    """Each field's text per signal. Labels are kept exactly as mne reads them (ASCII spaces
+    stripped, NUL or NBSP padding kept), so that they name mne's channels; data/montage.py reads
+    through the padding. Other fields end at a NUL, as mne reads them too."""
     fields, offset = {}, 0
     for name, width in SIGNAL_FIELDS:
         raw = block[offset : offset + width * count]
-        fields[name] = tuple(
-            raw[i : i + width].decode("latin-1").strip() for i in range(0, len(raw), width)
-        )
+        cells = [raw[i : i + width] for i in range(0, len(raw), width)]
+        if name == "label":
+            fields[name] = tuple(cell.strip().decode("latin-1") for cell in cells)
+        else:
+            fields[name] = tuple(cell.decode("latin-1").split("\x00")[0].strip() for cell in cells)
         offset += width * count
     return fields
 

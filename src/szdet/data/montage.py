@@ -41,6 +41,9 @@ _REFERENCE = re.compile(r"-(REF|LE|AR|AVG)$")  # TUSZ's averaged / linked ears; 
 _ELECTRODE = re.compile(r"^(?:NZ|FP|AF|FT|FC|TP|CP|PO|[NFTCPOIAM])(?:\d{1,2}|Z)$")
 
 
+_PADDING = str.maketrans({"\x00": " ", "\xa0": " "})
+
+
 class MontageError(UserError):
     """A recording that cannot feed the configured montage; the message says why."""
 
@@ -62,7 +65,8 @@ def _electrode(token: str) -> str | None:
 def resolve_label(label: str) -> Resolved:
     """``EEG Fp1-REF`` / ``Fp1-Avg`` / ``fp1`` -> electrode FP1; ``EEG T7-LE`` -> electrode T3;
     ``T7-P7`` -> derivation T3-T5; ``EKG1``, ``PHOTIC-REF``, ``--0`` -> other."""
-    name = _PREFIX.sub("", label.strip().upper()).strip()
+    # NUL and NBSP padding (some writers pad with them, not spaces) is padding here too.
+    name = _PREFIX.sub("", label.translate(_PADDING).strip().upper()).strip()
     bare = _REFERENCE.sub("", name)
     if bare != name or "-" not in name:
         electrode = _electrode(bare)
