@@ -58,6 +58,9 @@ def test_interpret_without_kernel_tools_is_a_one_line_error(capsys):
     assert main(["check-kernels", "--interpret"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "make kernel-tools" in err and "triton" in err
+    # the command it names is one `make kernel-tools` creates (a venv's python; it installs no
+    # `szdet` script there)
+    assert "then run .venv-kernels/bin/python -m szdet.cli" in err
 
 
 def test_conv_stand_in_matches_autograd_and_refuses_what_the_cuda_kernel_refuses():
