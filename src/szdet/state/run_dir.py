@@ -1,15 +1,24 @@
-"""The run directory <runs_dir>/<run_name>/: config.yaml, metrics.jsonl, checkpoints/, plots/."""
+"""The run directory <runs_dir>/<run_name>/: config.yaml, metrics.jsonl, checkpoints/, plots/,
+and .lock, which the one training that writes the folder holds."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import math
 import os
+import socket
+import time
 from pathlib import Path
 from typing import IO, Any
 
 from szdet.config import Config
+from szdet.errors import UserError
 from szdet.fileio import naming_full_disk, write_text_atomic
+
+log = logging.getLogger(__name__)
+LOCK = ".lock"
 
 
 class RunDir:
@@ -19,6 +28,48 @@ class RunDir:
         self.metrics = root / "metrics.jsonl"
         self.checkpoints = root / "checkpoints"
         self.plots = root / "plots"
+        self.lock = root / LOCK
+        self._held: IO[str] | None = None
+        self._created_root = False
+
+    def hold(self) -> None:
+        """Take the folder for this process, or refuse in one line naming the process that has
+        it: two trainings on one folder would overwrite each other's checkpoints and metrics.
+        The lock is the kernel's (flock), so it dies with its process: a crash or kill -9 leaves
+        nothing to clear, and the next run resumes."""
+        self._created_root = not self.root.exists()
+        self.root.mkdir(parents=True, exist_ok=True)
+        handle = open(self.lock, "a+", encoding="utf-8")  # noqa: SIM115 (held until release)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise UserError(
+                f"{self.root}: in use by {holder}; wait for it to end, or train under another "
+                "paths.run_name"
+            ) from None
+        except OSError as e:  # a file system without locks (some network mounts)
+            log.warning("%s: cannot lock (%s): another training could share it", self.lock, e)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"training pid {os.getpid()} on {socket.gethostname()} since "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")  # fmt: skip
+        handle.flush()
+        self._held = handle
+
+    def release(self, refused: bool = False) -> None:
+        """Let the folder go; ``refused``: the run wrote nothing, so the lock file (and the folder,
+        if taking the lock created it) goes too."""
+        if self._held is None:
+            return
+        if refused:
+            self.lock.unlink(missing_ok=True)
+            if self._created_root and not any(self.root.iterdir()):
+                self.root.rmdir()
+        self._held.close()
+        self._held = None
 
     def write_config(self, cfg: Config) -> None:
         """The resolved config (every default filled in) that this run, or its resume, uses."""

@@ -86,14 +86,19 @@ class Trainer:
         preflight.prepare(cfg, self.device)
         self.start_time = time.monotonic()
         self.run = RunDir(cfg.run_dir)
-        resume_from, state = self._load_resume_state(resume)
-        log.info("Mamba-2 path: %s", mamba_path)
-
-        seed_everything(cfg.train.seed + info.rank)
-        self._build_parts()
-        self.position = Position()
-        if resume_from and state:
-            self._restore(state, resume_from)
+        if info.is_main:  # one training per run directory; DDP's ranks share rank 0's hold
+            self.run.hold()
+        try:
+            resume_from, state = self._load_resume_state(resume)
+            log.info("Mamba-2 path: %s", mamba_path)
+            seed_everything(cfg.train.seed + info.rank)
+            self._build_parts()
+            self.position = Position()
+            if resume_from and state:
+                self._restore(state, resume_from)
+        except BaseException:
+            self.run.release(refused=True)  # a refused run leaves the folder as it found it
+            raise
         self.timer = CheckpointTimer(
             cfg.train.checkpoint_every_min, cfg.train.checkpoint_every_steps
         )
@@ -412,5 +417,6 @@ class Trainer:
         if self.metrics is not None:
             self.metrics.close()
         self.tracker.finish(exit_code)
+        self.run.release()
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
