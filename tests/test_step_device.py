@@ -14,9 +14,9 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from szdet.errors import EXIT_NONFINITE
 from szdet.state.run_dir import read_metrics
 from szdet.train.distributed import DistInfo
-from szdet.train.loop import EXIT_NONFINITE
 from szdet.train.monitor import StepMonitor
 from szdet.train.step import Stepper, StepResult
 from train_support import build_tiny_cache, in_process_trainer

@@ -17,11 +17,12 @@ import torch
 
 from cache_support import write_split
 from szdet.config_load import load_config
+from szdet.errors import EXIT_COLLAPSE, EXIT_NONFINITE, EXIT_STOPPED
 from szdet.state.checkpoint import list_checkpoints, read_checkpoint
 from szdet.state.run_dir import MetricsLog, read_metrics
 from szdet.train.distributed import DistInfo
 from szdet.train.early_stop import EarlyStopping
-from szdet.train.loop import EXIT_COLLAPSE, EXIT_NONFINITE, EXIT_STOPPED, Trainer
+from szdet.train.loop import Trainer
 from train_support import (
     build_tiny_cache,
     in_process_trainer,

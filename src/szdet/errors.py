@@ -1,8 +1,9 @@
 """The exceptions that reach the user as a one-line message instead of a traceback (UserError: bad
 input; ResourceError: a machine limit ran out), and the exit codes every command shares.
 
-Exit codes: 0 success, 1 bad input (one line), 2 usage, 3/4/75 from `szdet train` (see
-szdet.train.loop), 70 an internal error (EX_SOFTWARE: a bug, a failing device, or a machine limit
+Exit codes (defined here, the one owner; standard library only, so the launchers' restart policy,
+cloud/restart.py, imports them anywhere): 0 success, 1 bad input (one line), 2 usage, 3/4/75 from
+`szdet train` (see szdet.train.loop), 70 an internal error (EX_SOFTWARE: a bug, a failing device, or a machine limit
 such as open files running out; the traceback or the one-line ResourceError is the report), 130
 interrupted. Launchers retry 70 and 75, never 1-4. A full disk is a machine limit (70): the
 file being written is fine, and space freed (or a fresh machine) is what helps.
@@ -14,7 +15,9 @@ import re
 import resource
 import shutil
 
-EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 70, 130
+EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE = 0, 1, 2  # 2: argparse's own
+EXIT_NONFINITE, EXIT_COLLAPSE = 3, 4  # `szdet train` stopped: non-finite losses, a collapsed model
+EXIT_INTERNAL, EXIT_STOPPED, EXIT_INTERRUPTED = 70, 75, 130  # 75: checkpointed and stopped
 
 
 class UserError(Exception):

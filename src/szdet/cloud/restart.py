@@ -10,7 +10,8 @@ What a launcher does with `szdet train`'s exit code:
   again from the last checkpoint, at most MAX_CRASH_RESTARTS times in a row, so that a crash that
   repeats cannot restart forever.
 
-Standard library only: modal/app.py imports this on a machine with nothing but ``modal``.
+Standard library only (errors.py too): modal/app.py imports this on a machine with nothing but
+``modal``.
 ``python -m szdet.cloud.restart CODE COUNT_FILE`` applies the crash bound for a shell launcher.
 """
 
@@ -20,9 +21,17 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-EXIT_STOPPED = 75  # train/loop.py: checkpointed and stopped, resume with --resume true
-EXIT_CRASH = 70  # errors.py's EXIT_INTERNAL; what scripts/torchrun.sh reports for any crash
-FINAL_EXIT_CODES = frozenset({1, 2, 3, 4})
+from szdet.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_COLLAPSE,
+    EXIT_INTERNAL,
+    EXIT_NONFINITE,
+    EXIT_STOPPED,
+    EXIT_USAGE,
+)
+
+EXIT_CRASH = EXIT_INTERNAL  # also what scripts/torchrun.sh reports for any crash
+FINAL_EXIT_CODES = frozenset({EXIT_BAD_INPUT, EXIT_USAGE, EXIT_NONFINITE, EXIT_COLLAPSE})
 RESTART_EXIT_CODES = (EXIT_STOPPED, EXIT_CRASH)  # what SkyPilot is told to recover on
 MAX_CRASH_RESTARTS = 3
 

@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from szdet.config import Config
 from szdet.device import autocast_dtype
-from szdet.errors import UserError
+from szdet.errors import EXIT_COLLAPSE, EXIT_NONFINITE, EXIT_OK, EXIT_STOPPED, UserError
 from szdet.models import build_model, param_groups
 from szdet.models.kernels import select_path
 from szdet.progress import progress
@@ -54,7 +54,6 @@ from szdet.train.validate import Validator
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_NONFINITE, EXIT_COLLAPSE, EXIT_STOPPED = 0, 3, 4, 75
 # SIGTERM (preemption, `docker stop`, Modal) and SIGINT (Ctrl-C, also sent by some platforms on
 # preemption): finish the step, checkpoint, exit 75.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
