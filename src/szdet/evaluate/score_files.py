@@ -177,12 +177,6 @@ def read_scored(ref: Path, hyp: Path) -> tuple[str, list[Scored]]:
     return suffix, [reader(r, h, subject) for r, h, subject in pairs]
 
 
-def read_pairs(ref: Path, hyp: Path) -> tuple[Events, Events, list[float]]:
-    """Reference and hypothesis seizure events of matched files, durations from the refs."""
-    _, scored = read_scored(ref, hyp)
-    return _as_events(scored)
-
-
 def _as_events(scored: list[Scored]) -> tuple[Events, Events, list[float]]:
     ref_events = Events.from_lists([s.ref for s in scored])
     hyp_events = Events.from_lists([s.hyp or [] for s in scored])
