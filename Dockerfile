@@ -97,7 +97,8 @@ COPY scripts ./scripts
 #   docker run --rm --network none -v "$PWD/data:/data:ro" -v "$PWD/out:/output" \
 #     -e INPUT=sub-01/ses-01/eeg/sub-01_ses-01_task-szMonitoring_run-00_eeg.edf \
 #     -e OUTPUT=sub-01_ses-01_task-szMonitoring_run-00_events.tsv szdet-szcore
-# The weights are baked in (the challenge runs it with no network): a checkpoint inside the build
+# The detector is baked in (the challenge runs it with no network): a bundle `szdet export` wrote
+# (its operating points calibrated on dev; it runs at its first FA/24h budget) inside the build
 # context, under weights/, the one folder .dockerignore lets a .pt file through.
 FROM app AS szcore
 ARG WEIGHTS=weights/szcore.pt

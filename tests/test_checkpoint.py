@@ -273,8 +273,9 @@ def test_load_for_inference_returns_config_and_model(tmp_path):
     state = training_state(3, cfg)
     state["model"] = build_model(cfg.model).state_dict()
     path = save_checkpoint(state, tmp_path, keep_last=1)
-    got_cfg, model = load_for_inference(path)
-    assert got_cfg == cfg
+    loaded_file = load_for_inference(path)
+    got_cfg, model = loaded_file.cfg, loaded_file.model
+    assert got_cfg == cfg and loaded_file.step == 3 and loaded_file.operating_points is None
     assert not model.training
     loaded = model.state_dict()
     assert loaded.keys() == state["model"].keys()

@@ -82,9 +82,10 @@ def test_every_flag_of_the_evaluation_commands_has_help(command):
     assert undocumented == []
 
 
-def test_detect_help_says_the_default_threshold_is_uncalibrated(capsys):
+def test_detect_help_says_how_an_operating_point_is_chosen(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["detect", "--help"])
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
-    assert "uncalibrated" in text and "evaluate.threshold_on" in text
-    assert 'sens_at_fa["10"].threshold' in text and "metrics.json" in text
+    assert "--fa-per-24h B picks the one for a false-alarm budget B" in text
+    assert "szdet export" in text and "calibrated on dev" in text
+    assert "evaluate.threshold_on (0.5: uncalibrated)" in text and "--threshold T" in text

@@ -52,7 +52,7 @@ def test_evaluate_dev_writes_metrics_and_plots(trained, tmp_path, capsys):
     assert metrics["split"] == "dev" and metrics["recordings"] == len(split)
     assert metrics["hours"] == pytest.approx(sum(r.duration_s for r in split.recordings) / 3600)
     assert metrics["thresholds_source"] == "chosen on this split"
-    assert set(metrics["sens_at_fa"]) == {"10", "5", "2.5", "1"}
+    assert set(metrics["sens_at_fa"]) == {"10", "5", "2.5", "1", "0.5"}
     for method in ("ovlp", "taes", "szcore"):
         assert {"tp", "fn", "fp", "sensitivity", "fa_per_24h"} <= set(metrics[method])
     assert (out / "roc.png").stat().st_size > 5000 and (out / "sens_vs_fa.png").is_file()

@@ -76,14 +76,14 @@ def test_threshold_choice_respects_each_fa_target():
     tracks, events, durations = plateau_tracks([0.95, 0.85, 0.7, 0.55], [0.9, 0.8, 0.6, 0.6, 0.52])
     m = evaluate_tracks(tracks, events, durations, cfg)
     at = m["sens_at_fa"]
-    assert list(at) == ["10", "5", "2.5", "1"]
+    assert list(at) == ["10", "5", "2.5", "1", "0.5"]
     # <= 10 FA/24h allows one blip: the 0.9 one, so the threshold sits in (0.80, 0.85]
     assert (at["10"]["sensitivity"], at["10"]["fa_per_24h"]) == (0.5, pytest.approx(6.0))
     assert 0.80 < at["10"]["threshold"] <= 0.85
     # every threshold in that range scores the same on this split: the strictest one is taken
     grid = m["sweep"]["threshold_on"]
     assert at["10"]["threshold"] == max(t for t in grid if 0.80 < t <= 0.85)
-    for target in ["5", "2.5", "1"]:  # no blip allowed: only the 0.95 seizure is left
+    for target in ["5", "2.5", "1", "0.5"]:  # no blip allowed: only the 0.95 seizure is left
         assert (at[target]["sensitivity"], at[target]["fa_per_24h"]) == (0.25, 0.0)
         assert 0.90 < at[target]["threshold"] <= 0.95
     # the sweep agrees: nothing within a target has a higher sensitivity

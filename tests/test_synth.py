@@ -16,8 +16,16 @@ from scipy.signal import butter, sosfiltfilt, welch
 
 from szdet.cli import main
 from szdet.config import CHANNELS_19
-from szdet.data.synth import RATES_HZ, TCP_PAIRS, CorpusSummary, plan_corpus, write_corpus
-from szdet.data.synth_seizure import FOCAL_LABELS
+from szdet.data.synth import (
+    DIFFICULTIES,
+    RATES_HZ,
+    TCP_PAIRS,
+    CorpusSummary,
+    plan_corpus,
+    write_corpus,
+)
+from szdet.data.synth_eeg import _rhythmic_artefact_kinds
+from szdet.data.synth_seizure import FOCAL_LABELS, draw_seizure
 from szdet.data.tusz import (
     MONTAGES,
     SPLITS,
@@ -409,3 +417,28 @@ def test_existing_corpus_is_never_overwritten(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"szdet: error: {root / 'edf'}: already holds")
     assert _hashes(root) == before
+
+
+def test_the_hard_corpus_has_rarer_shorter_weaker_seizures_among_more_artefacts():
+    easy, hard = (plan_corpus(12, 30, 0, DIFFICULTIES[d]) for d in ("easy", "hard"))
+
+    def seizure_share(plans):
+        return sum(b - a for p in plans for a, b, _ in p.seizures) / sum(
+            p.duration_s for p in plans
+        )
+
+    assert seizure_share(hard) < 0.06 and seizure_share(easy) > 0.09
+    assert all(10 <= b - a <= 60 for p in hard for a, b, _ in p.seizures)
+    assert max(b - a for p in easy for a, b, _ in p.seizures) > 60
+    rng = np.random.default_rng(0)
+    hard_peaks = [
+        draw_seizure(rng, 0, 30, "fnsz", DIFFICULTIES["hard"].peak_uv).peak_uv for _ in range(50)
+    ]
+    easy_peaks = [draw_seizure(rng, 0, 30, "fnsz").peak_uv for _ in range(50)]
+    assert min(hard_peaks) >= 40 and max(hard_peaks) <= 100
+    assert np.median(hard_peaks) < 0.5 * np.median(easy_peaks)
+    artefacts = [
+        len(_rhythmic_artefact_kinds(rng, 3600, DIFFICULTIES[d].artefact_every_s))
+        for d in ("easy", "hard")
+    ]
+    assert artefacts[1] > 2 * artefacts[0]

@@ -22,6 +22,7 @@ from szdet.commands import (
     cmd_check_kernels,
     cmd_detect,
     cmd_evaluate,
+    cmd_export,
     cmd_model_summary,
     cmd_score,
     cmd_synth,
@@ -91,11 +92,11 @@ def _add_evaluate_overrides(p: argparse.ArgumentParser, example: str = "threshol
 
 # Kept in step with the README's `szdet detect` paragraph.
 DETECT_THRESHOLD = (
-    "Events start where the seizure probability rises above evaluate.threshold_on, 0.5 unless the "
-    "checkpoint's config says otherwise: an uncalibrated default, not an operating point. For a "
-    "calibrated one, run `szdet evaluate --split dev` and pass the threshold dev chose for an FA "
-    'rate from its metrics.json, e.g. for 10 FA/24h: --set evaluate.threshold_on=<sens_at_fa["10"]'
-    ".threshold>; the off-threshold follows at evaluate.threshold_off_ratio."
+    "Events start where the seizure probability rises above the on-threshold and end below it "
+    "times evaluate.threshold_off_ratio. A detector made by `szdet export` runs at an operating "
+    "point calibrated on dev: --fa-per-24h B picks the one for a false-alarm budget B (default: "
+    "its first, evaluate.fa_targets_per_24h[0]). A training checkpoint has none and runs at "
+    "evaluate.threshold_on (0.5: uncalibrated); --threshold T sets the on-threshold by hand."
 )
 
 
@@ -112,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_command in (
-        _add_synth, _add_cache, _add_train, _add_evaluate, _add_detect, _add_score,
+        _add_synth, _add_cache, _add_train, _add_evaluate, _add_export, _add_detect, _add_score,
         _add_check_kernels, _add_model_summary,
     ):  # fmt: skip
         add_command(sub)
@@ -132,6 +133,12 @@ def _add_synth(sub: Subparsers) -> None:
     )
     p.add_argument("--minutes", type=float, default=10.0, help="EEG minutes per patient")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--difficulty",
+        choices=["easy", "hard"],
+        default="easy",
+        help="hard: weaker, shorter, rarer seizures among more seizure-like artefacts",
+    )
     p.set_defaults(func=cmd_synth)
 
 
@@ -222,7 +229,9 @@ def _add_train(sub: Subparsers) -> None:
 
 def _add_evaluate(sub: Subparsers) -> None:
     p = sub.add_parser("evaluate", help="stitched per-recording evaluation: metrics.json + plots")
-    p.add_argument("--checkpoint", type=Path, required=True, help="a training checkpoint (.pt)")
+    p.add_argument(
+        "--checkpoint", type=Path, required=True, help="a detector (szdet export) or checkpoint"
+    )
     p.add_argument("--cache", type=Path, required=True, help="cache root holding <split>/")
     p.add_argument("--split", default="dev", help="split to score, at thresholds chosen on dev")
     p.add_argument("--out", type=Path, required=True, help="folder for metrics.json and the plots")
@@ -242,7 +251,9 @@ def _add_detect(sub: Subparsers) -> None:
         nargs="+",
         help="EDF recordings (any montage the checkpoint's can be made from)",
     )
-    p.add_argument("--checkpoint", type=Path, required=True, help="a training checkpoint (.pt)")
+    p.add_argument(
+        "--checkpoint", type=Path, required=True, help="a detector (szdet export) or checkpoint"
+    )
     p.add_argument(
         "--out",
         type=Path,
@@ -256,11 +267,33 @@ def _add_detect(sub: Subparsers) -> None:
         help="TUSZ .csv_bi (default), the SzCORE events TSV, or both",
     )
     p.add_argument("--plot", action="store_true", help="also write a PNG timeline per recording")
-    _add_evaluate_overrides(
-        p,
-        "the on-threshold (0.5 by default, uncalibrated: see above) --set evaluate.threshold_on=T",
+    point = p.add_mutually_exclusive_group()
+    point.add_argument(
+        "--fa-per-24h",
+        type=float,
+        metavar="B",
+        help="a detector's operating point for at most B false alarms per 24 h (see above)",
     )
+    point.add_argument("--threshold", type=float, metavar="T", help="the on-threshold, by hand")
+    _add_evaluate_overrides(p, "--set evaluate.min_duration_s=10")
     p.set_defaults(func=cmd_detect)
+
+
+def _add_export(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "export",
+        help="checkpoint -> detector: one file with operating points calibrated on dev",
+        description="The model runs over the calibration split; for each FA/24h budget "
+        "(evaluate.fa_targets_per_24h) the threshold of highest OVLP sensitivity within it is "
+        "chosen, and every method's sensitivity and FA/24h there is given a 95%% interval from a "
+        "bootstrap over patients. Writes DETECTOR and DETECTOR.png.",
+    )
+    p.add_argument("--checkpoint", type=Path, required=True, help="a training checkpoint (.pt)")
+    p.add_argument("--cache", type=Path, required=True, help="cache root holding <split>/")
+    p.add_argument("--split", default=None, help="calibration split (default: data.dev_split)")
+    p.add_argument("--out", type=Path, required=True, help="the detector file to write")
+    _add_evaluate_overrides(p, "--set evaluate.fa_targets_per_24h=[1,5]")
+    p.set_defaults(func=cmd_export)
 
 
 def _add_score(sub: Subparsers) -> None:

@@ -21,7 +21,7 @@ def _config(args: argparse.Namespace):  # -> szdet.config.Config
 def cmd_synth(args: argparse.Namespace) -> int:
     from szdet.data.synth import write_corpus
 
-    write_corpus(args.out, patients=args.patients, minutes=args.minutes, seed=args.seed)
+    write_corpus(args.out, args.patients, args.minutes, args.seed, difficulty=args.difficulty)
     return 0
 
 
@@ -114,6 +114,20 @@ def cmd_detect(args: argparse.Namespace) -> int:
         plot=args.plot,
         overrides=args.overrides,
         output_format=args.format,
+        fa_per_24h=args.fa_per_24h,
+        threshold=args.threshold,
+    )
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from szdet.evaluate.export import export_command
+
+    return export_command(
+        checkpoint=args.checkpoint,
+        cache=args.cache,
+        split=args.split,
+        out=args.out,
+        overrides=args.overrides,
     )
 
 

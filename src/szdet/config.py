@@ -264,9 +264,15 @@ class EvaluateConfig(Section):
     max_event_s: float = Field(600.0, gt=0)  # longer events are split
     # Operating points reported as sensitivity at each FA/24h; the FIRST is also the one early
     # stopping follows (train.early_stop_patience) and best.pt is chosen on.
+    # They are also the budgets `szdet export` calibrates a detector's operating points for.
     fa_targets_per_24h: list[Annotated[float, Field(gt=0)]] = Field(
-        default_factory=lambda: [10.0, 5.0, 2.5, 1.0], min_length=1
+        default_factory=lambda: [10.0, 5.0, 2.5, 1.0, 0.5], min_length=1
     )
+    # Resamples of the patients behind each operating point's 95% interval (`szdet export`).
+    bootstrap_samples: int = Field(1000, ge=1, json_schema_extra=RESUMABLE)
+    # On-thresholds `szdet export` tries: finer than the per-epoch sweep, as a detector's are
+    # chosen once and a coarse grid skips the thresholds between its steps.
+    calibration_points: int = Field(1000, ge=2, json_schema_extra=RESUMABLE)
     # On-thresholds tried when choosing sensitivity at each FA target (logit-spaced grid).
     sweep_points: int = Field(100, ge=2)
     timeline_recordings: int = Field(4, ge=0, json_schema_extra=RESUMABLE)

@@ -140,9 +140,14 @@ class SimulatedEEG:
 
 
 def simulate(
-    rng: np.random.Generator, duration_s: int, fs: int, seizures: list[Seizure]
+    rng: np.random.Generator,
+    duration_s: int,
+    fs: int,
+    seizures: list[Seizure],
+    artefact_every_s: float = 150.0,
 ) -> SimulatedEEG:
-    """One recording of `duration_s` seconds at `fs` Hz holding the given seizures."""
+    """One recording of `duration_s` seconds at `fs` Hz holding the given seizures, and a
+    seizure-like rhythmic artefact per ``artefact_every_s`` on average."""
     n = duration_s * fs
     eyes_open = _eyes_open(rng, n, fs)
     v = _background(rng, n, fs, eyes_open)
@@ -153,7 +158,7 @@ def simulate(
     _add_eye_artefacts(rng, v, fs, eyes_open)
     _add_muscle_bursts(rng, v, fs, muscle)
     _add_pops(rng, v, fs)
-    for kind in _rhythmic_artefact_kinds(rng, duration_s):
+    for kind in _rhythmic_artefact_kinds(rng, duration_s, artefact_every_s):
         start_s = _free_start(rng, duration_s, busy, length_s=kind[1])
         if start_s is not None:
             busy.append((start_s, start_s + kind[1]))
@@ -262,9 +267,11 @@ def _add_pops(rng: np.random.Generator, v: Array, fs: int) -> None:
             _add_at(v[row], int((t_s + 1.5 * k) * fs), amplitude * decay)
 
 
-def _rhythmic_artefact_kinds(rng: np.random.Generator, duration_s: int) -> list[tuple[str, float]]:
-    """Seizure-like artefacts of a recording: at least one, about one per 2.5 minutes."""
-    count = max(1, int(rng.poisson(duration_s / 150)))
+def _rhythmic_artefact_kinds(
+    rng: np.random.Generator, duration_s: int, every_s: float
+) -> list[tuple[str, float]]:
+    """Seizure-like artefacts of a recording: at least one, about one per ``every_s``."""
+    count = max(1, int(rng.poisson(duration_s / every_s)))
     kinds = ["chewing"] + [str(rng.choice(["chewing", "movement"])) for _ in range(count - 1)]
     return [(k, float(rng.uniform(4, 15) if k == "chewing" else rng.uniform(5, 30))) for k in kinds]
 

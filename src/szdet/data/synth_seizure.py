@@ -121,8 +121,15 @@ class Seizure:
         v[rows, i0 : i0 + n] += rng.uniform(20, 60) * decay * delta
 
 
-def draw_seizure(rng: np.random.Generator, start_s: float, stop_s: float, label: str) -> Seizure:
-    """Spatial spread and rhythm of a seizure of the given timing and type."""
+def draw_seizure(
+    rng: np.random.Generator,
+    start_s: float,
+    stop_s: float,
+    label: str,
+    peak_uv: tuple[float, float] = (60.0, 250.0),
+) -> Seizure:
+    """Spatial spread and rhythm of a seizure of the given timing and type, its discharge's
+    height drawn from ``peak_uv``."""
     duration_s = stop_s - start_s
     can_start = np.array([e in ONSET_ELECTRODES for e in CEREBRAL])
     if label in GENERALISED_LABELS:
@@ -156,7 +163,7 @@ def draw_seizure(rng: np.random.Generator, start_s: float, stop_s: float, label:
         f_start_hz=float(f_start),
         f_stop_hz=float(f_stop),
         harmonics=(float(harmonics[0]), float(harmonics[1])),
-        peak_uv=float(rng.uniform(60, 250)),
+        peak_uv=float(rng.uniform(*peak_uv)),
         peak_at=float(rng.uniform(0.35, 0.7)) if label != "absz" else 0.5,
         postictal_s=float(rng.uniform(5, 20)),
     )

@@ -25,7 +25,9 @@ from szdet.data.edf import Preprocessed, load_edf
 from szdet.data.hed_tsv import events_name, write_events_tsv
 from szdet.data.tusz import term_events, write_annotation
 from szdet.errors import UserError
-from szdet.evaluate.inference import MemorySplit, load_detector
+from szdet.evaluate.inference import Detector, MemorySplit, load_detector
+from szdet.evaluate.metrics import target_key
+from szdet.evaluate.operating_points import format_interval, pick
 from szdet.evaluate.plots import plot_timeline
 from szdet.evaluate.postprocess import EventRules, track_events
 
@@ -74,12 +76,16 @@ def detect_command(
     plot: bool,
     overrides: Sequence[str] = (),
     output_format: str = "csv_bi",
+    fa_per_24h: float | None = None,
+    threshold: float | None = None,
 ) -> int:
     kinds = FORMATS[output_format]
     check_outputs(edfs, out, kinds)
+    if threshold is not None and not 0 < threshold < 1:
+        raise UserError(f"--threshold {threshold}: a probability between 0 and 1, exclusive")
     detector = load_detector(checkpoint, overrides)
     cfg = detector.cfg
-    rules = EventRules.from_config(cfg.evaluate)
+    rules = operating_rules(detector, fa_per_24h, threshold)
     failed = 0
     for path in edfs:
         try:
@@ -118,6 +124,34 @@ def detect_command(
         written = ", ".join(str(t) for t in targets)
         print(f"{path}: {len(seizures)} seizure event(s), {seizure_s:.0f} s -> {written}")
     return 1 if failed else 0
+
+
+def operating_rules(
+    detector: Detector, fa_per_24h: float | None, threshold: float | None
+) -> EventRules:
+    """The event rules at the on-threshold asked for: by hand; a detector's calibrated point for
+    the budget (its first by default); or, for a checkpoint, the configured one."""
+    cfg = detector.cfg.evaluate
+    if threshold is not None:
+        return EventRules.from_config(cfg, threshold)
+    calibration = detector.operating_points
+    if calibration is None:
+        if fa_per_24h is not None:
+            raise UserError(
+                f"{detector.checkpoint}: a training checkpoint has no calibrated operating points;"
+                " make a detector with `szdet export`, or give --threshold"
+            )
+        return EventRules.from_config(cfg)
+    point = pick(calibration, cfg.fa_targets_per_24h[0] if fa_per_24h is None else fa_per_24h)
+    sensitivity, fa = (format_interval(point["ovlp"][k], 2) for k in ("sensitivity", "fa_per_24h"))
+    print(
+        f"szdet: operating point for {target_key(point['fa_per_24h_budget'])} FA/24h, calibrated"
+        f" on {calibration['split']}: threshold {point['threshold_on']:.4f}; there OVLP "
+        f"sensitivity {sensitivity} at {fa}"
+        " FA/24h (95% intervals)",
+        file=sys.stderr,
+    )
+    return EventRules.from_config(cfg, point["threshold_on"])
 
 
 def _input_duration_s(pre: Preprocessed) -> float:

@@ -1,4 +1,5 @@
-"""A trained detector ready to run: checkpoint -> config, model on the best device, autocast.
+"""A trained detector ready to run: checkpoint or bundle -> config, model on the best device,
+autocast, operating points.
 
 Shared by `szdet evaluate` and `szdet detect`, so both see the model exactly as training left it.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,6 +51,8 @@ class Detector:
     device: torch.device
     autocast_dtype: torch.dtype | None
     checkpoint: Path
+    step: int | None  # the training steps behind the weights
+    operating_points: dict[str, Any] | None  # a bundle's (state/bundle.py); None: a checkpoint
 
     def predict(self, split: CacheSplit | MemorySplit) -> list[np.ndarray]:
         """Stitched per-recording probability tracks at ``evaluate.frame_hz``."""
@@ -66,10 +70,12 @@ class Detector:
 
 
 def load_detector(checkpoint: str | Path, overrides: Sequence[str] = ()) -> Detector:
-    """The checkpoint's model in eval mode; ``overrides`` may change only ``evaluate.*``."""
+    """The model of a checkpoint or detector bundle in eval mode; ``overrides`` may change only
+    ``evaluate.*``."""
     path = Path(checkpoint)
-    cfg, model = load_for_inference(path)
-    cfg = with_overrides(cfg, list(overrides), sections=("evaluate",))
+    loaded = load_for_inference(path)
+    cfg = with_overrides(loaded.cfg, list(overrides), sections=("evaluate",))
     device = pick_device("auto", local_rank=0)
-    model.to(device)
-    return Detector(cfg, model, device, autocast_dtype(device, cfg.train.precision), path)
+    model = loaded.model.to(device)
+    dtype = autocast_dtype(device, cfg.train.precision)
+    return Detector(cfg, model, device, dtype, path, loaded.step, loaded.operating_points)

@@ -91,6 +91,56 @@ def plot_sens_vs_fa(
     return save_png(fig, path)
 
 
+def plot_operating_points(calibration: Mapping[str, Any], path: str | Path) -> Path:
+    """OVLP sensitivity against FA/24h over the threshold sweep with its 95% band (a bootstrap
+    over patients, evaluate/operating_points.py), and each budget's chosen point with its
+    intervals on both axes."""
+    curve = calibration["curve"]
+    rows = sorted(
+        (fa, s, lo, hi)
+        for fa, s, lo, hi in zip(
+            curve["fa_per_24h_value"],
+            curve["sensitivity_value"],
+            curve["sensitivity_low"],
+            curve["sensitivity_high"],
+            strict=True,
+        )
+        if fa is not None and s is not None
+    )
+    fig = Figure(figsize=(7.5, 5), layout="constrained")
+    ax = fig.add_subplot()
+    if rows:
+        fa, sens, low, high = np.array(rows, dtype=np.float64).T
+        ax.fill_between(fa, low, high, step="post", color="tab:blue", alpha=0.15, label="95% band")
+        ax.step(fa, sens, where="post", color="tab:blue", label="each on-threshold")
+    for colour, p in zip(FA_COLOURS, calibration["points"], strict=False):
+        budget = p["fa_per_24h_budget"]
+        ax.axvline(budget, color=colour, linestyle="--", alpha=0.6)
+        sens_ci, fa_ci = p["ovlp"]["sensitivity"], p["ovlp"]["fa_per_24h"]
+        if p["threshold_on"] is None or sens_ci["value"] is None:
+            ax.plot([], [], "o", color=colour, label=f"<= {budget:g}/24h: no threshold")
+            continue
+        ax.errorbar(
+            fa_ci["value"],
+            sens_ci["value"],
+            xerr=[[fa_ci["value"] - fa_ci["low"]], [fa_ci["high"] - fa_ci["value"]]],
+            yerr=[[sens_ci["value"] - sens_ci["low"]], [sens_ci["high"] - sens_ci["value"]]],
+            fmt="o",
+            color=colour,
+            capsize=3,
+            label=f"<= {budget:g}/24h: sens {sens_ci['value']:.2f} at p >= {p['threshold_on']:.3f}",
+        )
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set(ylim=(-0.02, 1.02), xlabel="false alarms per 24 h (OVLP, symlog scale)")
+    ax.set(
+        ylabel="sensitivity (OVLP)",
+        title=f"Operating points on {calibration['split']} ({calibration['patients']} patients)",
+    )
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    return save_png(fig, path)
+
+
 def plot_timeline(
     track: np.ndarray,
     frame_hz: float,

@@ -1,8 +1,9 @@
 """`szdet evaluate`: a checkpoint on one cached split -> metrics.json + PNG plots.
 
 Operating points are never tuned on the split being reported: the thresholds for sensitivity at
-10 / 5 / 2.5 / 1 FA/24h are chosen on the dev split of the same cache and applied unchanged to the
-evaluated split (on dev itself they are, by definition, dev's own).
+each FA/24h target are chosen on the dev split of the same cache (a detector made by `szdet
+export` brings those its export chose, with the intervals dev gave them) and applied unchanged to
+the evaluated split (on dev itself they are, by definition, dev's own).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 from szdet.data.manifest import CacheSplit
 from szdet.errors import UserError
 from szdet.evaluate.inference import Detector, load_detector
-from szdet.evaluate.metrics import evaluate_tracks, thresholds_from_metrics
+from szdet.evaluate.metrics import evaluate_tracks, target_key, thresholds_from_metrics
+from szdet.evaluate.operating_points import format_interval
 from szdet.evaluate.plots import write_split_plots
 from szdet.fileio import write_json_atomic
 
@@ -26,10 +28,13 @@ def evaluate_command(
     checkpoint: Path, cache: Path, split: str, out: Path, overrides: list[str]
 ) -> int:
     detector = load_detector(checkpoint, overrides)
-    dev_name = detector.cfg.data.dev_split
+    calibration = detector.operating_points
+    dev_name = calibration["split"] if calibration else detector.cfg.data.dev_split
     target = open_matching_split(detector, cache, split)
     thresholds = None
-    if split != dev_name:
+    if calibration:  # a detector: the thresholds its export chose on dev, not chosen again
+        thresholds = {p["fa_per_24h_budget"]: p["threshold_on"] for p in calibration["points"]}
+    elif split != dev_name:
         dev = open_matching_split(detector, cache, dev_name)
         log.info("choosing thresholds on %s (%d recordings)", dev_name, len(dev))
         dev_metrics = score_split(detector, dev)
@@ -37,6 +42,11 @@ def evaluate_command(
 
     tracks = detector.predict(target)
     metrics = score_split(detector, target, thresholds, tracks)
+    if calibration:  # beside each budget, what dev promised, so a user sees whether it held
+        for p in calibration["points"]:
+            at = metrics["sens_at_fa"].get(target_key(p["fa_per_24h_budget"]))
+            if at is not None:
+                at["calibrated_ovlp"] = p["ovlp"]
     metrics = {
         "checkpoint": str(checkpoint),
         "cache": str(cache),
@@ -104,10 +114,17 @@ def summary_text(metrics: dict[str, Any]) -> str:
             f"  FA/24h {fmt(s['fa_per_24h'], 2)}   (at threshold {metrics['threshold_on']})"
         )
     for target, at in metrics["sens_at_fa"].items():
-        lines.append(
+        line = (
             f"  sensitivity at {target:>3} FA/24h: {fmt(at['sensitivity'])}"
             f"  (threshold {fmt(at['threshold'], 4)}, measured FA/24h {fmt(at['fa_per_24h'], 2)})"
         )
+        if promised := at.get("calibrated_ovlp"):
+            line += (
+                f"; calibrated on {metrics['thresholds_from']}: sensitivity "
+                f"{format_interval(promised['sensitivity'], 2)}, FA/24h "
+                f"{format_interval(promised['fa_per_24h'], 2)}"
+            )
+        lines.append(line)
     one_alarm_per_24h = 24 / metrics["hours"] if metrics["hours"] > 0 else float("inf")
     if any(float(target) < one_alarm_per_24h for target in metrics["sens_at_fa"]):
         lines.append(

@@ -133,8 +133,9 @@ def newest_valid_checkpoint(directory: Path) -> Path | None:
 # --- reading ----------------------------------------------------------------------------------
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint dict safely; a missing, truncated, corrupt or foreign file -> UserError."""
+def read_checkpoint(path: str | Path, formats: tuple[str, ...] = (FORMAT,)) -> dict[str, Any]:
+    """Load a checkpoint dict safely; a missing, truncated, corrupt or foreign file -> UserError.
+    ``formats``: the tags accepted (a detector bundle, state/bundle.py, is read the same way)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
@@ -160,7 +161,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             ) from None
         reason = first_line(e)[:120]
         raise UserError(f"{path}: unreadable checkpoint, truncated or corrupt ({reason})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+    if not isinstance(ckpt, dict) or ckpt.get("format") not in formats:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise UserError(f"{path}: not a szdet checkpoint (format {found!r}, expected {FORMAT!r})")
+        expected = " or ".join(repr(f) for f in formats)
+        raise UserError(f"{path}: not a szdet checkpoint (format {found!r}, expected {expected})")
     return ckpt

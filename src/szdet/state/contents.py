@@ -23,7 +23,8 @@ from pydantic import ValidationError
 from szdet.config import Config
 from szdet.errors import UserError, first_line
 from szdet.models import build_model
-from szdet.state.checkpoint import read_checkpoint
+from szdet.state import bundle
+from szdet.state.checkpoint import FORMAT, read_checkpoint
 
 # The parts, in the order they are restored (the scheduler after the optimizer it steers).
 PARTS = ("model", "optimizer", "scheduler", "sampler", "early_stop", "monitor")
@@ -101,17 +102,29 @@ def checkpoint_config(ckpt: Mapping[str, Any], path: Path) -> Config:
     return cfg
 
 
-def load_for_inference(path: str | Path) -> tuple[Config, torch.nn.Module]:
-    """The config of a checkpoint and its model, weights loaded strictly, on the CPU in eval mode
-    (for `szdet evaluate` and `szdet detect`)."""
+@dataclass(frozen=True)
+class Inference:
+    """What `szdet evaluate`, `detect` and `export` need of a checkpoint or bundle."""
+
+    cfg: Config
+    model: torch.nn.Module  # weights loaded strictly, on the CPU, in eval mode
+    step: int | None  # the training steps behind the weights
+    operating_points: dict[str, Any] | None  # a bundle's; None for a checkpoint
+
+
+def load_for_inference(path: str | Path) -> Inference:
+    """A training checkpoint or a detector bundle (state/bundle.py), ready to run."""
     path = Path(path)
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path, formats=(FORMAT, bundle.FORMAT))
     cfg = checkpoint_config(ckpt, path)
+    if ckpt["format"] == bundle.FORMAT:
+        bundle.check_bundle(ckpt, cfg, path)
     if not isinstance(ckpt.get("model"), dict):
         raise UserError(f"{path}: checkpoint holds no model weights")
     model = build_model(cfg.model)
     restore_part(Part.of(model), ckpt["model"], path)
-    return cfg, model.eval()
+    step = ckpt["provenance"].get("step") if "provenance" in ckpt else ckpt.get("step")
+    return Inference(cfg, model.eval(), step, ckpt.get("operating_points"))
 
 
 def restore_part(part: Part, state: Any, path: Path) -> None:
