@@ -11,7 +11,7 @@ import pytest
 from edf_factory import write_recording
 from montage_support import write_bipolar_recording, write_chb_mit_edf, write_referential_edf
 from szdet.cli import main
-from szdet.config import PreprocessConfig
+from szdet.config import Config, PreprocessConfig
 from szdet.config_load import load_config
 from szdet.data.cache import build_cache
 from szdet.data.edf import load_edf
@@ -81,18 +81,21 @@ def test_a_tusz_corpus_feeds_the_bipolar_and_average_montages(tmp_path):
         )
 
 
-def test_the_config_refuses_a_model_that_does_not_fit_its_montage():
+def test_the_model_reads_its_montages_channels_and_a_misfit_written_out_is_refused():
+    # the channel count follows the montage: switching it is one setting, not two
+    assert load_config(None, ["data.montage=bipolar"]).model.in_channels == 18
+    assert load_config(None, ["data.montage=average"]).model.in_channels == 19
+    assert Config.model_validate({"data": {"montage": "bipolar"}}).model.in_channels == 18
     with pytest.raises(UserError) as e:
-        load_config(None, ["data.montage=bipolar"])
+        load_config(None, ["data.montage=bipolar", "model.in_channels=19"])
     assert str(e.value) == (
-        "--set data.montage=bipolar: model.in_channels (19) must equal the 18 channels of "
-        "data.montage bipolar"
+        "--set data.montage=bipolar, --set model.in_channels=19: model.in_channels (19) must "
+        "equal the 18 channels of data.montage bipolar"
     )
     with pytest.raises(UserError, match=r"in_channels \(18\) must equal the 19 channels"):
         load_config(None, ["model.in_channels=18"])
     bipolar = load_config(None, ["data.montage=bipolar", "model.in_channels=18"])
     assert bipolar.data.montage == "bipolar"
-    assert load_config(None, ["data.montage=average"]).model.in_channels == 19
 
 
 @pytest.mark.slow

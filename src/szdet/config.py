@@ -327,6 +327,19 @@ class Config(Section):
             )
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _in_channels_from_the_montage(cls, raw: Any) -> Any:
+        """model.in_channels follows data.montage unless written out: a user who switches the
+        montage never has to restate its channel count (written out, it is checked below)."""
+        if not isinstance(raw, dict):
+            return raw
+        data, model = raw.get("data"), raw.get("model", {})
+        montage = data.get("montage", "referential") if isinstance(data, dict) else "referential"
+        if montage in MONTAGES and isinstance(model, dict) and "in_channels" not in model:
+            raw = {**raw, "model": {**model, "in_channels": len(montage_channels(montage))}}
+        return raw
+
     @model_validator(mode="after")
     def _model_reads_the_montage(self) -> Config:
         channels = len(montage_channels(self.data.montage))

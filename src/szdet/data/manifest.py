@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from szdet.config import PreprocessConfig
+from szdet.config import Config, PreprocessConfig
 from szdet.data.montage import Montage, montage_channels
 from szdet.errors import ResourceError, UserError, resource_shortage
 from szdet.fileio import write_json_atomic
@@ -276,6 +276,14 @@ class CacheSplit:
             )
         recordings = manifest_recordings(manifest, path)
         return cls(split_dir, manifest, recordings[:max_recordings])
+
+    @classmethod
+    def of_config(cls, cfg: Config, split: str) -> CacheSplit:
+        """The split a training with ``cfg`` reads: from paths.cache_dir, its first
+        data.max_recordings, refused if built with other preprocessing or another montage."""
+        return cls.open(
+            cfg.paths.cache_dir, split, cfg.data.max_recordings, cfg.preprocess, cfg.data.montage
+        )
 
     def signal(self, i: int) -> np.ndarray:
         """Recording ``i`` as a read-only float16 (channels, n_samples) memory map."""

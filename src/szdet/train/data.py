@@ -24,13 +24,7 @@ class TrainData:
 
     @classmethod
     def build(cls, cfg: Config, info: DistInfo, device: torch.device) -> TrainData:
-        split = CacheSplit.open(
-            cfg.paths.cache_dir,
-            cfg.data.train_split,
-            cfg.data.max_recordings,
-            cfg.preprocess,
-            cfg.data.montage,
-        )
+        split = CacheSplit.of_config(cfg, cfg.data.train_split)
         index = WindowIndex.build(split, cfg.windows.length_s, cfg.windows.train_stride_s)
         sampler = BalancedSampler(
             index,

@@ -69,13 +69,7 @@ class Validator:
     ) -> None:
         self.cfg, self.info, self.autocast_dtype = cfg, info, autocast_dtype
         self.plots_dir = plots_dir
-        self.split = CacheSplit.open(
-            cfg.paths.cache_dir,
-            cfg.data.dev_split,
-            cfg.data.max_recordings,
-            cfg.preprocess,
-            cfg.data.montage,
-        )
+        self.split = CacheSplit.of_config(cfg, cfg.data.dev_split)
         index = WindowIndex.build(self.split, cfg.windows.length_s, cfg.windows.eval_stride_s)
         owner = assign_recordings(index, len(self.split.recordings), info.world_size)
         self.mine = np.flatnonzero(owner == info.rank)
