@@ -11,12 +11,7 @@ from pathlib import Path
 import pytest
 
 from szdet.state.run_dir import LOCK, RunDir
-from train_support import build_tiny_cache, train, write_config
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    return build_tiny_cache(tmp_path_factory.mktemp("corpus"))
+from train_support import train, write_config
 
 
 def _holder(run_dir: Path) -> subprocess.Popen:

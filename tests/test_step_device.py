@@ -8,7 +8,6 @@ ended between two reads. On CPU, ``aten::_local_scalar_dense`` (behind every ``.
 import collections
 import logging
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,14 +18,9 @@ from szdet.state.run_dir import read_metrics
 from szdet.train.distributed import DistInfo
 from szdet.train.monitor import StepMonitor
 from szdet.train.step import Stepper, StepResult
-from train_support import build_tiny_cache, in_process_trainer
+from train_support import in_process_trainer
 
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    return build_tiny_cache(tmp_path_factory.mktemp("corpus"))
 
 
 def host_reads(fn) -> collections.Counter:

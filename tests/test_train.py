@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,18 +27,12 @@ from szdet.state.run_dir import read_metrics
 from szdet.train.validate import assign_recordings
 from train_support import (
     TINY,
-    build_tiny_cache,
     final_weights,
     step_sequence,
     train,
     train_cmd,
     write_config,
 )
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    return build_tiny_cache(tmp_path_factory.mktemp("corpus"))
 
 
 @pytest.mark.slow

@@ -24,18 +24,12 @@ from szdet.train.distributed import DistInfo
 from szdet.train.early_stop import EarlyStopping
 from szdet.train.loop import Trainer
 from train_support import (
-    build_tiny_cache,
     in_process_trainer,
     step_sequence,
     write_config,
 )
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    return build_tiny_cache(tmp_path_factory.mktemp("corpus"))
 
 
 def test_early_stopping_patience_and_collapse():
