@@ -184,7 +184,7 @@ def operating_points_table(calibration: dict[str, Any]) -> str:
         f"{'FA/24h':>7} {'threshold':>9}  "
         + "  ".join(
             f"{m + ' sensitivity':<21} {m + ' FA/24h':<21}" for m in ("OVLP", "TAES", "SzCORE")
-        ),
+        ).rstrip(),
     ]
     for p in c["points"]:
         budget = target_key(p["fa_per_24h_budget"])
