@@ -10,12 +10,14 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from szdet.cli import main
 from szdet.config import Config
 from szdet.data.cache import build_cache
+from szdet.data.manifest import CacheSplit
 from szdet.data.synth import write_corpus
 from szdet.errors import UserError
 from szdet.evaluate.inference import load_detector
@@ -53,7 +55,7 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     checkpoint = root / "runs/h/checkpoints/best.pt"
     detector = root / "out/hard.detector"
     export = ["export", "--checkpoint", str(checkpoint), "--cache", str(root / "cache")]
-    assert main([*export, "--out", str(detector)]) == 0
+    assert main([*export, "--out", str(detector), "--onnx"]) == 0
     return {"root": root, "checkpoint": checkpoint, "detector": detector}
 
 
@@ -155,3 +157,23 @@ def test_a_bundle_for_other_inputs_is_refused_in_one_line(trained, tmp_path):
         with pytest.raises(UserError, match=re.escape(said)) as refused:
             load_for_inference(doctored)
         assert "\n" not in str(refused.value) and "export it again" in str(refused.value)
+
+
+@pytest.mark.slow
+def test_the_onnx_network_detects_as_the_torch_one_does(trained, tmp_path, capsys):
+    network = trained["detector"].with_name("hard.detector.onnx")
+    assert network.stat().st_size > 100_000
+    split = CacheSplit.open(trained["root"] / "cache", "dev", max_recordings=4)
+    by_torch = load_detector(trained["detector"]).predict(split)
+    by_onnx = load_detector(trained["detector"], engine="onnx").predict(split)
+    assert max(np.abs(a - b).max() for a, b in zip(by_torch, by_onnx, strict=True)) <= 1e-4
+    edf = sorted((trained["root"] / "corpus/edf/dev").rglob("*.edf"))[0]
+    args = ["detect", str(edf), "--checkpoint", str(trained["detector"]), "--format", "szcore"]
+    for engine in ("torch", "onnx"):
+        assert main([*args, "--engine", engine, "--out", str(tmp_path / engine)]) == 0
+    [tsv] = (tmp_path / "torch").iterdir()
+    assert tsv.read_text() == (tmp_path / "onnx" / tsv.name).read_text()
+    capsys.readouterr()
+    checkpoint = ["--checkpoint", str(trained["checkpoint"]), "--out", str(tmp_path / "ck")]
+    assert main(["detect", str(edf), *checkpoint, "--engine", "onnx"]) == 1
+    assert "--engine onnx runs a detector made by `szdet export --onnx`" in capsys.readouterr().err

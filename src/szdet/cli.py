@@ -275,6 +275,12 @@ def _add_detect(sub: Subparsers) -> None:
         help="a detector's operating point for at most B false alarms per 24 h (see above)",
     )
     point.add_argument("--threshold", type=float, metavar="T", help="the on-threshold, by hand")
+    p.add_argument(
+        "--engine",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="onnx: a detector's network on onnxruntime's CPU engine (szdet export --onnx)",
+    )
     _add_evaluate_overrides(p, "--set evaluate.min_duration_s=10")
     p.set_defaults(func=cmd_detect)
 
@@ -292,6 +298,9 @@ def _add_export(sub: Subparsers) -> None:
     p.add_argument("--cache", type=Path, required=True, help="cache root holding <split>/")
     p.add_argument("--split", default=None, help="calibration split (default: data.dev_split)")
     p.add_argument("--out", type=Path, required=True, help="the detector file to write")
+    p.add_argument(
+        "--onnx", action="store_true", help="also write the network as DETECTOR.onnx (onnxruntime)"
+    )
     _add_evaluate_overrides(p, "--set evaluate.fa_targets_per_24h=[1,5]")
     p.set_defaults(func=cmd_export)
 

@@ -116,6 +116,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         output_format=args.format,
         fa_per_24h=args.fa_per_24h,
         threshold=args.threshold,
+        engine=args.engine,
     )
 
 
@@ -128,6 +129,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         split=args.split,
         out=args.out,
         overrides=args.overrides,
+        onnx=args.onnx,
     )
 
 

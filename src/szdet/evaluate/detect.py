@@ -78,12 +78,13 @@ def detect_command(
     output_format: str = "csv_bi",
     fa_per_24h: float | None = None,
     threshold: float | None = None,
+    engine: str = "torch",
 ) -> int:
     kinds = FORMATS[output_format]
     check_outputs(edfs, out, kinds)
     if threshold is not None and not 0 < threshold < 1:
         raise UserError(f"--threshold {threshold}: a probability between 0 and 1, exclusive")
-    detector = load_detector(checkpoint, overrides)
+    detector = load_detector(checkpoint, overrides, engine)
     cfg = detector.cfg
     rules = operating_rules(detector, fa_per_24h, threshold)
     failed = 0

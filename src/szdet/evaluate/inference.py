@@ -19,6 +19,8 @@ from szdet.config_load import with_overrides
 from szdet.data.manifest import CacheSplit
 from szdet.data.windows import WindowIndex
 from szdet.device import autocast_dtype, pick_device
+from szdet.errors import UserError
+from szdet.evaluate.onnx_engine import OnnxNetwork
 from szdet.evaluate.stitch import predict_tracks
 from szdet.state.contents import load_for_inference
 
@@ -69,13 +71,26 @@ class Detector:
         )
 
 
-def load_detector(checkpoint: str | Path, overrides: Sequence[str] = ()) -> Detector:
+def onnx_path(detector: Path) -> Path:
+    """Where `szdet export --onnx` writes a detector's network: beside it, ``<DETECTOR>.onnx``."""
+    return detector.with_name(detector.name + ".onnx")
+
+
+def load_detector(
+    checkpoint: str | Path, overrides: Sequence[str] = (), engine: str = "torch"
+) -> Detector:
     """The model of a checkpoint or detector bundle in eval mode; ``overrides`` may change only
-    ``evaluate.*``."""
+    ``evaluate.*``. ``engine="onnx"``: the bundle's exported network on onnxruntime (CPU)."""
     path = Path(checkpoint)
     loaded = load_for_inference(path)
     cfg = with_overrides(loaded.cfg, list(overrides), sections=("evaluate",))
-    device = pick_device("auto", local_rank=0)
-    model = loaded.model.to(device)
-    dtype = autocast_dtype(device, cfg.train.precision)
+    model: torch.nn.Module
+    if engine == "onnx":
+        if loaded.operating_points is None:
+            raise UserError(f"{path}: --engine onnx runs a detector made by `szdet export --onnx`")
+        device, dtype = torch.device("cpu"), None
+        model = OnnxNetwork(onnx_path(path))
+    else:
+        device = pick_device("auto", local_rank=0)
+        model, dtype = loaded.model.to(device), autocast_dtype(device, cfg.train.precision)
     return Detector(cfg, model, device, dtype, path, loaded.step, loaded.operating_points)

@@ -1,0 +1,135 @@
+"""Inference on this CPU at the cloud model's size, in EEG-hours per CPU-hour: (a) the PyTorch path
+`szdet detect` runs today (eval mode, no_grad, pure Mamba-2, eigh PE); (b) the same network
+exported to ONNX (models/onnx_export.py) and run by onnxruntime; (c) the multi-rate TCN variant
+in both. Ratios are to (a), measured in the same run, round-robin (each round times every engine
+once) so that the machine's drift falls on all alike. Random weights (seed 0): the same compute
+as trained ones. Also: (a)'s time per component, the export's time and file size.
+
+    .venv/bin/python benchmarks/bench_cpu_inference.py [--config configs/cloud/train.yaml]
+        [--batch 4] [--threads 2] [--repeats 3]
+
+One EEG-hour is 3600 / windows.eval_stride_s windows of windows.length_s (overlapping windows are
+averaged when stitched); EEG-hours per CPU-hour = EEG-hours processed / (wall s x threads / 3600).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from szdet.config import Config
+from szdet.config_load import load_config
+from szdet.evaluate.onnx_engine import OnnxNetwork
+from szdet.gpu_check.variants import VARIANTS, variant_config
+from szdet.models import build_model
+from szdet.models.onnx_export import export_onnx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ComponentTimes:
+    """Seconds spent in each top-level component of ``network`` per forward call (module hooks;
+    on a CPU every op has finished when its module returns)."""
+
+    def __init__(self, network: nn.Module) -> None:
+        self.calls: list[dict[str, float]] = []
+        self._started: dict[str, float] = {}
+        network.register_forward_pre_hook(lambda *_: self.calls.append({}))
+        network.register_forward_pre_hook(functools.partial(self._start, "total"))
+        network.register_forward_hook(functools.partial(self._stop, "total"))
+        for name, child in network.named_children():
+            child.register_forward_pre_hook(functools.partial(self._start, name))
+            child.register_forward_hook(functools.partial(self._stop, name))
+
+    def _start(self, name: str, *_: object) -> None:
+        self._started[name] = time.perf_counter()
+
+    def _stop(self, name: str, *_: object) -> None:
+        self.calls[-1][name] = time.perf_counter() - self._started[name]
+
+    def fastest(self) -> dict[str, float]:
+        return min(self.calls, key=lambda call: call["total"])
+
+
+def best_times(
+    engines: list[nn.Module], x: torch.Tensor, repeats: int
+) -> tuple[list[float], list[torch.Tensor]]:
+    """Best wall time of one forward of ``x`` per engine, round-robin, after one warm-up call
+    each (allocator pools, onnxruntime's first-run planning); and the warm-up calls' logits."""
+    best = [float("inf")] * len(engines)
+    with torch.no_grad():
+        logits = [engine(x) for engine in engines]
+        for _ in range(repeats):
+            for i, engine in enumerate(engines):
+                start = time.perf_counter()
+                engine(x)
+                best[i] = min(best[i], time.perf_counter() - start)
+    return best, logits
+
+
+def exported(cfg: Config, network: nn.Module, path: Path, threads: int) -> OnnxNetwork:
+    start = time.perf_counter()
+    export_onnx(cfg.model, network.state_dict(), cfg.window_samples, path)
+    seconds = time.perf_counter() - start
+    print(f"export {path.stem}: {seconds:.0f} s, {path.stat().st_size / 1e6:.1f} MB")
+    return OnnxNetwork(path, threads=threads)
+
+
+def print_components(times: dict[str, float]) -> None:
+    total = times.pop("total")
+    times["other (pair similarity, reshapes)"] = total - sum(times.values())
+    print(f"(a) per component, its fastest forward ({total:.2f} s):")
+    for name, seconds in times.items():
+        print(f"  {name:<36}{seconds:>8.2f} s{seconds / total:>8.1%}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=ROOT / "configs/cloud/train.yaml")
+    parser.add_argument("--batch", type=int, default=4, help="windows per forward")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cfg = load_config(args.config)
+    multirate = variant_config(cfg, next(v for v in VARIANTS if v.name == "multirate_tcn"))
+    windows_per_eeg_hour = 3600 / cfg.windows.eval_stride_s
+    print(f"{args.config}: {cfg.windows.length_s:g} s windows every {cfg.windows.eval_stride_s:g} s "
+          f"({windows_per_eeg_hour:g} per EEG-hour), batch {args.batch}, {args.threads} threads")  # fmt: skip
+    torch.manual_seed(0)
+    reference, multirate_net = build_model(cfg.model).eval(), build_model(multirate.model).eval()
+    timer = ComponentTimes(reference)
+    with tempfile.TemporaryDirectory() as tmp:
+        engines = {
+            "(a) torch": reference,
+            "(b) onnxruntime": exported(cfg, reference, Path(tmp, "reference.onnx"), args.threads),
+            "(c) torch, multi-rate TCN": multirate_net,
+            "(c) onnxruntime, multi-rate": exported(
+                multirate, multirate_net, Path(tmp, "multirate.onnx"), args.threads
+            ),
+        }
+        x = torch.randn(args.batch, cfg.model.in_channels, cfg.window_samples)
+        seconds, logits = best_times(list(engines.values()), x, args.repeats)
+    for torch_run, onnx_run, what in ((0, 1, "reference"), (2, 3, "multi-rate")):
+        gap = (torch.sigmoid(logits[torch_run]) - torch.sigmoid(logits[onnx_run])).abs().max()
+        print(f"{what}: onnxruntime vs torch, max abs probability difference {gap.item():.2g}")
+    print(f"{'engine':<30}{'windows/s':>11}{'s/window':>10}{'EEG-h/CPU-h':>13}{'vs (a)':>8}")
+    for name, batch_seconds in zip(engines, seconds, strict=True):
+        per_window = batch_seconds / args.batch
+        eeg_hours = args.batch / windows_per_eeg_hour
+        cpu_hours = batch_seconds * args.threads / 3600
+        print(f"{name:<30}{1 / per_window:>11.2f}{per_window:>10.2f}{eeg_hours / cpu_hours:>13.1f}"
+              f"{seconds[0] / batch_seconds:>7.2f}x")  # fmt: skip
+    print_components(timer.fastest())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
