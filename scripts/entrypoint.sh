@@ -14,7 +14,7 @@ usage: IMAGE COMMAND [ARGS...]
                       on the cache mounted at /results/cache/tusz (configs/cloud/smoke.yaml)
                       if there is one, else synth -> cache -> train -> evaluate on a synthetic
                       corpus (scripts/smoke.sh). ARGS go to `szdet train`, e.g. --set train.epochs=2
-  train|evaluate|check-kernels|cache|synth|detect|score|model-summary ...
+  train|evaluate|export|check-kernels|cache|synth|detect|score|model-summary ...
                       run that szdet command, e.g. train --config configs/cloud/train.yaml
   gpu-check [ARGS...] scripts/gpu_check.sh: parity, step speed, memory, variants, loader -> $OUT
   help                this text
@@ -50,7 +50,7 @@ case "$command" in
   help | -h | --help) usage ;;
   smoke) shift; smoke "$@" ;;
   gpu-check) shift; exec "$repo/scripts/gpu_check.sh" "$@" ;;
-  train | evaluate | check-kernels | cache | synth | detect | score | model-summary | --version)
+  train | evaluate | export | check-kernels | cache | synth | detect | score | model-summary | --version)
     exec szdet "$@" ;;
   *) exec "$@" ;;
 esac

@@ -21,7 +21,13 @@ def _config(args: argparse.Namespace):  # -> szdet.config.Config
 def cmd_synth(args: argparse.Namespace) -> int:
     from szdet.data.synth import write_corpus
 
-    write_corpus(args.out, args.patients, args.minutes, args.seed, difficulty=args.difficulty)
+    write_corpus(
+        args.out,
+        patients=args.patients,
+        minutes=args.minutes,
+        seed=args.seed,
+        difficulty=args.difficulty,
+    )
     return 0
 
 
