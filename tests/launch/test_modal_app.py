@@ -36,11 +36,11 @@ def test_imports_with_only_modal_installed():
         "import importlib.util, sys\n"
         f"spec = importlib.util.spec_from_file_location('a', {str(APP)!r})\n"
         "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
-        # szdet is not installed here: only its standard-library restart policy is taken, from
-        # the checkout
+        # szdet is not installed here: only its standard-library restart policy (and the exit
+        # codes it speaks, errors.py) is taken, from the checkout
         f"assert importlib.util.find_spec('szdet').origin.startswith({str(REPO / 'src')!r})\n"
         "loaded = sorted(m for m in sys.modules if m.startswith('szdet'))\n"
-        "assert loaded == ['szdet', 'szdet.cloud', 'szdet.cloud.restart'], loaded\n"
+        "assert loaded == ['szdet', 'szdet.cloud', 'szdet.cloud.restart', 'szdet.errors'], loaded\n"
     )
     for image in ("", "ghcr.io/acme/szdet:0.1.0"):  # built from the Dockerfile, or pulled
         env = {
