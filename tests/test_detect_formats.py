@@ -5,12 +5,12 @@ import pytest
 from epilepsy2bids.annotations import Annotations
 
 from montage_support import write_referential_edf
-from szdet.data.edf import load_edf
+from szdet.data.edf import EdfSignal, load_edf
 from szdet.data.edf_header import read_header
 from szdet.data.hed_tsv import COLUMNS
 from szdet.errors import UserError
 from szdet.evaluate.detect import check_outputs
-from szdet.evaluate.inference import MemorySplit, load_detector
+from szdet.evaluate.inference import load_detector
 from szdet.evaluate.postprocess import EventRules, track_events
 from test_evaluate_cli import run_cli, trained  # noqa: F401  (the tiny trained checkpoint)
 
@@ -26,7 +26,7 @@ def bids_edf(tmp_path_factory):
 def _track(checkpoint, edf):
     detector = load_detector(checkpoint)
     pre = load_edf(edf, detector.cfg.preprocess, detector.cfg.data.montage)
-    track = detector.predict(MemorySplit(edf.stem, pre.signal, pre.sample_rate_hz))[0]
+    track = detector.predict_edf(EdfSignal(edf, detector.cfg.preprocess, detector.cfg.data.montage))
     return detector.cfg.evaluate, pre, track
 
 

@@ -10,6 +10,7 @@ from edf_factory import recording_signals, write_edf
 from szdet.config import CHANNELS_19, PreprocessConfig
 from szdet.data.edf import (
     EdfError,
+    RawStats,
     load_edf,
     unusable_channels,
 )
@@ -169,10 +170,11 @@ def test_nan_channels_are_refused_or_interpolated():
     data[:, ::2] = 0.0
     data[1, 7] = np.nan
     data[2, :] = np.nan
-    unusable = unusable_channels(Path("r.edf"), ["F3", "FZ", "PZ"], data, {"FZ", "PZ"})
+    stats = RawStats.of_blocks([(0, data[:, :40]), (40, data[:, 40:])], 3, 100, None)
+    unusable = unusable_channels(Path("r.edf"), ["F3", "FZ", "PZ"], stats, {"FZ", "PZ"})
     assert unusable == {"FZ": "has NaN values", "PZ": "has NaN values"}
     with pytest.raises(EdfError, match=r"^r\.edf: channel C3 has NaN values$"):
-        unusable_channels(Path("r.edf"), ["F3", "C3", "PZ"], data, {"FZ", "PZ"})
+        unusable_channels(Path("r.edf"), ["F3", "C3", "PZ"], stats, {"FZ", "PZ"})
 
 
 def test_truncated_garbage_and_absent_files_are_one_line_errors(tmp_path):

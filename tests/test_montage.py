@@ -2,6 +2,8 @@
 bipolar recognition, repeated labels, the exactness of every conversion, and the skip reasons;
 then the same on real EDF files read by load_edf."""
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from epilepsy2bids.eeg import Eeg
@@ -15,7 +17,7 @@ from montage_support import (
     write_referential_edf,
 )
 from szdet.config import CHANNELS_19, PREPROCESS_ALGORITHM, PreprocessConfig, config_hash
-from szdet.data.edf import EdfError, bandpass_notch, interpolate, load_edf, resample, robust_zscore
+from szdet.data.edf import EdfError, load_edf
 from szdet.data.montage import (
     DOUBLE_BANANA,
     MontageError,
@@ -186,9 +188,33 @@ def test_the_referential_cache_hash_is_the_one_before_montages():
 # --- real EDF files ---------------------------------------------------------------------------
 
 
-def test_referential_load_is_the_pipeline_of_before_on_tusz_files(tmp_path):
-    """The default adds nothing to what load_edf computed before montages: the same steps, in
-    the same order, on the same rows give bit-identical output (AR and LE, Fz/Pz interpolated)."""
+def _documented_pipeline(raw: np.ndarray, rate_hz: float, drop: tuple[str, ...]) -> np.ndarray:
+    """data/edf.py's steps for the referential montage written out with scipy and mne alone (none
+    of szdet's functions), in float64: mean out, polyphase resampling to 256 Hz, 4th-order
+    Butterworth 0.5-120 Hz and Q=30 60 Hz notch run forward and back, spherical-spline
+    interpolation of ``drop``, robust z-score from every 4th sample, clip at 10."""
+    import mne
+    from scipy import signal
+
+    x = raw - raw.mean(axis=1, keepdims=True)
+    up, down = Fraction(256.0 / rate_hz).limit_denominator(1000).as_integer_ratio()
+    x = signal.resample_poly(x, up, down, axis=1)
+    sos = signal.butter(4, [0.5, 120.0], btype="bandpass", fs=256.0, output="sos")
+    sos = np.vstack([sos, signal.tf2sos(*signal.iirnotch(60.0, 30.0, fs=256.0))])
+    x = signal.sosfiltfilt(sos, x, axis=1)
+    if drop:
+        names = [c[0] + c[1:].lower() for c in CHANNELS_19]
+        head = mne.io.RawArray(x, mne.create_info(names, 256.0, "eeg"), verbose="error")
+        head.set_montage("standard_1020", verbose="error")
+        head.info["bads"] = [c[0] + c[1:].lower() for c in drop]
+        x = head.interpolate_bads(reset_bads=True, verbose="error").get_data()
+    q25, median, q75 = np.percentile(x[:, ::4], [25, 50, 75], axis=1)
+    return np.clip((x - median[:, None]) / ((q75 - q25)[:, None] / 1.349), -10.0, 10.0)
+
+
+def test_referential_load_is_the_documented_pipeline(tmp_path):
+    """The default montage adds nothing to the documented steps (AR and LE, Fz/Pz interpolated),
+    checked against an independent float64 implementation of them."""
     import mne
 
     field = scalp_field(30, 250.0, seed=4)
@@ -196,17 +222,13 @@ def test_referential_load_is_the_pipeline_of_before_on_tusz_files(tmp_path):
         signals = {c: v for c, v in field.items() if c not in drop}
         edf = write_edf(tmp_path / f"{suffix}.edf", signals, 250.0, f"EEG {{}}-{suffix}")
         raw = mne.io.read_raw_edf(edf, verbose="error")
-        x = np.zeros((19, len(raw.times)), np.float32)
+        x = np.zeros((19, len(raw.times)))
         for i, c in enumerate(CHANNELS_19):
             if c not in drop:
                 x[i] = raw.get_data(picks=[f"EEG {c}-{suffix}"])[0]
-        x = bandpass_notch(resample(x, 250.0, PRE.sample_rate_hz), PRE)
-        if drop:
-            interpolate(x, list(drop))
-        robust_zscore(x, PRE.clip)
         out = load_edf(edf, PRE)
         assert out.interpolated == list(drop) and out.channels == CHANNELS_19
-        np.testing.assert_array_equal(out.signal, x)
+        np.testing.assert_allclose(out.signal, _documented_pipeline(x, 250.0, drop), atol=1e-4)
 
 
 def test_every_dataset_naming_reads_the_same_referential_signal(tmp_path):

@@ -14,12 +14,12 @@ from szdet.cli import main
 from szdet.config import Config, PreprocessConfig
 from szdet.config_load import load_config
 from szdet.data.cache import build_cache
-from szdet.data.edf import load_edf
+from szdet.data.edf import EdfSignal, load_edf
 from szdet.data.manifest import CacheSplit
 from szdet.data.montage import DOUBLE_BANANA
 from szdet.data.tusz import find_recordings, read_annotation
 from szdet.errors import UserError
-from szdet.evaluate.inference import MemorySplit, load_detector
+from szdet.evaluate.inference import load_detector
 from train_support import train, write_config
 
 PRE = PreprocessConfig()
@@ -120,7 +120,6 @@ def test_a_bipolar_model_trains_and_detects_on_bipolar_and_referential_files(
         written = read_annotation(out / f"{edf.stem}.csv_bi")
         assert written.duration_s == pytest.approx(30.0, abs=0.01)
     # the referential file is converted to the checkpoint's montage, exactly as load_edf does
-    pre = load_edf(siena, detector.cfg.preprocess, "bipolar")
-    track = detector.predict(MemorySplit("siena", pre.signal, pre.sample_rate_hz))[0]
+    track = detector.predict_edf(EdfSignal(siena, detector.cfg.preprocess, "bipolar"))
     assert track.shape == (round(30.0 * detector.cfg.evaluate.frame_hz),)
     assert np.isfinite(track).all() and track.min() >= 0 and track.max() <= 1

@@ -40,11 +40,12 @@ def montage_channels(montage: Montage) -> tuple[str, ...]:
     return DOUBLE_BANANA if montage == "bipolar" else CHANNELS_19
 
 
-# Bump when szdet/data/edf.py changes what it computes from the same settings (filter orders,
+# Bump when szdet/data/edf.py or preprocess.py changes what it computes from the same settings (filter orders,
 # robust statistics, interpolation positions...): caches built before then are refused, not mixed.
 # 2: dead, near-flat and lone-spike electrodes are interpolated (or refused), never z-scored
-# into noise.
-PREPROCESS_ALGORITHM = 2
+# into noise. 3: each channel's raw mean taken out before resampling, the filter run in float64,
+# robust statistics from a subsample capped per channel: the same signal whole or in chunks.
+PREPROCESS_ALGORITHM = 3
 
 
 # Markers on fields (a whole section when set in its model_config), read by `marked_fields`:
@@ -255,6 +256,12 @@ class TrainConfig(Section):
 class EvaluateConfig(Section):
     frame_hz: float = Field(4.0, gt=0)  # resolution of the stitched probability tracks
     batch_size: int = Field(32, ge=1, json_schema_extra=RESUMABLE)
+    # Windows per forward without a GPU: one window's matrices already fill a CPU's cores, so more
+    # buy no speed, only memory (the cloud-size model holds ~CPU_WINDOW_MB per window in flight).
+    cpu_batch_size: int = Field(2, ge=1, json_schema_extra=RESUMABLE)
+    # `detect` reads, preprocesses and infers an EDF this many seconds at a time: its memory is
+    # a chunk's at any recording length (data/edf.py, evaluate/inference.py).
+    chunk_s: float = Field(600.0, gt=0, json_schema_extra=RESUMABLE)
     threshold_on: float = Field(0.5, gt=0, lt=1)  # hysteresis: start an event above this ...
     # ... and end it below threshold_on x this; a ratio, so that any on-threshold (the dev sweep's,
     # or one chosen from it for `detect`) keeps the same hysteresis shape

@@ -41,3 +41,21 @@ def byte_bar(total_bytes: int, desc: str) -> tqdm:
         unit_divisor=1024,
         **_bar_settings(),
     )
+
+
+def eeg_hours_bar(total_h: float, desc: str, disable: bool = False) -> tqdm:
+    """A bar in hours of EEG, advanced by hand with ``.update(hours)`` as chunks of a recording
+    are done. Use it as a context manager so it closes."""
+    return tqdm(
+        total=total_h,
+        desc=desc,
+        unit="EEG-h",
+        bar_format=_HOURS_FORMAT,
+        disable=disable,
+        **_bar_settings(),
+    )
+
+
+_HOURS_FORMAT = (
+    "{desc}: {percentage:3.0f}%|{bar}| {n:.2f}/{total:.2f} EEG-h [{elapsed}<{remaining}]"
+)

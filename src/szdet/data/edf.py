@@ -1,34 +1,45 @@
 """EDF reading and preprocessing: any scalp EEG recording -> the model's montage (19 electrodes or
-18 derivations), 256 Hz, robust z-scores.
+18 derivations), 256 Hz, robust z-scores, whole or in chunks of bounded memory.
 
-The steps, in order:
+The steps, in order (each in szdet/data/preprocess.py):
 
 1. read only the EEG channels we need (mne ``include``: files carry up to 128 channels, some at
    other rates), found by name and planned for ``data.montage`` by szdet/data/montage.py
    (``EEG FP1-REF``, ``Fp1-Avg``, ``fp1`` -> FP1; T7/T8/P7/P8 -> T3/T4/T5/T6; ``FP1-F7`` a derivation);
-2. resample to ``sample_rate_hz`` by polyphase filtering;
-3. band-pass and notch in one zero-phase cascade of IIR second-order sections;
-4. fill the channels of ``interpolate_channels`` that are missing, NaN, flat or dead (judged on
-   the raw samples by robust statistics against the header's digital step: ``unusable_channels``)
-   by spherical-spline interpolation on the standard 10-20 positions (mne), and record which;
-   quantised or clipped channels are kept with a note (``quality_notes``);
-5. convert to the montage (szdet/data/montage.py: exact, linear);
-6. per-channel robust z-score (median, IQR) over the whole recording, clipped at +-``clip``.
+2. judge each channel on its raw samples: missing, NaN, flat or dead channels of
+   ``interpolate_channels`` are filled later, others refused (robust statistics against the
+   header's digital step: ``unusable_channels``); quantised or clipped channels are kept with a
+   note (``quality_notes``); take each channel's mean out (a DC offset would cost the recursive
+   filter float32 precision);
+3. resample to ``sample_rate_hz`` by polyphase filtering;
+4. band-pass and notch in one zero-phase cascade of IIR second-order sections;
+5. fill the channels judged unusable by spherical-spline interpolation on the standard 10-20
+   positions (mne);
+6. convert to the montage (szdet/data/montage.py: exact, linear);
+7. per-channel robust z-score (median, IQR) over the whole recording, clipped at +-``clip``.
 
-Everything after reading runs in float32 on one (channels, n) array. The cache keeps float16, whose
-rounding (~1e-3 relative) is as coarse as the float32 filter's, so float64 would buy nothing.
+`EdfSignal` runs them in three passes over the recording, each chunk by chunk (``chunk_s``): the
+raw statistics of step 2; the robust statistics of step 7 over steps 3-6; then steps 3-7 again,
+yielding the signal in order. Memory stays that of a chunk and the statistics' capped subsample
+(preprocess.py's MAX_STATS_SAMPLES) at any length. Chunks are cut on the resampling's period, so
+each resamples bit for bit as the whole would, and are filtered with FILTER_MARGIN_S of signal on
+either side, cut off afterwards: the zero-phase filter's start-up transient decays like
+exp(-1.2 t/s) at the 0.5 Hz band edge, leaving e^-36 of it after 30 s, far below float32 rounding.
+Chunked and whole agree to float32 rounding (1e-7 of a z-score, measured). `load_edf` is one chunk: the whole recording, as the
+cache stores it.
+
+The signal is float32 between the steps; the filter recurses in float64 (preprocess.py says
+why). The cache keeps float16.
 """
 
 from __future__ import annotations
 
-import functools
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from scipy import signal
 
 from szdet.config import CHANNELS_19, PreprocessConfig
 from szdet.data.edf_header import (
@@ -40,13 +51,19 @@ from szdet.data.edf_header import (
     unit_scale,
 )
 from szdet.data.montage import Montage, MontageError, plan_montage
+from szdet.data.preprocess import (
+    bandpass_notch,
+    interpolate,
+    resample,
+    resample_ratio,
+    resampled_length,
+    robust_stats,
+    stats_step,
+    zscore,
+)
 from szdet.errors import first_line
 
 # Changing any of these changes the cache's contents: bump config.PREPROCESS_ALGORITHM too.
-BANDPASS_ORDER = 4
-NOTCH_Q = 30.0  # notch width = notch_hz / Q (2 Hz at 60 Hz)
-IQR_PER_SIGMA = 1.349  # a Gaussian's interquartile range, in standard deviations
-ROBUST_STATS_STEP = 4  # median and IQR from every 4th sample: the same estimate, 4x less sorting
 MIN_DURATION_S = 1.0
 # A channel is dead when the middle half of its raw samples spans under DEAD_STEPS digital steps
 # (an electrode at 0 flickering by one step, a lone spike on a flat line: IQR 0), or under
@@ -55,7 +72,7 @@ DEAD_STEPS = 3.0
 NEAR_FLAT_RATIO = 100.0
 QUANTISED_STEPS = 12.0  # an IQR of fewer steps than this: coarse levels, noted
 CLIPPED_FRACTION = 0.01  # more samples than this at the digital min/max: clipped, noted
-MONTAGE = "colin27_1020"  # mne's standard 10-20 positions (formerly "standard_1020")
+FILTER_MARGIN_S = 30.0  # signal filtered on either side of a chunk, then cut off (see above)
 
 
 @dataclass
@@ -73,56 +90,140 @@ class Preprocessed:
 def load_edf(
     path: Path, preprocess: PreprocessConfig, montage: Montage = "referential"
 ) -> Preprocessed:
-    """Read and preprocess one recording into ``montage``; EdfError names the file and the
+    """Read and preprocess one whole recording into ``montage``; EdfError names the file and the
     problem (a recording that cannot feed ``montage`` says why)."""
-    path = Path(path)
-    header, count_notes = record_count_note(path, _read_header(path))
-    labels = list(header.labels)
-    try:
-        plan = plan_montage(labels, montage, preprocess.interpolate_channels)
-    except MontageError as e:
-        raise EdfError(f"{path}: {e}") from None
-    # Only electrodes can be interpolated; a recorded derivation must be usable as it is.
-    allowed = set(preprocess.interpolate_channels) if plan.rows == CHANNELS_19 else set()
-
-    present = [c for c in plan.rows if c in plan.read]
-    picks = [plan.read[c] for c in present]
-    data, source_rate_hz = _read_signals(path, labels, picks)
-    check_rate(path, source_rate_hz, preprocess)
-    if data.shape[1] < MIN_DURATION_S * source_rate_hz:
-        raise EdfError(f"{path}: recording too short ({data.shape[1] / source_rate_hz:.2f} s)")
-
-    steps, iqr = DigitalSteps.of(path, header, picks), raw_iqr(data)
-    unusable = unusable_channels(path, present, data, allowed, steps, iqr)
-    notes = [
-        *count_notes,
-        *plan.notes,
-        *(f"{c} {why}: interpolated" for c, why in unusable.items()),
-    ]
-    notes += quality_notes(present, data, steps, iqr, skip=set(unusable))
-    x = np.zeros((len(plan.rows), data.shape[1]), dtype=np.float32)
-    for row, channel in zip(data, present, strict=True):
-        if channel not in unusable:
-            x[plan.rows.index(channel)] = row
-    del data
-    interpolated = [c for c in plan.rows if c not in plan.read or c in unusable]
-
-    x = resample(x, source_rate_hz, preprocess.sample_rate_hz)
-    x = bandpass_notch(x, preprocess)
-    if interpolated:
-        interpolate(x, interpolated)
-    x = plan.convert(x)
-    robust_zscore(x, preprocess.clip)
+    edf = EdfSignal(path, preprocess, montage)
+    ((_, signal),) = edf.blocks()
     return Preprocessed(
-        signal=x,
-        channels=plan.channels,
-        sample_rate_hz=preprocess.sample_rate_hz,
-        duration_s=x.shape[1] / preprocess.sample_rate_hz,
-        source_rate_hz=source_rate_hz,
-        interpolated=interpolated,
-        notes=notes,
-        header=header,
+        signal=signal,
+        channels=edf.channels,
+        sample_rate_hz=edf.sample_rate_hz,
+        duration_s=edf.duration_s,
+        source_rate_hz=edf.source_rate_hz,
+        interpolated=edf.interpolated,
+        notes=edf.notes,
+        header=edf.header,
     )
+
+
+class EdfSignal:
+    """One recording opened for preprocessing: the header read and checked, the montage planned
+    and the raw samples judged on opening (pass 1); `blocks` yields the preprocessed signal in
+    order, ``chunk_s`` seconds at a time (None: whole)."""
+
+    def __init__(
+        self,
+        path: Path,
+        preprocess: PreprocessConfig,
+        montage: Montage = "referential",
+        chunk_s: float | None = None,
+    ) -> None:
+        self.path, self.preprocess = Path(path), preprocess
+        self.header, count_notes = record_count_note(self.path, _read_header(self.path))
+        labels = list(self.header.labels)
+        try:
+            self.plan = plan_montage(labels, montage, preprocess.interpolate_channels)
+        except MontageError as e:
+            raise EdfError(f"{path}: {e}") from None
+        self.channels = self.plan.channels
+        # Only electrodes can be interpolated; a recorded derivation must be usable as it is.
+        allowed = set(preprocess.interpolate_channels) if self.plan.rows == CHANNELS_19 else set()
+        self._present = [c for c in self.plan.rows if c in self.plan.read]
+        picks = [self.plan.read[c] for c in self._present]
+        self._source = _SourceSignals(self.path, labels, picks)
+        self.source_rate_hz = self._source.rate_hz
+        check_rate(self.path, self.source_rate_hz, preprocess)
+        n_source = self._source.n_samples
+        if n_source < MIN_DURATION_S * self.source_rate_hz:
+            raise EdfError(f"{path}: recording too short ({n_source / self.source_rate_hz:.2f} s)")
+
+        self.sample_rate_hz = preprocess.sample_rate_hz
+        self._ratio = resample_ratio(self.source_rate_hz, self.sample_rate_hz)
+        self.n_samples = resampled_length(n_source, self._ratio)
+        self.duration_s = self.n_samples / self.sample_rate_hz
+        period = self._ratio.numerator  # output samples per resampling period
+        if chunk_s is None:
+            self._chunk = self.n_samples
+        else:
+            self._chunk = max(1, round(chunk_s * self.sample_rate_hz / period)) * period
+        self._margin = -(-round(FILTER_MARGIN_S * self.sample_rate_hz) // period) * period
+
+        steps = DigitalSteps.of(self.path, self.header, picks)
+        stats = RawStats.of_blocks(self._source_blocks(), len(picks), n_source, steps)
+        unusable = unusable_channels(self.path, self._present, stats, allowed, steps)
+        self.notes = [
+            *count_notes,
+            *self.plan.notes,
+            *(f"{c} {why}: interpolated" for c, why in unusable.items()),
+            *quality_notes(self._present, stats, steps, skip=set(unusable)),
+        ]
+        self._usable = [i for i, c in enumerate(self._present) if c not in unusable]
+        self._mean = stats.mean
+        self.interpolated = [c for c in self.plan.rows if c not in self.plan.read or c in unusable]
+        self._last: tuple[tuple[int, int], np.ndarray] | None = None
+
+    def spans(self) -> list[tuple[int, int]]:
+        """The chunks, as [first, stop) samples of the output signal."""
+        return [
+            (a, min(a + self._chunk, self.n_samples)) for a in range(0, self.n_samples, self._chunk)
+        ]
+
+    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(first sample, float32 (len(channels), k) block) over the recording, in order (pass 3)."""
+        median, scale = self._robust_stats()
+        for first, stop in self.spans():
+            x = self._montaged(first, stop, keep=False)
+            zscore(x, median, scale, self.preprocess.clip)
+            yield first, x
+
+    def _robust_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Pass 2: median and scale of the montaged signal, from its stats_step subsample."""
+        step = stats_step(self.n_samples)
+        sub = np.empty((len(self.channels), -(-self.n_samples // step)), np.float32)
+        for first, stop in self.spans():
+            _subsample_into(sub, first, self._montaged(first, stop, keep=True), step)
+        return robust_stats(sub)
+
+    def _montaged(self, first: int, stop: int, keep: bool) -> np.ndarray:
+        """Steps 3-6 over the output samples [first, stop), from the raw samples around them.
+        ``keep``: hold the result for the next call, which may take it (pass 2 -> 3: a whole
+        recording is read and filtered once); the caller then must not change it."""
+        kept, self._last = self._last, None
+        if kept is not None and kept[0] == (first, stop):
+            return kept[1]
+        lo, hi = max(0, first - self._margin), min(self.n_samples, stop + self._margin)
+        down, up = self._ratio.denominator, self._ratio.numerator
+        raw = self._source.read(
+            lo * down // up, self._source.n_samples if hi == self.n_samples else hi * down // up
+        )
+        x = np.zeros((len(self.plan.rows), raw.shape[1]), dtype=np.float32)
+        for i in self._usable:
+            x[self.plan.rows.index(self._present[i])] = raw[i] - self._mean[i]
+        del raw
+        x = bandpass_notch(resample(x, self._ratio), self.preprocess)[:, first - lo : stop - lo]
+        if self.interpolated:
+            interpolate(x, self.interpolated)
+        x = self.plan.convert(np.ascontiguousarray(x))
+        if keep:
+            self._last = ((first, stop), x)
+        return x
+
+    def _source_blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """The raw samples chunk by chunk, without margins (pass 1)."""
+        down, up = self._ratio.denominator, self._ratio.numerator
+        n = self._source.n_samples
+        size = n if self._chunk >= self.n_samples else self._chunk * down // up
+        for first in range(0, n, size):
+            yield first, self._source.read(first, min(first + size, n))
+
+
+def _subsample_into(sub: np.ndarray, first: int, block: np.ndarray, step: int) -> None:
+    """Copy the samples of ``block`` (starting at sample ``first``) whose number is a multiple of
+    ``step`` into their columns of ``sub``."""
+    offset = (-first) % step
+    picked = block[:, offset::step]
+    column = (first + offset) // step
+    sub[:, column : column + picked.shape[1]] = picked
 
 
 def check_rate(path: Path, rate_hz: float, preprocess: PreprocessConfig) -> None:
@@ -166,30 +267,55 @@ class DigitalSteps:
 _RANGE_FIELDS = ("physical_min", "physical_max", "digital_min", "digital_max")
 
 
-def raw_iqr(data: np.ndarray) -> np.ndarray:
-    """Each row's interquartile range from every ROBUST_STATS_STEP-th sample; NaN for a row
-    holding NaN. Computed once per recording: on an hour of EEG it costs as much as a filter."""
-    iqr = np.full(len(data), np.nan)
-    finite = np.isfinite(data).all(axis=1)
-    if finite.any():
-        q25, q75 = np.percentile(data[finite, ::ROBUST_STATS_STEP], [25, 75], axis=1)
-        iqr[finite] = q75 - q25
-    return iqr
+@dataclass(frozen=True)
+class RawStats:
+    """What the channel checks need of the raw samples (pass 1), per row of the read channels."""
+
+    mean: np.ndarray  # float64; NaN for a row holding NaN
+    span: np.ndarray  # max - min: NaN for a row holding NaN, 0 for a flat one
+    iqr: np.ndarray  # from the stats_step subsample; NaN for a row holding NaN
+    at_limits: np.ndarray  # share of the subsample at the digital min or max (NaN without steps)
+
+    @classmethod
+    def of_blocks(
+        cls,
+        blocks: Iterable[tuple[int, np.ndarray]],
+        n_rows: int,
+        n_samples: int,
+        steps: DigitalSteps | None,
+    ) -> RawStats:
+        """Gathered over (first sample, float64 (n_rows, k) block) chunks of the raw samples."""
+        step = stats_step(n_samples)
+        sub = np.empty((n_rows, -(-n_samples // step)), np.float32)
+        total, low, high = np.zeros(n_rows), np.full(n_rows, np.inf), np.full(n_rows, -np.inf)
+        for first, block in blocks:
+            total += block.sum(axis=1)  # NaN anywhere makes each of these NaN
+            low, high = np.minimum(low, block.min(axis=1)), np.maximum(high, block.max(axis=1))
+            _subsample_into(sub, first, block, step)
+        span = high - low
+        iqr = np.full(n_rows, np.nan)
+        finite = np.isfinite(span)
+        if finite.any():
+            q25, q75 = np.percentile(sub[finite], [25, 75], axis=1)
+            iqr[finite] = q75 - q25
+        at_limits = np.full(n_rows, np.nan)
+        if steps is not None:
+            half = steps.step[:, None] / 2
+            limits = (sub <= steps.low[:, None] + half) | (sub >= steps.high[:, None] - half)
+            at_limits = limits.mean(axis=1)
+        return cls(total / n_samples, span, iqr, at_limits)
 
 
 def unusable_channels(
     path: Path,
     channels: list[str],
-    data: np.ndarray,
+    stats: RawStats,
     allowed: set[str],
     steps: DigitalSteps | None = None,
-    iqr: np.ndarray | None = None,
 ) -> dict[str, str]:
-    """Channels (rows of raw ``data``) that hold NaN, are flat, or (given the header's
-    ``steps``) dead, each with why; such a channel outside ``allowed`` is an EdfError.
-    ``iqr``: raw_iqr(data), where the caller has it already."""
-    span = np.ptp(data, axis=1)  # NaN anywhere makes it NaN, a flat channel makes it 0
-    iqr = raw_iqr(data) if iqr is None else iqr
+    """Channels (rows of the raw samples) that hold NaN, are flat, or (given the header's
+    ``steps``) dead, each with why; such a channel outside ``allowed`` is an EdfError."""
+    span, iqr = stats.span, stats.iqr
     typical = np.nanmedian(iqr) if np.isfinite(iqr).any() else np.nan
     unusable = {}
     for i, channel in enumerate(channels):
@@ -211,25 +337,22 @@ def unusable_channels(
 
 
 def quality_notes(
-    channels: list[str], data: np.ndarray, steps: DigitalSteps, iqr: np.ndarray, skip: set[str]
+    channels: list[str], stats: RawStats, steps: DigitalSteps, skip: set[str]
 ) -> list[str]:
     """Notes on usable channels read at coarse digital steps or clipped at the digital range
-    (the clipped share estimated from every ROBUST_STATS_STEP-th sample, as the IQR is)."""
-    half = steps.step[:, None] / 2
-    sub = data[:, ::ROBUST_STATS_STEP]
-    at_limits = np.mean((sub <= steps.low[:, None] + half) | (sub >= steps.high[:, None] - half), 1)
+    (the clipped share estimated from the statistics' subsample, as the IQR is)."""
     notes = []
     for i, channel in enumerate(channels):
         if channel in skip:
             continue
-        if iqr[i] < QUANTISED_STEPS * steps.step[i]:
+        if stats.iqr[i] < QUANTISED_STEPS * steps.step[i]:
             notes.append(
-                f"{channel}: quantised (IQR {iqr[i] / steps.step[i]:.1f} digital steps "
+                f"{channel}: quantised (IQR {stats.iqr[i] / steps.step[i]:.1f} digital steps "
                 f"of {_in_units(steps.step[i], steps, i)})"
             )
-        if at_limits[i] > CLIPPED_FRACTION:
+        if stats.at_limits[i] > CLIPPED_FRACTION:
             notes.append(
-                f"{channel}: clipped ({at_limits[i]:.1%} of samples at the digital limits)"
+                f"{channel}: clipped ({stats.at_limits[i]:.1%} of samples at the digital limits)"
             )
     return notes
 
@@ -267,99 +390,36 @@ def _read_header(path: Path) -> EdfHeader:
     return read_readable_header(path)
 
 
-def _read_signals(path: Path, labels: list[str], picks: list[int]) -> tuple[np.ndarray, float]:
-    """The channels at header positions ``picks`` (of ``labels``) as float64 (k, n) and their
-    sampling rate. Opening with ``include`` keeps channels at other rates (EKG, PHOTIC ...) out,
-    so mne never resamples ours. mne keeps every copy of a repeated label, renamed (CHB-MIT's
-    T8-P8 -> T8-P8-0, T8-P8-1), in header order: rows are therefore picked by position."""
-    wanted = {labels[i] for i in picks}
-    raw = _read_raw(path, include=sorted(wanted))
-    opened = [i for i, label in enumerate(labels) if label in wanted]  # mne's channel order
-    if len(opened) != len(raw.ch_names):
-        missing = sorted(wanted - set(raw.ch_names)) or sorted(wanted)
-        raise EdfError(f"{path}: mne does not read channel label {missing[0]!r} as it is written")
-    try:
-        data = raw.get_data(picks=[opened.index(i) for i in picks])
-    except Exception as e:  # a header can promise data the file lacks
-        raise EdfError(f"{path}: cannot read samples ({first_line(e)})") from None
-    return data, float(raw.info["sfreq"])
+class _SourceSignals:
+    """The channels at header positions ``picks`` (of ``labels``), opened for reading any range
+    of samples as float64 (k, n) (mne reads only that range from disk). Opening with ``include``
+    keeps channels at other rates (EKG, PHOTIC ...) out, so mne never resamples ours. mne keeps
+    every copy of a repeated label, renamed (CHB-MIT's T8-P8 -> T8-P8-0, T8-P8-1), in header
+    order: rows are therefore picked by position."""
 
+    def __init__(self, path: Path, labels: list[str], picks: list[int]) -> None:
+        wanted = {labels[i] for i in picks}
+        self.path, self._raw = path, _read_raw(path, include=sorted(wanted))
+        opened = [i for i, label in enumerate(labels) if label in wanted]  # mne's channel order
+        if len(opened) != len(self._raw.ch_names):
+            missing = sorted(wanted - set(self._raw.ch_names)) or sorted(wanted)
+            raise EdfError(
+                f"{path}: mne does not read channel label {missing[0]!r} as it is written"
+            )
+        self._picks = [opened.index(i) for i in picks]
+        self.rate_hz = float(self._raw.info["sfreq"])
+        self.n_samples = int(self._raw.n_times)
+        self._last: tuple[tuple[int, int], np.ndarray] | None = None
 
-# --- preprocessing steps (each works on float32 (rows, n); interpolation on the 19 electrodes) -
-
-
-def resample(x: np.ndarray, from_hz: float, to_hz: float) -> np.ndarray:
-    """Polyphase resampling by the exact rational factor (250 -> 256 Hz is 128/125)."""
-    ratio = Fraction(to_hz / from_hz).limit_denominator(1000)
-    if ratio == 1:
-        return x
-    out = signal.resample_poly(x, ratio.numerator, ratio.denominator, axis=1)
-    return out.astype(np.float32, copy=False)
-
-
-@functools.cache
-def _filter_sos(sample_rate_hz: float, low_hz: float, high_hz: float, notch_hz: float | None):
-    sos = signal.butter(
-        BANDPASS_ORDER, [low_hz, high_hz], btype="bandpass", fs=sample_rate_hz, output="sos"
-    )
-    if notch_hz is not None and notch_hz < sample_rate_hz / 2:
-        b, a = signal.iirnotch(notch_hz, NOTCH_Q, fs=sample_rate_hz)
-        sos = np.vstack([sos, signal.tf2sos(b, a)])
-    return sos.astype(np.float32)
-
-
-def bandpass_notch(x: np.ndarray, preprocess: PreprocessConfig) -> np.ndarray:
-    """Zero-phase band-pass (Butterworth) and notch, one cascade of second-order sections.
-
-    Each channel's mean is taken out first: a large DC offset would cost float32 precision in
-    the recursive filter, and the band-pass removes DC anyway.
-    """
-    x -= x.mean(axis=1, keepdims=True)
-    sos = _filter_sos(
-        preprocess.sample_rate_hz,
-        preprocess.bandpass_low_hz,
-        preprocess.bandpass_high_hz,
-        preprocess.notch_hz,
-    )
-    return signal.sosfiltfilt(sos, x, axis=1).astype(np.float32, copy=False)
-
-
-def _montage_name(channel: str) -> str:
-    return channel[0] + channel[1:].lower()  # FP1 -> Fp1, FZ -> Fz, T3 -> T3
-
-
-@functools.cache
-def interpolation_matrix(bad: tuple[str, ...]) -> np.ndarray:
-    """Weights (len(bad), 19 - len(bad)) by which mne's spherical splines fill the ``bad`` channels
-    from the good ones. Interpolation is linear, so interpolating an identity over the good
-    channels yields the weights; the matrix is then reused for every recording missing ``bad``."""
-    import mne
-
-    good = [c for c in CHANNELS_19 if c not in bad]
-    identity = np.zeros((len(CHANNELS_19), len(good)))
-    for column, channel in enumerate(good):
-        identity[CHANNELS_19.index(channel), column] = 1.0
-    info = mne.create_info([_montage_name(c) for c in CHANNELS_19], sfreq=1.0, ch_types="eeg")
-    raw = mne.io.RawArray(identity, info, verbose="error")
-    raw.set_montage(MONTAGE, verbose="error")
-    raw.info["bads"] = [_montage_name(c) for c in bad]
-    raw.interpolate_bads(reset_bads=True, verbose="error")
-    rows = [CHANNELS_19.index(c) for c in bad]
-    return raw.get_data()[rows].astype(np.float32)
-
-
-def interpolate(x: np.ndarray, bad: list[str]) -> None:
-    """Fill the ``bad`` rows of ``x`` in place from the others."""
-    weights = interpolation_matrix(tuple(bad))
-    good_rows = [i for i, c in enumerate(CHANNELS_19) if c not in bad]
-    bad_rows = [CHANNELS_19.index(c) for c in bad]
-    x[bad_rows] = weights @ x[good_rows]
-
-
-def robust_zscore(x: np.ndarray, clip: float) -> None:
-    """In place: (x - median) / (IQR / 1.349) per channel, clipped to [-clip, clip]."""
-    q25, median, q75 = np.percentile(x[:, ::ROBUST_STATS_STEP], [25, 50, 75], axis=1)
-    scale = np.maximum((q75 - q25) / IQR_PER_SIGMA, np.finfo(np.float32).tiny)
-    x -= median[:, None].astype(np.float32)
-    x /= scale[:, None].astype(np.float32)
-    np.clip(x, -clip, clip, out=x)
+    def read(self, first: int, stop: int) -> np.ndarray:
+        """Samples [first, stop); the last range read is kept for the next call (a whole
+        recording is read once)."""
+        kept, self._last = self._last, None
+        if kept is not None and kept[0] == (first, stop):
+            return kept[1]
+        try:
+            data = self._raw.get_data(picks=self._picks, start=first, stop=stop)
+        except Exception as e:  # a header can promise data the file lacks
+            raise EdfError(f"{self.path}: cannot read samples ({first_line(e)})") from None
+        self._last = ((first, stop), data)
+        return data

@@ -37,6 +37,13 @@ class RecordingLike(Protocol):
     def events(self) -> list[tuple[float, float]]: ...
 
 
+class SignalLike(Protocol):
+    """A recording's (channels, n) signal: an array, a memory map, or the part of it a
+    recording read in chunks still holds (evaluate/inference.py), sliced by sample number."""
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray: ...
+
+
 class SplitLike(Protocol):
     """What windows need of a split: a CacheSplit, or one recording in memory (`szdet detect`)."""
 
@@ -44,7 +51,7 @@ class SplitLike(Protocol):
     def sample_rate_hz(self) -> float: ...
     @property
     def recordings(self) -> Sequence[RecordingLike]: ...
-    def signal(self, i: int) -> np.ndarray: ...
+    def signal(self, i: int) -> SignalLike: ...
 
 
 def _event_bounds(events: Sequence[tuple[float, float]], sample_rate_hz: float) -> np.ndarray:
@@ -113,6 +120,11 @@ class WindowIndex:
 
     def __len__(self) -> int:
         return len(self.start)
+
+    def part(self, first: int, stop: int) -> WindowIndex:
+        """Windows [first, stop) of this index (a long recording inferred chunk by chunk)."""
+        cut = slice(first, stop)
+        return WindowIndex(self.recording[cut], self.start[cut], self.kind[cut], self.length)
 
     def counts(self) -> dict[str, int]:
         return {

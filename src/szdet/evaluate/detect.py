@@ -4,7 +4,8 @@ events TSVs, or both (``--format csv_bi|szcore|both``).
 Each EDF is preprocessed exactly as the cache is (same settings, from the checkpoint's config),
 converted to the checkpoint's montage (data.montage) or refused in one line when it cannot be,
 windowed and stitched exactly as `evaluate` does, then post-processed with the ``evaluate.*``
-rules. The output spans the whole recording: TERM ``seiz`` rows for events and ``bckg`` rows for
+rules. A recording is read and inferred ``evaluate.chunk_s`` at a time, so memory does not grow
+with its length (evaluate/inference.py), with an EEG-hours progress bar. The output spans the whole recording: TERM ``seiz`` rows for events and ``bckg`` rows for
 the gaps, under the TUSZ header; or the SzCORE events TSV (data/hed_tsv.py) named after the
 EDF (``<entities>_events.tsv`` for ``<entities>_eeg.edf``): one ``sz`` row per event, its
 confidence the event's mean probability (evaluate/postprocess.py), dateTime the EDF's start and
@@ -21,11 +22,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from szdet.data.edf import Preprocessed, load_edf
+from szdet.data.edf import EdfSignal
+from szdet.data.edf_header import EdfHeader
 from szdet.data.hed_tsv import events_name, write_events_tsv
 from szdet.data.tusz import term_events, write_annotation
 from szdet.errors import UserError
-from szdet.evaluate.inference import Detector, MemorySplit, load_detector
+from szdet.evaluate.inference import Detector, load_detector
 from szdet.evaluate.metrics import target_key
 from szdet.evaluate.operating_points import format_interval, pick
 from szdet.evaluate.plots import plot_timeline
@@ -85,46 +87,57 @@ def detect_command(
     if threshold is not None and not 0 < threshold < 1:
         raise UserError(f"--threshold {threshold}: a probability between 0 and 1, exclusive")
     detector = load_detector(checkpoint, overrides, engine)
-    cfg = detector.cfg
     rules = operating_rules(detector, fa_per_24h, threshold)
     failed = 0
     for path in edfs:
         try:
-            pre = load_edf(path, cfg.preprocess, cfg.data.montage)
+            seizures = _detect_one(detector, rules, path, out, kinds, plot)
         except UserError as e:
             print(f"szdet: error: {e}", file=sys.stderr)
             failed += 1
             continue
-        for note in pre.notes:  # what the cache's manifest records, said where detect runs
-            print(f"szdet: note: {path}: {note}", file=sys.stderr)
-        name = path.stem
-        track = detector.predict(MemorySplit(name, pre.signal, pre.sample_rate_hz))[0]
-        events = track_events(track, cfg.evaluate.frame_hz, rules, pre.duration_s, confidence=True)
-        seizures = [(float(a), float(b)) for a, b, _ in events]
-        targets = [out / output_name(path, kind) for kind in kinds]
-        for kind, target in zip(kinds, targets, strict=True):
-            if kind == "csv_bi":
-                write_annotation(
-                    target, term_events(seizures, pre.duration_s), pre.duration_s, name
-                )
-            else:
-                scored = [(float(a), float(b), float(c)) for a, b, c in events]
-                write_events_tsv(target, scored, _input_duration_s(pre), pre.header.start)
-        if plot:
-            plot_timeline(
-                track,
-                cfg.evaluate.frame_hz,
-                [],
-                out / f"{name}.png",
-                rules.threshold_on,
-                rules.threshold_off,
-                seizures,
-                title=f"{name}: predicted seizure probability",
-            )
         seizure_s = sum(b - a for a, b in seizures)
-        written = ", ".join(str(t) for t in targets)
+        written = ", ".join(str(out / output_name(path, kind)) for kind in kinds)
         print(f"{path}: {len(seizures)} seizure event(s), {seizure_s:.0f} s -> {written}")
     return 1 if failed else 0
+
+
+def _detect_one(
+    detector: Detector,
+    rules: EventRules,
+    path: Path,
+    out: Path,
+    kinds: Sequence[str],
+    plot: bool,
+) -> list[tuple[float, float]]:
+    """One EDF, read and inferred chunk by chunk, to its outputs; its seizure events."""
+    cfg = detector.cfg
+    edf = EdfSignal(path, cfg.preprocess, cfg.data.montage, chunk_s=cfg.evaluate.chunk_s)
+    for note in edf.notes:  # what the cache's manifest records, said where detect runs
+        print(f"szdet: note: {path}: {note}", file=sys.stderr)
+    track = detector.predict_edf(edf)
+    events = track_events(track, cfg.evaluate.frame_hz, rules, edf.duration_s, confidence=True)
+    seizures = [(float(a), float(b)) for a, b, _ in events]
+    for kind in kinds:
+        target = out / output_name(path, kind)
+        if kind == "csv_bi":
+            annotation = term_events(seizures, edf.duration_s)
+            write_annotation(target, annotation, edf.duration_s, path.stem)
+        else:
+            scored = [(float(a), float(b), float(c)) for a, b, c in events]
+            write_events_tsv(target, scored, _input_duration_s(edf.header), edf.header.start)
+    if plot:
+        plot_timeline(
+            track,
+            cfg.evaluate.frame_hz,
+            [],
+            out / f"{path.stem}.png",
+            rules.threshold_on,
+            rules.threshold_off,
+            seizures,
+            title=f"{path.stem}: predicted seizure probability",
+        )
+    return seizures
 
 
 def operating_rules(
@@ -155,7 +168,7 @@ def operating_rules(
     return EventRules.from_config(cfg, point["threshold_on"])
 
 
-def _input_duration_s(pre: Preprocessed) -> float:
+def _input_duration_s(header: EdfHeader) -> float:
     """The input EDF's samples / rate: the records read (data/edf_header.py's
     ``record_count_note``) times their duration."""
-    return pre.header.n_records * pre.header.record_duration_s
+    return header.n_records * header.record_duration_s

@@ -16,34 +16,61 @@ import torch
 
 from szdet.config import Config
 from szdet.config_load import with_overrides
+from szdet.data.edf import EdfSignal
 from szdet.data.manifest import CacheSplit
 from szdet.data.windows import WindowIndex
 from szdet.device import autocast_dtype, pick_device
 from szdet.errors import UserError
 from szdet.evaluate.onnx_engine import OnnxNetwork
-from szdet.evaluate.stitch import predict_tracks
+from szdet.evaluate.stitch import Stitcher, predict_into, predict_tracks
+from szdet.progress import eeg_hours_bar
 from szdet.state.contents import load_for_inference
 
 
 @dataclass(frozen=True)
-class MemoryRecording:
+class StreamRecording:
     name: str
     n_samples: int
     events: list[tuple[float, float]]
 
 
-class MemorySplit:
-    """One preprocessed recording held in memory, shaped like a CacheSplit so the same windows,
-    batches and stitching run over it (`szdet detect` on an EDF that is not in any cache)."""
+class SignalBuffer:
+    """The preprocessed samples of one recording that its windows still need, in float16 as the
+    cache holds them (so detect sees what training saw), sliced by the recording's sample
+    numbers: ``buffer[:, a:b]`` is samples a..b-1 wherever the buffer starts."""
 
-    def __init__(self, name: str, signal: np.ndarray, sample_rate_hz: float) -> None:
-        # Round through float16 as the cache does, so detect sees what training saw.
-        self._signal = signal.astype(np.float16)
+    def __init__(self, n_rows: int) -> None:
+        self.first = 0
+        self._data = np.zeros((n_rows, 0), dtype=np.float16)
+
+    def append(self, block: np.ndarray) -> None:
+        self._data = np.concatenate([self._data, block.astype(np.float16)], axis=1)
+
+    def drop_before(self, sample: int) -> None:
+        cut = min(sample - self.first, self._data.shape[1])
+        if cut > 0:
+            self._data, self.first = self._data[:, cut:].copy(), self.first + cut
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+        rows, columns = key
+        if columns.start < self.first:
+            raise IndexError(
+                f"sample {columns.start} was dropped (the buffer starts at {self.first})"
+            )
+        return self._data[rows, columns.start - self.first : columns.stop - self.first]
+
+
+class StreamSplit:
+    """One recording being read chunk by chunk, shaped like a CacheSplit so the same windows,
+    batches and stitching run over it (`szdet detect` on an EDF of any length)."""
+
+    def __init__(self, name: str, n_samples: int, sample_rate_hz: float, n_rows: int) -> None:
         self.sample_rate_hz = sample_rate_hz
-        self.recordings = [MemoryRecording(name, signal.shape[1], [])]
+        self.recordings = [StreamRecording(name, n_samples, [])]
+        self.buffer = SignalBuffer(n_rows)
 
-    def signal(self, i: int) -> np.ndarray:
-        return self._signal
+    def signal(self, i: int) -> SignalBuffer:
+        return self.buffer
 
 
 @dataclass
@@ -56,7 +83,12 @@ class Detector:
     step: int | None  # the training steps behind the weights
     operating_points: dict[str, Any] | None  # a bundle's (state/bundle.py); None: a checkpoint
 
-    def predict(self, split: CacheSplit | MemorySplit) -> list[np.ndarray]:
+    @property
+    def batch_size(self) -> int:
+        evaluate = self.cfg.evaluate
+        return evaluate.batch_size if self.device.type == "cuda" else evaluate.cpu_batch_size
+
+    def predict(self, split: CacheSplit) -> list[np.ndarray]:
         """Stitched per-recording probability tracks at ``evaluate.frame_hz``."""
         cfg = self.cfg
         index = WindowIndex.build(split, cfg.windows.length_s, cfg.windows.eval_stride_s)
@@ -64,11 +96,49 @@ class Detector:
             self.model,
             split,
             index,
-            cfg.evaluate.batch_size,
+            self.batch_size,
             self.device,
             self.autocast_dtype,
             frame_hz=cfg.evaluate.frame_hz,
         )
+
+    def predict_edf(self, edf: EdfSignal, show_progress: bool = True) -> np.ndarray:
+        """One EDF's stitched probability track, read, preprocessed and inferred a chunk
+        (``evaluate.chunk_s``, set when ``edf`` was opened) at a time: each chunk's windows run
+        once the signal they cover is in, and the samples no later window needs are dropped, so
+        memory stays that of a chunk and a window at any length. The windows, their order and
+        the stitching are those of a whole recording, so the track is the same."""
+        cfg, rate_hz = self.cfg, edf.sample_rate_hz
+        split = StreamSplit(edf.path.stem, edf.n_samples, rate_hz, len(edf.channels))
+        index = WindowIndex.build(split, cfg.windows.length_s, cfg.windows.eval_stride_s)
+        stitcher = Stitcher([edf.n_samples], rate_hz, cfg.evaluate.frame_hz)
+        window_stops = index.start + index.length
+        done = 0
+        hours = edf.duration_s / 3600
+        with eeg_hours_bar(hours, edf.path.name, disable=not show_progress) as bar:
+            for first, block in edf.blocks():
+                split.buffer.append(block)
+                stop = first + block.shape[1]
+                ready = (
+                    len(index)
+                    if stop == edf.n_samples
+                    else int(np.searchsorted(window_stops, stop, side="right"))
+                )
+                if ready > done:
+                    predict_into(
+                        stitcher,
+                        self.model,
+                        split,
+                        index.part(done, ready),
+                        self.batch_size,
+                        self.device,
+                        self.autocast_dtype,
+                        show_progress=False,
+                    )
+                    done = ready
+                split.buffer.drop_before(int(index.start[done]) if done < len(index) else stop)
+                bar.update(block.shape[1] / rate_hz / 3600)
+        return stitcher.tracks()[0]
 
 
 def onnx_path(detector: Path) -> Path:

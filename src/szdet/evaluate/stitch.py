@@ -110,14 +110,41 @@ def predict_tracks(
 ) -> list[np.ndarray]:
     """Run ``model`` over every window of ``index`` (a WindowIndex of ``split``, built with
     ``windows.eval_stride_s``) and stitch the sigmoid outputs into one track per recording."""
+    frame_hz = EvaluateConfig().frame_hz if frame_hz is None else frame_hz
+    stitcher = Stitcher([r.n_samples for r in split.recordings], split.sample_rate_hz, frame_hz)
+    predict_into(
+        stitcher,
+        model,
+        split,
+        index,
+        batch_size,
+        device,
+        autocast_dtype,
+        num_workers,
+        show_progress,
+    )
+    return stitcher.tracks()
+
+
+def predict_into(
+    stitcher: Stitcher,
+    model: torch.nn.Module,
+    split: Any,
+    index: Any,
+    batch_size: int,
+    device: torch.device | str,
+    autocast_dtype: torch.dtype | None = None,
+    num_workers: int = 0,
+    show_progress: bool = True,
+) -> None:
+    """Add the sigmoid outputs of ``model`` over the windows of ``index`` to ``stitcher`` (whose
+    recordings are ``split``'s): a recording read in chunks is stitched window batch by batch."""
     import torch
     from torch.utils.data import DataLoader
 
     from szdet.data.windows import WindowDataset
 
     device = torch.device(device)
-    frame_hz = EvaluateConfig().frame_hz if frame_hz is None else frame_hz
-    stitcher = Stitcher([r.n_samples for r in split.recordings], split.sample_rate_hz, frame_hz)
     window_recording = np.asarray(index.recording)
     window_start = np.asarray(index.start)
     loader = DataLoader(
@@ -156,7 +183,6 @@ def predict_tracks(
                 stitch_oldest()
     finally:
         model.train(was_training)
-    return stitcher.tracks()
 
 
 def _event_after_queued_work(device: torch.device) -> torch.cuda.Event | None:
