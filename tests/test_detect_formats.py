@@ -10,7 +10,7 @@ from szdet.data.edf_header import read_header
 from szdet.data.hed_tsv import COLUMNS
 from szdet.errors import UserError
 from szdet.evaluate.detect import check_outputs
-from szdet.evaluate.inference import load_detector
+from szdet.evaluate.inference import SignalBuffer, load_detector
 from szdet.evaluate.postprocess import EventRules, track_events
 from test_evaluate_cli import run_cli, trained  # noqa: F401  (the tiny trained checkpoint)
 
@@ -144,3 +144,31 @@ def test_each_recordings_notes_are_said_where_detect_runs(trained, tmp_path, cap
     assert notes == [
         f"szdet: note: {edf}: header record count -1 (unknown): read the 60 records the file holds"
     ]
+
+
+@pytest.mark.slow
+def test_a_recording_inferred_in_chunks_is_the_whole_one_in_bounded_memory(
+    trained,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    """detect's chunked reading and inference (evaluate.chunk_s) against one chunk holding the
+    whole recording: the same track, while the samples held never exceed a chunk and a window."""
+    edf = write_referential_edf(tmp_path / "long.edf", 330.0, 250.0, "EEG {}-REF", seed=3)
+    detector = load_detector(trained["best"])
+    cfg = detector.cfg
+    whole = detector.predict_edf(EdfSignal(edf, cfg.preprocess, cfg.data.montage))
+    held: list[int] = []
+    append = SignalBuffer.append
+
+    def watched(buffer: SignalBuffer, block: np.ndarray) -> None:
+        append(buffer, block)
+        held.append(buffer._data.shape[1])
+
+    monkeypatch.setattr(SignalBuffer, "append", watched)
+    chunk_s = 25.0
+    chunked = detector.predict_edf(EdfSignal(edf, cfg.preprocess, cfg.data.montage, chunk_s))
+    assert len(held) == 14  # 330 s in chunks of 25 s (the resampling period rounds them)
+    assert max(held) <= (chunk_s + cfg.windows.length_s) * cfg.preprocess.sample_rate_hz
+    np.testing.assert_allclose(chunked, whole, rtol=0, atol=1e-6)
+    assert chunked.shape == (330 * cfg.evaluate.frame_hz,)

@@ -10,10 +10,12 @@ from edf_factory import recording_signals, write_edf
 from szdet.config import CHANNELS_19, PreprocessConfig
 from szdet.data.edf import (
     EdfError,
+    EdfSignal,
     RawStats,
     load_edf,
     unusable_channels,
 )
+from szdet.data.preprocess import MAX_STATS_SAMPLES, ROBUST_STATS_STEP, stats_step
 
 PRE = PreprocessConfig()
 
@@ -213,3 +215,37 @@ def test_too_short_recording_is_refused(tmp_path):
     edf = write_edf(tmp_path / "x.edf", recording_signals(0.5, 256.0), 256.0, record_s=0.5)
     with pytest.raises(EdfError, match="too short"):
         load_edf(edf, PRE)
+
+
+# --- in chunks --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rate_hz", "montage", "drop", "chunk_s"),
+    [
+        (250.0, "referential", ("FZ",), 20.0),
+        (512.0, "bipolar", (), 47.0),
+        (256.0, "average", (), 90),
+    ],
+)
+def test_a_recording_in_chunks_is_the_whole_one(tmp_path, rate_hz, montage, drop, chunk_s):
+    """Chunks shorter than the filter's margin, not dividing the recording, at a rate needing
+    resampling, with an interpolated channel or a montage conversion: the same signal."""
+    signals = {c: v for c, v in recording_signals(200, rate_hz).items() if c not in drop}
+    edf = write_edf(tmp_path / "x.edf", signals, rate_hz)
+    whole = load_edf(edf, PRE, montage)
+    chunked = EdfSignal(edf, PRE, montage, chunk_s=chunk_s)
+    blocks = list(chunked.blocks())
+    assert len(blocks) >= 3  # several chunks, the last one short
+    assert [first for first, _ in blocks] == list(
+        np.cumsum([0] + [b.shape[1] for _, b in blocks[:-1]])
+    )
+    assert chunked.interpolated == whole.interpolated == list(drop)
+    np.testing.assert_allclose(np.concatenate([b for _, b in blocks], 1), whole.signal, atol=1e-6)
+
+
+def test_the_statistics_subsample_is_capped_at_any_length():
+    hour = 3600 * 256
+    assert stats_step(hour) == ROBUST_STATS_STEP  # recordings of TUSZ's lengths: every 4th sample
+    for n in (hour, 24 * hour, 72 * hour, 1000 * hour):
+        assert -(-n // stats_step(n)) <= MAX_STATS_SAMPLES

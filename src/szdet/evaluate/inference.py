@@ -137,7 +137,7 @@ class Detector:
                     )
                     done = ready
                 split.buffer.drop_before(int(index.start[done]) if done < len(index) else stop)
-                bar.update(block.shape[1] / rate_hz / 3600)
+                bar.update(min(hours, stop / rate_hz / 3600) - bar.n)
         return stitcher.tracks()[0]
 
 
