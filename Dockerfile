@@ -33,10 +33,11 @@ RUN uv python install "${PYTHON_VERSION}" \
 # resolves to the CUDA 13.0 build of the same version. einops and transformers are what
 # mamba_ssm imports at runtime (its other declared dependencies serve models we do not use).
 # pyproject.toml alone (uv reads its dependencies without the README), so a README edit does not
-# rebuild the kernels below.
+# rebuild the kernels below. The synth extra (pyEDFlib) too: the image's smoke test writes a
+# synthetic corpus with `szdet synth`.
 COPY pyproject.toml /tmp/szdet/
 COPY requirements/train.txt /tmp/szdet/constraints.txt
-RUN uv pip install -r /tmp/szdet/pyproject.toml -c /tmp/szdet/constraints.txt \
+RUN uv pip install -r /tmp/szdet/pyproject.toml --extra synth -c /tmp/szdet/constraints.txt \
         einops==0.8.2 transformers==5.23.0 setuptools==84.2.1 \
     && python -c "import torch; assert torch.version.cuda.startswith('13.0'), torch.version.cuda"
 

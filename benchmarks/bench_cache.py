@@ -27,9 +27,9 @@ from szdet.data.cache import build_cache
 from szdet.data.edf import load_edf
 from szdet.data.manifest import CacheSplit
 from szdet.data.montage import take_inventory
-from szdet.data.synth import write_corpus
 from szdet.data.tusz import find_recordings
 from szdet.data.windows import WindowDataset, WindowIndex, window_starts
+from szdet.synth.corpus import write_corpus
 
 LENGTH_S, STRIDE_S = 60.0, 10.0
 PRE = PreprocessConfig()

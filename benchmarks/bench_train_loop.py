@@ -22,8 +22,8 @@ import torch
 
 from szdet.config_load import load_config
 from szdet.data.cache import build_cache
-from szdet.data.synth import write_corpus
 from szdet.models import build_model, param_groups
+from szdet.synth.corpus import write_corpus
 from szdet.train.distributed import DistInfo
 from szdet.train.loop import Trainer
 from szdet.train.losses import focal_loss

@@ -26,6 +26,6 @@ for package in mamba_ssm causal_conv1d; do
   rm -rf "${site:?}/$package"
   cp -r "$sdists"/*/"$package" "$site/"
 done
-"$venv/bin/python" -c 'import triton, szdet; from szdet.models.kernel_proof.shims import cpu_kernels
+"$venv/bin/python" -c 'import triton, szdet; from szdet.kernel_proof.shims import cpu_kernels
 with cpu_kernels(): pass
 print("kernel tools ready: triton", triton.__version__)'

@@ -17,8 +17,8 @@ from szdet.cli import main
 from szdet.config_load import load_config
 from szdet.data.edf_header import read_header
 from szdet.data.hed_tsv import events_name, write_events_tsv
-from szdet.data.synth import write_corpus
 from szdet.data.tusz import SPLITS, find_recordings, read_annotation
+from szdet.synth.corpus import write_corpus
 from train_support import TINY
 
 pytestmark = pytest.mark.slow

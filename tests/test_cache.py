@@ -415,9 +415,9 @@ def test_bad_inputs_are_skipped_with_one_line_reasons_and_the_build_goes_on(tmp_
 
 @pytest.mark.slow
 def test_synthetic_corpus_builds_verifies_and_feeds_windows(tmp_path, capsys):
-    from szdet.data.synth import write_corpus as write_synthetic
     from szdet.data.tusz import find_recordings, read_annotation
     from szdet.data.windows import BalancedSampler, WindowDataset, WindowIndex
+    from szdet.synth.corpus import write_corpus as write_synthetic
 
     corpus, out = tmp_path / "corpus", tmp_path / "cache"
     write_synthetic(corpus, patients=4, minutes=6, seed=1)

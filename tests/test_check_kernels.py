@@ -1,7 +1,7 @@
 """`szdet check-kernels` on a CPU (the prepared GPU script's dry run: tests/device/)."""
 
 from szdet.cli import main
-from szdet.models import check
+from szdet.kernel_proof import check
 
 # Timings are not under test, parity is: 3-s windows time 48 steps, not 960.
 SHORT_WINDOWS = ["--set", "windows.length_s=3"]

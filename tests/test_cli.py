@@ -56,16 +56,27 @@ def test_filesystem_errors_are_one_line(tmp_path, capsys):
 
 def test_an_internal_error_exits_70_with_its_traceback(tmp_path, capsys, monkeypatch):
     # Not bad input: launchers retry exit 70 (a crash), never 1 (the user's input).
-    import szdet.data.synth
+    import szdet.synth.corpus
 
     def crash(*args, **kwargs):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
-    monkeypatch.setattr(szdet.data.synth, "write_corpus", crash)
+    monkeypatch.setattr(szdet.synth.corpus, "write_corpus", crash)
     assert main(["synth", str(tmp_path / "x")]) == 70
     err = capsys.readouterr().err
     assert "Traceback" in err and "illegal memory access" in err
     assert err.strip().splitlines()[-1] == "szdet: internal error (exit 70)"
+
+
+def test_synth_without_pyedflib_names_the_extra_in_one_line(tmp_path, capsys, monkeypatch):
+    # pyEDFlib, the synthetic corpus's EDF writer, is the synth extra, not a dependency.
+    monkeypatch.setitem(sys.modules, "pyedflib", None)  # `import pyedflib` now fails
+    monkeypatch.delitem(sys.modules, "szdet.synth.corpus", raising=False)
+    assert main(["synth", str(tmp_path / "x")]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "szdet: error: szdet synth needs pyEDFlib: pip install 'szdet[synth]'"
+    ]
+    assert not (tmp_path / "x").exists()
 
 
 def _subcommand(name: str) -> argparse.ArgumentParser:

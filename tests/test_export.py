@@ -18,12 +18,12 @@ from szdet.cli import main
 from szdet.config import Config
 from szdet.data.cache import build_cache
 from szdet.data.manifest import CacheSplit
-from szdet.data.synth import write_corpus
 from szdet.errors import UserError
 from szdet.evaluate.inference import load_detector
 from szdet.state import bundle
 from szdet.state.checkpoint import read_checkpoint
 from szdet.state.contents import load_for_inference
+from szdet.synth.corpus import write_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "configs/local/smoke.yaml"

@@ -100,6 +100,19 @@ def test_builder_compiles_kernels_on_the_cuda_devel_base_matching_torch():
     assert "rm -rf /tmp/wheels" in runs[kernel_run]
 
 
+def test_the_image_and_the_dev_install_have_the_synth_extra():
+    # pyEDFlib is the synth extra, not a dependency; the image's smoke test starts with
+    # `szdet synth` (scripts/smoke.sh) and the tests write synthetic corpora.
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    assert [d for d in extras["synth"] if d.startswith("pyEDFlib==")]
+    assert not [d for d in project["dependencies"] if d.startswith("pyEDFlib")]
+    assert set(extras["synth"]) <= set(extras["dev"])
+    runs = [a for k, a in stages()["builder"] if k == "RUN"]
+    assert [a for a in runs if "-r /tmp/szdet/pyproject.toml --extra synth " in a]
+    assert "szdet synth " in (REPO / "scripts" / "smoke.sh").read_text()
+
+
 def test_build_kernels_script_targets_sm80_sm90_and_checks_the_imports():
     text = BUILD_KERNELS.read_text()
     assert os.access(BUILD_KERNELS, os.X_OK)

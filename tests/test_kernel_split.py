@@ -10,9 +10,9 @@ import torch
 
 from szdet.cli import main
 from szdet.errors import UserError
+from szdet.kernel_proof import parity, shims
+from szdet.kernel_proof.report import problems
 from szdet.models import kernels
-from szdet.models.kernel_proof import parity, shims
-from szdet.models.kernel_proof.report import problems
 from szdet.models.kernels import CUDA_GRID_YZ_MAX, AutoMamba2, rows_per_call, select_path
 
 

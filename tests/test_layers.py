@@ -1,9 +1,15 @@
 """The house's layers: each package imports only the layers below it, so none imports in a loop.
 
 From the bottom: the base modules (config, errors, files, device, progress bars), then data and
-models side by side, state (checkpoints, run directory), evaluate, train, cloud and the GPU check
-side by side, the command handlers (commands.py) and the cli.
+models side by side, state (checkpoints, run directory), evaluate, train, then cloud and the two
+tools side by side (synth, the synthetic corpus generator; kernel_proof, `szdet check-kernels`),
+the GPU check, the command handlers (commands.py) and the cli.
 Function-local imports count too: a lazy import is still a dependency.
+
+The product, what training and a trained detector run (data, models, state, evaluate, train,
+cloud), sits below the tools or beside them, so no product package imports a tool; the tools
+import the product. The command handlers import a tool only inside the command that runs it, so
+no other command needs a tool's dependencies (pyEDFlib, Triton).
 """
 
 from __future__ import annotations
@@ -20,10 +26,13 @@ LAYERS = (
     {"state"},
     {"evaluate"},
     {"train"},
-    {"cloud", "gpu_check"},
+    {"cloud", "synth", "kernel_proof"},
+    {"gpu_check"},
     {"commands"},
     {"cli"},
 )
+TOOLS = {"synth", "kernel_proof"}
+ENTRY_POINTS = ("commands.py", "cli.py")
 MAX_FUNCTION_LINES = 60
 
 
@@ -91,6 +100,54 @@ def test_the_check_sees_a_cycle(tmp_path, monkeypatch):
         "data/x.py:2 (data) imports szdet.evaluate",
         "models.py:1 (models) imports szdet.data.x",
     ]
+
+
+def eager_tool_imports() -> list[str]:
+    """Imports of a tool that run when an entry point loads, not when its command runs."""
+    out = []
+    for name in ENTRY_POINTS:
+        tree = ast.parse((SRC / name).read_text(), name)
+        lazy = {
+            node.lineno
+            for f in ast.walk(tree)
+            if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)
+            for node in ast.walk(f)
+            if isinstance(node, ast.Import | ast.ImportFrom)
+        }
+        out += [
+            f"{name}:{line} imports {imported}"
+            for line, imported in _imports(SRC / name)
+            if _unit(imported) in TOOLS and line not in lazy
+        ]
+    return out
+
+
+def test_the_entry_points_import_a_tool_only_when_its_command_runs():
+    assert eager_tool_imports() == []
+
+
+def test_the_check_keeps_the_tools_out_of_the_product(tmp_path, monkeypatch):
+    """A product module importing a tool, even inside a function, is caught; the tools, the GPU
+    check and a command function may; an entry point importing a tool as it loads is caught."""
+    fake = tmp_path / "szdet"
+    for package in ("data", "evaluate", "cloud", "synth", "gpu_check"):
+        (fake / package).mkdir(parents=True)
+    (fake / "data" / "cache.py").write_text("import szdet.synth.corpus\n")
+    (fake / "evaluate" / "x.py").write_text("def f():\n    from szdet.kernel_proof import check\n")
+    (fake / "cloud" / "x.py").write_text("from szdet.synth import eeg\n")
+    (fake / "synth" / "corpus.py").write_text("from szdet.data import tusz\n")
+    (fake / "gpu_check" / "x.py").write_text("from szdet.kernel_proof import parity\n")
+    (fake / "commands.py").write_text(
+        "import szdet.kernel_proof\n\ndef cmd_synth():\n    from szdet.synth import corpus\n"
+    )
+    (fake / "cli.py").write_text("from szdet.commands import cmd_synth\n")
+    monkeypatch.setattr(__import__(__name__), "SRC", fake)
+    assert layer_violations() == [
+        "cloud/x.py:1 (cloud) imports szdet.synth",
+        "data/cache.py:1 (data) imports szdet.synth.corpus",
+        "evaluate/x.py:2 (evaluate) imports szdet.kernel_proof",
+    ]
+    assert eager_tool_imports() == ["commands.py:1 imports szdet.kernel_proof"]
 
 
 def _long_functions(path: Path) -> list[str]:

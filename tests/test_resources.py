@@ -107,12 +107,12 @@ def test_running_out_of_files_in_a_worker_exits_70_and_a_bad_file_exits_1(tmp_pa
 
 
 def test_the_command_line_reports_a_resource_limit_in_one_line(tmp_path, monkeypatch, capsys):
-    import szdet.data.synth
+    import szdet.synth.corpus
 
     def out_of_files(out, **kwargs):
         raise OSError(errno.EMFILE, "Too many open files", str(out))
 
-    monkeypatch.setattr(szdet.data.synth, "write_corpus", out_of_files)
+    monkeypatch.setattr(szdet.synth.corpus, "write_corpus", out_of_files)
     assert main(["synth", str(tmp_path)]) == 70
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     assert capsys.readouterr().err.strip().splitlines() == [

@@ -16,16 +16,6 @@ from scipy.signal import butter, sosfiltfilt, welch
 
 from szdet.cli import main
 from szdet.config import CHANNELS_19
-from szdet.data.synth import (
-    DIFFICULTIES,
-    RATES_HZ,
-    TCP_PAIRS,
-    CorpusSummary,
-    plan_corpus,
-    write_corpus,
-)
-from szdet.data.synth_eeg import _rhythmic_artefact_kinds
-from szdet.data.synth_seizure import FOCAL_LABELS, draw_seizure
 from szdet.data.tusz import (
     MONTAGES,
     SPLITS,
@@ -38,6 +28,16 @@ from szdet.data.tusz import (
 )
 from szdet.errors import UserError
 from szdet.fileio import sha256_file
+from szdet.synth.corpus import (
+    DIFFICULTIES,
+    RATES_HZ,
+    TCP_PAIRS,
+    CorpusSummary,
+    plan_corpus,
+    write_corpus,
+)
+from szdet.synth.eeg import _rhythmic_artefact_kinds
+from szdet.synth.seizure import FOCAL_LABELS, draw_seizure
 
 SYNONYMS = {"T7": "T3", "T8": "T4", "P7": "T5", "P8": "T6"}
 NON_EEG = ("EKG", "EMG", "PHOTIC", "IBI", "BURSTS", "SUPPR")

@@ -15,11 +15,11 @@ from szdet.cli import main
 from szdet.config import Config
 from szdet.config_load import load_config
 from szdet.data.cache import build_cache
-from szdet.data.synth import write_corpus
 from szdet.gpu_check.variants import VARIANTS, set_flags, variant_config, widest_head
 from szdet.models import build_model
 from szdet.models.summary import forward_flops
 from szdet.state.run_dir import read_metrics
+from szdet.synth.corpus import write_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "configs/local/smoke.yaml"

@@ -11,9 +11,9 @@ import yaml
 from szdet.config import Config
 from szdet.config_load import load_config
 from szdet.data.cache import build_cache
-from szdet.data.synth import write_corpus
 from szdet.state.checkpoint import list_checkpoints, read_checkpoint
 from szdet.state.run_dir import read_metrics
+from szdet.synth.corpus import write_corpus
 from szdet.train.distributed import DistInfo
 from szdet.train.loop import Trainer
 

@@ -19,7 +19,12 @@ def _config(args: argparse.Namespace):  # -> szdet.config.Config
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from szdet.data.synth import write_corpus
+    try:
+        from szdet.synth.corpus import write_corpus
+    except ModuleNotFoundError as e:  # its EDF writer is the synth extra, not a dependency
+        if e.name != "pyedflib":
+            raise
+        raise UserError("szdet synth needs pyEDFlib: pip install 'szdet[synth]'") from e
 
     write_corpus(
         args.out,
@@ -148,10 +153,10 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_check_kernels(args: argparse.Namespace) -> int:
     cfg = _config(args)  # the sizes to check: the reference ones by default
     if args.interpret:
-        from szdet.models.kernel_proof.report import check_interpret
+        from szdet.kernel_proof.report import check_interpret
 
         return check_interpret(cfg, as_json=args.json)
-    from szdet.models.check import check_kernels
+    from szdet.kernel_proof.check import check_kernels
 
     return check_kernels(cfg, require_cuda_kernels=args.require_cuda_kernels)
 

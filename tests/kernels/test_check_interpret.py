@@ -11,11 +11,11 @@ import pytest
 
 from szdet.config_load import load_config
 from szdet.gpu_check.precompile import launches_to_compile
+from szdet.kernel_proof.aot import _variants
+from szdet.kernel_proof.audit import launch_audit, model_launches
+from szdet.kernel_proof.parity import BF16_TOL, FLOAT32_TOL
+from szdet.kernel_proof.shims import A100, H100, TARGETS
 from szdet.models import kernels
-from szdet.models.kernel_proof.aot import _variants
-from szdet.models.kernel_proof.audit import launch_audit, model_launches
-from szdet.models.kernel_proof.parity import BF16_TOL, FLOAT32_TOL
-from szdet.models.kernel_proof.shims import A100, H100, TARGETS
 
 ROOT = Path(__file__).resolve().parents[2]
 CLOUD = ROOT / "configs/cloud/train.yaml"

@@ -1,1 +1,1 @@
-"""Data path: TUSZ layout and annotations, EDF reading and preprocessing, synthetic corpus, cache, windows."""
+"""Data path: TUSZ layout and annotations, EDF reading and preprocessing, cache, windows."""

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from szdet.device import cuda_description
-from szdet.models.kernel_proof.shims import install_kernel_sources
+from szdet.kernel_proof.shims import install_kernel_sources
 from szdet.models.kernels import describe_path
 from szdet.train.preflight import SHM_DIR
 

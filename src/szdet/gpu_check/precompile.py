@@ -2,8 +2,8 @@
 
 Triton's autotuner compiles its configs one by one as it meets them, a second or more each, and
 the stages meet a few hundred (each autotune config of each kernel, at two head widths). The CPU
-proof already knows them all: the launch recording (models/kernel_proof/audit.py) lists each
-launch of a training step with every config, and the AOT compile (models/kernel_proof/aot.py)
+proof already knows them all: the launch recording (kernel_proof/audit.py) lists each
+launch of a training step with every config, and the AOT compile (kernel_proof/aot.py)
 builds each distinct binary exactly as ``JITFunction.run`` would, in a process per core. Built
 here for this GPU, they land in Triton's cache, and the autotuner only times them.
 """
@@ -16,10 +16,10 @@ import torch
 
 from szdet.config import Config
 from szdet.gpu_check.variants import VARIANTS, variant_config
-from szdet.models.kernel_proof.aot import compile_all
-from szdet.models.kernel_proof.audit import model_launches
-from szdet.models.kernel_proof.launches import Launch
-from szdet.models.kernel_proof.shims import GpuModel, kernel_target
+from szdet.kernel_proof.aot import compile_all
+from szdet.kernel_proof.audit import model_launches
+from szdet.kernel_proof.launches import Launch
+from szdet.kernel_proof.shims import GpuModel, kernel_target
 
 
 def launches_to_compile(cfg: Config, batch: int, gpu: GpuModel) -> list[Launch]:

@@ -27,8 +27,8 @@ from szdet.fileio import write_text_atomic
 from szdet.gpu_check import components, environment, loader, variants
 from szdet.gpu_check.precompile import precompile
 from szdet.gpu_check.step import TrainStep, is_out_of_memory
-from szdet.models.check import mixer_sizes
-from szdet.models.kernel_proof import parity
+from szdet.kernel_proof import parity
+from szdet.kernel_proof.check import mixer_sizes
 
 STAGES = ("environment", "parity", "train_step", "components", "variants", "loader")
 REPORT = "gpu_check.json"

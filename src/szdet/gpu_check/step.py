@@ -148,11 +148,11 @@ class TrainStep:
 
     def launch_audit(self) -> dict[str, Any]:
         """One more step with every Triton launch's grid recorded as it runs, against CUDA's
-        limits (models/kernel_proof/audit.py): the audit the CPU proof makes, on the device."""
+        limits (kernel_proof/audit.py): the audit the CPU proof makes, on the device."""
         if self.device.type != "cuda":
             return {"skipped": "the CPU runs the pure path: no Triton launches to audit"}
-        from szdet.models.kernel_proof.audit import grid_report
-        from szdet.models.kernel_proof.launches import recording
+        from szdet.kernel_proof.audit import grid_report
+        from szdet.kernel_proof.launches import recording
 
         with recording(execute=True) as launches:
             self.step()

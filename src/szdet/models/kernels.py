@@ -20,7 +20,7 @@ CUDA caps a launch grid's y and z at 65,535 blocks, and ten of mamba_ssm's SSD k
 ``(..., rows * nchunks, nheads)``: the edge stream alone hands over B x 171 rows (164,160 at batch
 64 with 15 chunks). ``AutoMamba2.fused_scan`` therefore splits the rows into calls that fit; rows
 are independent sequences, so the split is exact. ``szdet check-kernels --interpret`` audits every
-launch of a training step against these limits (models/kernel_proof/).
+launch of a training step against these limits (szdet/kernel_proof/).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 KernelChoice = Literal["auto", "pure", "cuda"]
 CUDA_GRID_YZ_MAX = 65_535  # blocks per launch in grid y and z (x allows 2**31 - 1)
-# Device types on which the fused kernel runs; the launch audit adds "meta" (kernel_proof/).
+# Device types on which the fused kernel runs; the launch audit adds "meta" (szdet/kernel_proof/).
 KERNEL_DEVICE_TYPES = frozenset({"cuda"})
 
 

@@ -1,6 +1,6 @@
 """Signal generators of the synthetic corpus: scalp potentials in microvolts, before any montage.
 
-Every electrode's potential is simulated against an ideal distant reference; `synth.py` then
+Every electrode's potential is simulated against an ideal distant reference; `corpus.py` then
 re-references it the way each TUSZ montage does (average or linked ears). Simulated here:
 
 - background: 1/f noise mixed between neighbouring electrodes, plus a posterior alpha rhythm that
@@ -9,7 +9,7 @@ re-references it the way each TUSZ montage does (average or linked ears). Simula
   electrode pops (one electrode, step and decay), ECG leaking into the ears, 60 Hz line noise;
 - seizure-like artefacts, never labelled: rhythmic chewing (1-2 Hz bursts of temporal muscle),
   rhythmic movement (a steady 0.5-3 Hz swing) and photic driving;
-- and, drawn by `synth_seizure`, the seizures.
+- and, drawn by `seizure.py`, the seizures.
 
 Everything is vectorised numpy in float32; one recording's randomness comes from one Generator.
 """
@@ -24,8 +24,8 @@ import numpy as np
 
 from szdet.config import CHANNELS_19
 
-if TYPE_CHECKING:  # synth_seizure builds on this module
-    from szdet.data.synth_seizure import Seizure
+if TYPE_CHECKING:  # seizure.py builds on this module
+    from szdet.synth.seizure import Seizure
 
 Array = np.ndarray
 

@@ -4,8 +4,9 @@
 with ``.csv`` (per TCP channel) and ``.csv_bi`` (TERM) annotations beside each EDF. The EDFs are
 written with pyEDFlib like clinical files: 16-bit samples in microvolts, TUH channel labels
 (``EEG FP1-REF``, ``EEG FP1-LE``), extra and non-EEG channels, per-session sampling rates. The
-signals come from `synth_eeg`; this module plans the corpus (patients, splits, sessions, seizure
-timing), applies each montage's reference and writes the files. Same arguments, same bytes.
+signals come from `eeg.py` (the seizures from `seizure.py`); this module plans the corpus
+(patients, splits, sessions, seizure timing), applies each montage's reference and writes the
+files. Same arguments, same bytes.
 """
 
 from __future__ import annotations
@@ -21,19 +22,19 @@ import numpy as np
 import pyedflib
 
 from szdet.config import CHANNELS_19
-from szdet.data import synth_eeg
-from szdet.data.synth_eeg import POSTICTAL_GAP_S
-from szdet.data.synth_seizure import (
+from szdet.data.tusz import MONTAGES, SPLITS, Event, term_events, write_annotation
+from szdet.errors import UserError
+from szdet.fileio import atomic_path
+from szdet.progress import progress
+from szdet.synth import eeg as synth_eeg
+from szdet.synth.eeg import POSTICTAL_GAP_S
+from szdet.synth.seizure import (
     FOCAL_LABELS,
     GENERALISED_LABELS,
     VISIBLE_WEIGHT,
     Seizure,
     draw_seizure,
 )
-from szdet.data.tusz import MONTAGES, SPLITS, Event, term_events, write_annotation
-from szdet.errors import UserError
-from szdet.fileio import atomic_path
-from szdet.progress import progress
 
 RATES_HZ = (250, 256, 400, 512)
 MONTAGE_SHARE = (0.6, 0.25, 0.15)  # of 01_tcp_ar, 02_tcp_le, 03_tcp_ar_a sessions

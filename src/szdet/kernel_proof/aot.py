@@ -20,8 +20,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from szdet.models.kernel_proof.launches import Launch, bind
-from szdet.models.kernel_proof.shims import GpuModel
+from szdet.kernel_proof.launches import Launch, bind
+from szdet.kernel_proof.shims import GpuModel
 
 # (gpu, kernel name, ASTSource, options) to compile; set before the worker processes fork.
 _JOBS: list[tuple[GpuModel, str, Any, Any]] = []

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from szdet.config import CHANNELS_19
-from szdet.data.synth_eeg import (
+from szdet.synth.eeg import (
     ELECTRODES,
     INDEX,
     POSITIONS,

@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from szdet.config import Config
+from szdet.kernel_proof.launches import Launch, recording
+from szdet.kernel_proof.shims import GpuModel, cpu_kernels, patched
 from szdet.models import build_model, kernels
-from szdet.models.kernel_proof.launches import Launch, recording
-from szdet.models.kernel_proof.shims import GpuModel, cpu_kernels, patched
 
 GRID_LIMITS = (2**31 - 1, kernels.CUDA_GRID_YZ_MAX, kernels.CUDA_GRID_YZ_MAX)
 

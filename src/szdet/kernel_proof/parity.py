@@ -9,9 +9,9 @@ reads against what bf16 costs anyway. Two runs share :func:`compare`:
 - ``szdet check-kernels --interpret``: this module as a process of its own (``TRITON_INTERPRET=1``
   must be set before Triton loads), the kernels executed by Triton's interpreter on a short window
   that spans a chunk boundary and ends in a padded chunk (:func:`interpreted_dispatch`);
-- the GPU check (szdet/gpu_check/stages.py): on the GPU, at a training batch's row counts.
+- the GPU check (szdet/gpu_check/run.py): on the GPU, at a training batch's row counts.
 
-Run as ``python -m szdet.models.kernel_proof.parity MODEL_JSON``; prints JSON.
+Run as ``python -m szdet.kernel_proof.parity MODEL_JSON``; prints JSON.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ import torch
 from torch import Tensor
 
 from szdet.config import ModelConfig
+from szdet.kernel_proof.check import mixer_sizes, outputs_and_grads, randomise
+from szdet.kernel_proof.launches import interpreted, interpreter_dot_error
+from szdet.kernel_proof.shims import cpu_kernels, patched
 from szdet.models import kernels
-from szdet.models.check import mixer_sizes, outputs_and_grads, randomise
-from szdet.models.kernel_proof.launches import interpreted, interpreter_dot_error
-from szdet.models.kernel_proof.shims import cpu_kernels, patched
 from szdet.models.kernels import AutoMamba2
 from szdet.models.mamba2 import Mamba2
 

@@ -20,10 +20,10 @@ import sys
 from typing import Any
 
 from szdet.config import Config
-from szdet.models.kernel_proof.aot import compile_all
-from szdet.models.kernel_proof.audit import launch_audit, model_launches
-from szdet.models.kernel_proof.parity import TOLERANCES
-from szdet.models.kernel_proof.shims import TARGETS, require_kernel_sources
+from szdet.kernel_proof.aot import compile_all
+from szdet.kernel_proof.audit import launch_audit, model_launches
+from szdet.kernel_proof.parity import TOLERANCES
+from szdet.kernel_proof.shims import TARGETS, require_kernel_sources
 
 
 def _start_parity(cfg: Config) -> subprocess.Popen[str]:
@@ -31,7 +31,7 @@ def _start_parity(cfg: Config) -> subprocess.Popen[str]:
     command = [
         sys.executable,
         "-m",
-        "szdet.models.kernel_proof.parity",
+        "szdet.kernel_proof.parity",
         cfg.model.model_dump_json(),
     ]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from szdet.models.kernel_proof.shims import A100, patched
+from szdet.kernel_proof.shims import A100, patched
 
 
 @dataclass
