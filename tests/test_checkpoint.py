@@ -338,7 +338,7 @@ def test_a_checkpoint_from_before_a_new_config_field_still_resumes(tmp_path):
     state = training_state(4)
     del state["config"]["data"]["montage"]
     path = save_checkpoint(state, tmp_path, keep_last=1)
-    assert read_for_resume(path, Config(), tmp_path)["step"] == 4
+    assert read_for_resume(path, Config(), tmp_path).step == 4
     # ... and it is still the referential run it was: a bipolar one is another model.
     bipolar = Config.model_validate({"data": {"montage": "bipolar"}, "model": {"in_channels": 18}})
     with pytest.raises(UserError, match=r"different model \(model.in_channels: 19 in the check"):

@@ -8,6 +8,8 @@ monitor's counters, and the loop's own position (``Position``). ``assemble`` ask
 
 The names below are the checkpoint's keys; files written since ``szdet-checkpoint-v1`` began all
 have them, so every such file loads (state/checkpoint.py refuses any other format in one line).
+Nothing outside state/ reads them: the loop takes a checkpoint read back as a ``Saved``, and the
+sampler's position as ``sampler_part`` counts it (train/loop.py).
 """
 
 from __future__ import annotations
@@ -66,6 +68,33 @@ class Position:
         return cls(**{f.name: state[f.name] for f in fields(cls)})
 
 
+class EpochSampler(Protocol):
+    """What the checkpoint needs of the training sampler (data/windows.py BalancedSampler)."""
+
+    epoch: int
+    start: int  # this rank's sample where the epoch's iteration began (0 unless resumed)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None: ...
+    def state_dict(self, consumed: int | None = None) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def sampler_part(sampler: EpochSampler, position: Position, batch_size: int) -> Part:
+    """The sampler's part: where this rank stands in its epoch's draw, counted from the steps
+    taken, ``batch_size`` samples each. The loader prefetches, so what the sampler has yielded
+    runs ahead of what the steps used; the sampler counts ``consumed`` from its ``start``."""
+    return Part(
+        lambda: sampler.state_dict(consumed=position.epoch_step * batch_size - sampler.start),
+        sampler.load_state_dict,
+    )
+
+
+def start_epoch(position: Position, sampler: EpochSampler, epoch: int) -> None:
+    """Stand at the start of ``epoch``, no step of it taken: what the next checkpoint says."""
+    position.epoch, position.epoch_step = epoch, 0
+    sampler.set_epoch(epoch)
+
+
 def assemble(
     parts: Mapping[str, Part], position: Position, rng_states: list[Any], cfg: Config
 ) -> dict[str, Any]:
@@ -89,6 +118,37 @@ def restore(parts: Mapping[str, Part], state: Mapping[str, Any], path: Path) -> 
         if name not in state:
             raise UserError(f"{path}: checkpoint does not fit this model (it holds no {name})")
         restore_part(parts[name], state[name], path)
+
+
+@dataclass(frozen=True)
+class Saved:
+    """A checkpoint read back to continue its run (state/resume.py ``read_for_resume``)."""
+
+    path: Path
+    state: dict[str, Any]  # the file's dict, laid out as ``assemble`` writes it
+
+    @property
+    def step(self) -> int:
+        return int(self.state["step"])
+
+    def position(self, run_name: str) -> Position:
+        """Where the loop stood. The W&B run goes on only under the run name that wrote it:
+        another run continuing this checkpoint gets its own."""
+        position = Position.from_state(self.state, self.path)
+        if self.state["config"]["paths"]["run_name"] != run_name:
+            position.wandb_run_id = None
+        return position
+
+    def restore(self, parts: Mapping[str, Part]) -> None:
+        restore(parts, self.state, self.path)
+
+    @property
+    def world_size(self) -> int:
+        """The processes that wrote it: one random-stream state each."""
+        return len(self.state["rng"])
+
+    def rng_state(self, rank: int) -> Any:
+        return self.state["rng"][rank]
 
 
 def checkpoint_config(ckpt: Mapping[str, Any], path: Path) -> Config:

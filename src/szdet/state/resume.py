@@ -2,7 +2,8 @@
 
 A checkpoint continues only the run it came from: the same model, no setting changed that decides
 the run's course (the fields szdet/config.py marks RESUMABLE may change), and no later history in
-the folder it continues into.
+the folder it continues into. It may continue on another number of processes: the sampler keeps
+its global position (data/windows.py), and ``align_to_batch`` starts each rank at a whole batch.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from szdet.state.checkpoint import (
     numbered_checkpoints,
     read_checkpoint,
 )
-from szdet.state.contents import checkpoint_config
+from szdet.state.contents import EpochSampler, Position, Saved, checkpoint_config
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +49,26 @@ def resolve_resume(resume: str, directory: Path) -> Path | None:
     return path
 
 
-def read_for_resume(path: Path, cfg: Config, directory: Path) -> dict[str, Any]:
-    """The state to continue ``cfg``'s run (checkpoint folder ``directory``) from ``path``: read
-    safely, the same model, no setting changed that decides the run's course, no later history."""
-    state = read_checkpoint(path)
-    check_same_model(state, cfg, path)
-    changed = check_resumable(state, cfg, path)
-    check_no_later_checkpoints(directory, int(state["step"]), path)
+def read_for_resume(path: Path, cfg: Config, directory: Path) -> Saved:
+    """The checkpoint to continue ``cfg``'s run (checkpoint folder ``directory``) from ``path``:
+    read safely, the same model, no setting changed that decides the run's course, no later
+    history."""
+    saved = Saved(path, read_checkpoint(path))
+    check_same_model(saved.state, cfg, path)
+    changed = check_resumable(saved.state, cfg, path)
+    check_no_later_checkpoints(directory, saved.step, path)
     if changed:
         log.warning("resuming with changed operational settings: %s", "; ".join(changed))
-    return state
+    return saved
+
+
+def align_to_batch(position: Position, sampler: EpochSampler, batch_size: int) -> None:
+    """After a resume on another number of processes: the restored sampler stands at the saved
+    global position shared out anew, which may fall inside one of this rank's batches. Start
+    from that batch's first sample, so the position counts whole steps (at most a batch per rank
+    is seen twice, none skipped)."""
+    position.epoch_step = sampler.start // batch_size
+    sampler.set_epoch(sampler.epoch, start=position.epoch_step * batch_size)
 
 
 def check_same_model(ckpt: dict[str, Any], cfg: Config, path: Path) -> None:

@@ -32,8 +32,8 @@ from szdet.models import build_model, param_groups
 from szdet.models.kernels import select_path
 from szdet.progress import progress
 from szdet.state.checkpoint import CheckpointTimer, prepare_directory, save_checkpoint
-from szdet.state.contents import Part, Position, assemble, restore
-from szdet.state.resume import read_for_resume, resolve_resume
+from szdet.state.contents import Part, Position, Saved, assemble, sampler_part, start_epoch
+from szdet.state.resume import align_to_batch, read_for_resume, resolve_resume
 from szdet.state.run_dir import MetricsLog, RunDir
 from szdet.train import preflight
 from szdet.train.data import TrainData
@@ -88,13 +88,13 @@ class Trainer:
         if info.is_main:  # one training per run directory; DDP's ranks share rank 0's hold
             self.run.hold()
         try:
-            resume_from, state = self._load_resume_state(resume)
+            saved = self._load_resume_state(resume)
             log.info("Mamba-2 path: %s", mamba_path)
             seed_everything(cfg.train.seed + info.rank)
             self._build_parts()
             self.position = Position()
-            if resume_from and state:
-                self._restore(state, resume_from)
+            if saved is not None:
+                self._restore(saved)
         except BaseException:
             self.run.release(refused=True)  # a refused run leaves the folder as it found it
             raise
@@ -122,19 +122,16 @@ class Trainer:
         self._previous_handlers = {
             signum: signal.signal(signum, self._on_stop_signal) for signum in STOP_SIGNALS
         }
-        self._log_start(resume_from)
+        self._log_start(saved.path if saved is not None else None)
 
     def _build_parts(self) -> None:
         """The model, its optimizer and schedule, the data, and what watches the run."""
         cfg, info = self.cfg, self.info
         self.model = build_model(cfg.model).to(self.device)
-        ddp_model = (
-            DistributedDataParallel(
-                self.model, device_ids=[self.device] if self.device.type == "cuda" else None
-            )
-            if info.is_distributed
-            else self.model
-        )
+        ddp_model: torch.nn.Module = self.model
+        if info.is_distributed:
+            device_ids = [self.device] if self.device.type == "cuda" else None
+            ddp_model = DistributedDataParallel(self.model, device_ids=device_ids)
         self.optimizer = torch.optim.AdamW(
             param_groups(self.model, cfg.train.weight_decay),
             lr=cfg.train.lr,
@@ -160,19 +157,11 @@ class Trainer:
 
     def _parts(self) -> dict[str, Part]:
         """The checkpoint's parts (state/contents.py), each read from and restored to its owner."""
-        sampler, batch_size = self.data.sampler, self.cfg.train.batch_size
         return {
             "model": Part.of(self.model),
             "optimizer": Part.of(self.optimizer),
             "scheduler": Part.of(self.scheduler),
-            # Counted from where this epoch's iteration began: the loader prefetches, so what the
-            # sampler has yielded runs ahead of what the steps used.
-            "sampler": Part(
-                lambda: sampler.state_dict(
-                    consumed=self.position.epoch_step * batch_size - sampler.start
-                ),
-                sampler.load_state_dict,
-            ),
+            "sampler": sampler_part(self.data.sampler, self.position, self.cfg.train.batch_size),
             "early_stop": Part.of(self.early_stop),
             "monitor": Part(
                 self.monitor.state_dict,
@@ -195,19 +184,19 @@ class Trainer:
                 self.run.root,
             )
 
-    def _load_resume_state(self, resume: str) -> tuple[Path | None, dict[str, Any] | None]:
-        """The checkpoint ``--resume`` names and its state, or (None, None) for a fresh start.
+    def _load_resume_state(self, resume: str) -> Saved | None:
+        """The checkpoint ``--resume`` names, or None for a fresh start.
 
         Rank 0 reads it and shares it, so other nodes need no view of its disk; a refusal on
         rank 0 is raised on every rank, so none waits for a broadcast that never comes.
         """
-        found: tuple[Path | None, dict[str, Any] | None] = (None, None)
+        found: Saved | None = None
         refusal = None
         if self.info.is_main:
             try:
                 path = resolve_resume(resume, self.run.checkpoints)
                 if path is not None:
-                    found = (path, read_for_resume(path, self.cfg, self.run.checkpoints))
+                    found = read_for_resume(path, self.cfg, self.run.checkpoints)
             except UserError as e:
                 refusal = str(e)
         refusal, found = broadcast_from_main((refusal, found), self.info)
@@ -215,26 +204,20 @@ class Trainer:
             raise UserError(refusal)
         return found
 
-    def _restore(self, state: dict[str, Any], path: Path) -> None:
-        """Continue from a checkpoint's state (read_for_resume has checked it is this run's)."""
-        self.position = Position.from_state(state, path)
-        restore(self._parts(), state, path)  # the monitor's part reads the position's step
-        # The same W&B run only for the same run: another run continuing this checkpoint gets its own.
-        if state["config"]["paths"]["run_name"] != self.cfg.paths.run_name:
-            self.position.wandb_run_id = None
-        rng_states = state["rng"]
-        if len(rng_states) == self.info.world_size:
-            restore_rng_state(rng_states[self.info.rank], self.device)
+    def _restore(self, saved: Saved) -> None:
+        """Continue from a checkpoint (read_for_resume has checked it is this run's)."""
+        self.position = saved.position(self.cfg.paths.run_name)
+        saved.restore(self._parts())  # the monitor's part reads the position's step
+        if saved.world_size == self.info.world_size:
+            restore_rng_state(saved.rng_state(self.info.rank), self.device)
             return
-        # The sampler kept the global position; continue from the batch it falls in.
-        sampler, position = self.data.sampler, self.position
-        position.epoch_step = sampler.start // self.cfg.train.batch_size
-        sampler.set_epoch(sampler.epoch, start=position.epoch_step * self.cfg.train.batch_size)
-        seed_everything(self.cfg.train.seed + self.info.rank + position.step)
+        # Another number of processes: the same global position, from a whole batch of this rank.
+        align_to_batch(self.position, self.data.sampler, self.cfg.train.batch_size)
+        seed_everything(self.cfg.train.seed + self.info.rank + self.position.step)
         log.warning(
             "checkpoint written by %d process(es), resuming on %d: random streams are "
             "re-seeded, so this run will not repeat the original exactly",
-            len(rng_states),
+            saved.world_size,
             self.info.world_size,
         )
 
@@ -246,14 +229,11 @@ class Trainer:
     # --- the loop --------------------------------------------------------------------------
 
     def fit(self) -> int:
-        if (
-            self.position.stopped is not None
-        ):  # resumed after early stopping or collapse: stay stopped
+        stopped = self.position.stopped  # an earlier epoch's early stop or collapse: it stays
+        if stopped is not None:
             if self.info.is_main:
-                log.warning(
-                    "this run already stopped (%s); nothing to train", self.position.stopped
-                )
-            return EXIT_COLLAPSE if self.position.stopped == "collapse" else EXIT_OK
+                log.warning("this run already stopped (%s); nothing to train", stopped)
+            return EXIT_COLLAPSE if stopped == "collapse" else EXIT_OK
         for epoch in range(self.position.epoch, self.cfg.train.epochs):
             code = self.train_epoch(epoch)
             if code is not None:
@@ -358,10 +338,7 @@ class Trainer:
             self.tracker.log_images(plots, self.position.step)
         verdict = broadcast_from_main(verdict, self.info)
         assert verdict is not None
-        self.position.epoch, self.position.epoch_step = epoch + 1, 0
-        self.data.sampler.set_epoch(
-            self.position.epoch
-        )  # the checkpoint says: next epoch, from its start
+        start_epoch(self.position, self.data.sampler, epoch + 1)
         self.position.stopped = verdict.stop
         self.save(best=verdict.improved)
         return verdict
@@ -370,9 +347,8 @@ class Trainer:
 
     def _log_step(self, lr: float, grad_norm: float | None) -> None:
         """A step row: the loss averaged over the interval's finite steps, the last grad norm."""
-        row = self.monitor.step_row(
-            self.position.step, self.position.epoch, lr, grad_norm
-        )  # every rank: resets
+        # Every rank: reading the row resets the interval.
+        row = self.monitor.step_row(self.position.step, self.position.epoch, lr, grad_norm)
         if self.info.is_main:
             self._write_row(row)
             log.info("%s", self.monitor.describe(row))
