@@ -415,7 +415,7 @@ def test_bad_inputs_are_skipped_with_one_line_reasons_and_the_build_goes_on(tmp_
 
 @pytest.mark.slow
 def test_synthetic_corpus_builds_verifies_and_feeds_windows(tmp_path, capsys):
-    from szdet.data.tusz import find_recordings, read_annotation
+    from szdet.data.tusz import find_recordings, merge_intervals, read_annotation
     from szdet.data.windows import BalancedSampler, WindowDataset, WindowIndex
     from szdet.synth.corpus import write_corpus as write_synthetic
 
@@ -437,6 +437,10 @@ def test_synthetic_corpus_builds_verifies_and_feeds_windows(tmp_path, capsys):
         annotated = read_annotation(files.csv_bi).seizure_intervals()
         expected = [(a, min(b, by_name[files.name].duration_s)) for a, b in annotated]
         np.testing.assert_allclose(by_name[files.name].events, expected, atol=1e-6)
+        # ... and the .csv's per-channel rows are kept, their union those events
+        rows = by_name[files.name].channel_seizures
+        assert {c for c, _, _ in rows} <= {e.channel for e in read_annotation(files.csv).events}
+        np.testing.assert_allclose(merge_intervals((a, b) for _, a, b in rows), expected, atol=1e-3)
     assert sum(r.seizure_s for r in split.recordings) > 0
 
     index = WindowIndex.build(split, 60.0, 10.0)

@@ -1,16 +1,22 @@
 """`szdet detect --format szcore|both`: the SzCORE events TSV, read back with epilepsy2bids."""
 
+import itertools
+
 import numpy as np
 import pytest
 from epilepsy2bids.annotations import Annotations
 
 from montage_support import write_referential_edf
+from szdet.config import CHANNELS_19
 from szdet.data.edf import EdfSignal, load_edf
 from szdet.data.edf_header import read_header
 from szdet.data.hed_tsv import COLUMNS
+from szdet.data.montage import standard_case
+from szdet.data.tusz import read_annotation
 from szdet.errors import UserError
 from szdet.evaluate.detect import check_outputs
 from szdet.evaluate.inference import SignalBuffer, load_detector
+from szdet.evaluate.localise import event_channels
 from szdet.evaluate.postprocess import EventRules, track_events
 from test_evaluate_cli import run_cli, trained  # noqa: F401  (the tiny trained checkpoint)
 
@@ -26,13 +32,15 @@ def bids_edf(tmp_path_factory):
 def _track(checkpoint, edf):
     detector = load_detector(checkpoint)
     pre = load_edf(edf, detector.cfg.preprocess, detector.cfg.data.montage)
-    track = detector.predict_edf(EdfSignal(edf, detector.cfg.preprocess, detector.cfg.data.montage))
-    return detector.cfg.evaluate, pre, track
+    track, evidence = detector.predict_edf(
+        EdfSignal(edf, detector.cfg.preprocess, detector.cfg.data.montage)
+    )
+    return detector.cfg.evaluate, pre, track, evidence
 
 
 @pytest.mark.slow
 def test_szcore_tsv_holds_each_event_with_its_mean_probability(trained, bids_edf, tmp_path, capsys):  # noqa: F811
-    cfg, pre, track = _track(trained["best"], bids_edf)
+    cfg, pre, track, evidence = _track(trained["best"], bids_edf)
     on = float(np.quantile(track, 0.6))  # a threshold the tiny model crosses
     out = tmp_path / "out"
     code, stdout, _ = run_cli(
@@ -51,8 +59,10 @@ def test_szcore_tsv_holds_each_event_with_its_mean_probability(trained, bids_edf
     header = read_header(bids_edf)
     events = Annotations.loadTsv(str(tsv)).events
     assert len(events) == len(want)
-    for row, (start_s, stop_s) in zip(events, want, strict=True):
-        assert row["eventType"].value == "sz" and row["channels"] == "n/a"
+    carried = event_channels(evidence, [tuple(e) for e in want], cfg.frame_hz, CHANNELS_19)
+    for row, (start_s, stop_s), channels in zip(events, want, carried, strict=True):
+        assert row["eventType"].value == "sz"
+        assert row["channels"] == [standard_case(c) for c in channels] and channels
         assert row["onset"] == pytest.approx(start_s, abs=0.005)
         assert row["duration"] == pytest.approx(stop_s - start_s, abs=0.01)
         assert row["recordingDuration"] == header.n_records * header.record_duration_s == 60.0
@@ -66,7 +76,7 @@ def test_szcore_tsv_holds_each_event_with_its_mean_probability(trained, bids_edf
 
 @pytest.mark.slow
 def test_no_event_is_one_bckg_row_over_the_recording(trained, bids_edf, tmp_path, capsys):  # noqa: F811
-    _, _, track = _track(trained["best"], bids_edf)
+    _, _, track, _ = _track(trained["best"], bids_edf)
     assert track.max() < 0.99
     out = tmp_path / "out"
     code, _, _ = run_cli(
@@ -157,7 +167,7 @@ def test_a_recording_inferred_in_chunks_is_the_whole_one_in_bounded_memory(
     edf = write_referential_edf(tmp_path / "long.edf", 330.0, 250.0, "EEG {}-REF", seed=3)
     detector = load_detector(trained["best"])
     cfg = detector.cfg
-    whole = detector.predict_edf(EdfSignal(edf, cfg.preprocess, cfg.data.montage))
+    whole, whole_evidence = detector.predict_edf(EdfSignal(edf, cfg.preprocess, cfg.data.montage))
     held: list[int] = []
     append = SignalBuffer.append
 
@@ -167,8 +177,45 @@ def test_a_recording_inferred_in_chunks_is_the_whole_one_in_bounded_memory(
 
     monkeypatch.setattr(SignalBuffer, "append", watched)
     chunk_s = 25.0
-    chunked = detector.predict_edf(EdfSignal(edf, cfg.preprocess, cfg.data.montage, chunk_s))
+    chunked, evidence = detector.predict_edf(
+        EdfSignal(edf, cfg.preprocess, cfg.data.montage, chunk_s)
+    )
     assert len(held) == 14  # 330 s in chunks of 25 s (the resampling period rounds them)
     assert max(held) <= (chunk_s + cfg.windows.length_s) * cfg.preprocess.sample_rate_hz
     np.testing.assert_allclose(chunked, whole, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(evidence, whole_evidence, rtol=0, atol=1e-5)  # where, alike
     assert chunked.shape == (330 * cfg.evaluate.frame_hz,)
+
+
+@pytest.mark.slow
+def test_csv_holds_each_event_on_the_channels_that_carry_it(trained, bids_edf, tmp_path, capsys):  # noqa: F811
+    """--format all: the per-channel .csv names, per model channel, the events it carries (and
+    bckg elsewhere); the .csv_bi stays TERM; the TSV's channels are the same sets."""
+    _, _, track, _ = _track(trained["best"], bids_edf)
+    on = float(np.quantile(track, 0.6))
+    out = tmp_path / "out"
+    code, _, _ = run_cli(
+        capsys, "detect", bids_edf, "--checkpoint", trained["best"], "--out", out,
+        "--format", "all", "--set", f"evaluate.threshold_on={on}",
+        "--set", "evaluate.min_duration_s=0",
+    )  # fmt: skip
+    assert code == 0
+    term = read_annotation(out / f"{BIDS_NAME}_eeg.csv_bi")
+    seizures = [(e.start_s, e.stop_s) for e in term.events if e.label == "seiz"]
+    assert seizures and {e.channel for e in term.events} == {"TERM"}
+    per_channel = read_annotation(out / f"{BIDS_NAME}_eeg.csv")
+    assert {e.channel for e in per_channel.events} == set(CHANNELS_19)
+    tsv = Annotations.loadTsv(str(out / f"{BIDS_NAME}_events.tsv")).events
+    for (start_s, stop_s), row in zip(seizures, tsv, strict=True):
+        on_event = {
+            e.channel
+            for e in per_channel.events
+            if e.label == "seiz"
+            and abs(e.start_s - start_s) < 1e-3
+            and abs(e.stop_s - stop_s) < 1e-3
+        }
+        assert on_event and {standard_case(c) for c in on_event} == set(row["channels"])
+    for channel in CHANNELS_19:  # each channel's rows tile the recording
+        rows = [e for e in per_channel.events if e.channel == channel]
+        assert rows[0].start_s == 0.0 and rows[-1].stop_s == pytest.approx(60.0)
+        assert all(a.stop_s == pytest.approx(b.start_s) for a, b in itertools.pairwise(rows))

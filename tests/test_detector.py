@@ -35,6 +35,20 @@ def test_logits_per_sample_for_any_length_divisible_by_downsample(model):
         model(torch.randn(1, 19, WINDOW + 1))
 
 
+def test_the_nodes_evidence_sums_to_the_logits(model):
+    """Where the seizure is (evaluate/localise.py) reads each node's share of the logits: the
+    shares must be the model's own logits taken apart, not another computation."""
+    model.eval()
+    x = torch.randn(2, 19, WINDOW)
+    with torch.no_grad():
+        logits = model(x)
+        summed, evidence = model.localised(x)
+    assert evidence.shape == (2, 19, WINDOW)
+    torch.testing.assert_close(summed, logits, rtol=0, atol=1e-5)
+    assert evidence.std(dim=1).mean() > 0  # the nodes differ: the shares are not logits / 19
+    model.train()
+
+
 def test_every_parameter_gets_a_gradient_from_one_backward(model):
     model.zero_grad(set_to_none=True)
     x = torch.randn(2, 19, 64 * model.downsample)

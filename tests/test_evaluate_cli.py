@@ -57,6 +57,14 @@ def test_evaluate_dev_writes_metrics_and_plots(trained, tmp_path, capsys):
         assert {"tp", "fn", "fp", "sensitivity", "fa_per_24h"} <= set(metrics[method])
     assert (out / "roc.png").stat().st_size > 5000 and (out / "sens_vs_fa.png").is_file()
     assert "AUROC" in stdout and "sensitivity at  10 FA/24h" in stdout
+    # where: the synthetic corpus's per-channel .csv labels place each detected seizure
+    where = metrics["localisation"]
+    assert where["threshold_on"] == metrics["sens_at_fa"]["10"]["threshold"]
+    if where["events"]:  # a tiny model may detect none at that threshold
+        assert 0 <= where["focus_hit_rate"] <= 1 and 0 < where["random_focus_hit_rate"] < 1
+        assert "where: focus among the event's channels" in stdout
+    else:
+        assert "where: no detected seizure" in stdout
     # A split this short cannot hold one false alarm within 10 FA/24h, and the summary says so.
     assert metrics["hours"] < 2.4 and "a single false alarm is" in stdout
 
@@ -110,7 +118,7 @@ def test_detect_matches_the_cached_evaluation_and_writes_tusz_csv_bi(trained, tm
     split = CacheSplit.open(trained["cache"], "dev")
     i = [r.name for r in split.recordings].index(recording.name)
     pre = load_edf(recording.edf, detector.cfg.preprocess)
-    from_edf = detector.predict_edf(EdfSignal(recording.edf, detector.cfg.preprocess))
+    from_edf, _ = detector.predict_edf(EdfSignal(recording.edf, detector.cfg.preprocess))
     # (to float32 rounding: evaluate's batches mix recordings, detect's hold one)
     np.testing.assert_allclose(from_edf, detector.predict(split)[i], rtol=0, atol=1e-6)
 

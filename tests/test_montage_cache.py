@@ -120,6 +120,6 @@ def test_a_bipolar_model_trains_and_detects_on_bipolar_and_referential_files(
         written = read_annotation(out / f"{edf.stem}.csv_bi")
         assert written.duration_s == pytest.approx(30.0, abs=0.01)
     # the referential file is converted to the checkpoint's montage, exactly as load_edf does
-    track = detector.predict_edf(EdfSignal(siena, detector.cfg.preprocess, "bipolar"))
+    track, _ = detector.predict_edf(EdfSignal(siena, detector.cfg.preprocess, "bipolar"))
     assert track.shape == (round(30.0 * detector.cfg.evaluate.frame_hz),)
     assert np.isfinite(track).all() and track.min() >= 0 and track.max() <= 1

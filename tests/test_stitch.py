@@ -37,6 +37,20 @@ def test_overlapping_windows_average_exactly():
     np.testing.assert_allclose(track, [0.2] * 4 + [0.5] * 4 + [0.8] * 4, rtol=1e-6)
 
 
+def test_evidence_rows_stitch_as_the_probabilities_do():
+    rng = np.random.default_rng(0)
+    windows = [(start, rng.random((3, 512))) for start in (-100, 0, 200, 500, 700)]
+    stitcher = Stitcher([900], RATE_HZ, 4.0, evidence_rows=3)
+    for start, rows in windows:
+        stitcher.add(0, start, rows[0], rows)
+    evidence = stitcher.evidence_tracks()[0]
+    assert evidence.shape == (3, n_frames(900, RATE_HZ, 4.0))
+    for row in range(3):
+        expected = brute_force_track(900, [(s, r[row]) for s, r in windows], RATE_HZ, 4.0)
+        np.testing.assert_allclose(evidence[row], expected, rtol=1e-5)
+    np.testing.assert_allclose(stitcher.tracks()[0], evidence[0], rtol=1e-5)
+
+
 @pytest.mark.parametrize("frame_hz", [4.0, 10.0, 1.0])
 def test_unaligned_windows_match_the_brute_force_mean(frame_hz):
     rng = np.random.default_rng(1)

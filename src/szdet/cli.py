@@ -258,13 +258,14 @@ def _add_detect(sub: Subparsers) -> None:
         "--out",
         type=Path,
         required=True,
-        help="folder for <edf name>.csv_bi and/or <edf name minus _eeg>_events.tsv",
+        help="folder for <edf name>.csv_bi, .csv and/or <edf name minus _eeg>_events.tsv",
     )
     p.add_argument(
         "--format",
-        choices=["csv_bi", "szcore", "both"],
+        choices=["csv_bi", "csv", "szcore", "both", "all"],
         default="csv_bi",
-        help="TUSZ .csv_bi (default), the SzCORE events TSV, or both",
+        help="TUSZ .csv_bi (default), TUSZ's per-channel .csv (each event on the channels that "
+        "carry it), the SzCORE events TSV (channels filled), both .csv_bi and TSV, or all three",
     )
     p.add_argument("--plot", action="store_true", help="also write a PNG timeline per recording")
     point = p.add_mutually_exclusive_group()

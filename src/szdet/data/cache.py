@@ -298,6 +298,7 @@ def build_recording(
             interpolated=pre.interpolated,
             source_bytes=files.edf.stat().st_size,
             notes=notes,
+            channel_seizures=annotated.channel_seizures_for(pre.duration_s),
         ).to_json()
     write_json_atomic(_record_path(split_dir, files), record)  # after the array: marks it done
     return record

@@ -10,7 +10,7 @@ construction. A root holding a BIDS tree is read as one, whatever else it holds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from szdet.data import bids
@@ -87,6 +87,16 @@ class Annotated:
     path: Path  # the annotation file read
     seizures: list[Interval]  # as annotated, merged, not clipped
     duration_s: float  # the recording duration the annotation states
+    # (channel, start_s, stop_s) seizure rows of a per-channel .csv, where one is beside the EDF
+    channel_seizures: list[tuple[str, float, float]] = field(default_factory=list)
+
+    def channel_seizures_for(self, edf_duration_s: float) -> list[tuple[str, float, float]]:
+        """The per-channel rows clipped to the EDF's duration (rows past its end dropped)."""
+        return [
+            (c, a, min(b, edf_duration_s))
+            for c, a, b in self.channel_seizures
+            if a < edf_duration_s
+        ]
 
     def events_for(self, edf_duration_s: float) -> tuple[list[Interval], list[str]]:
         """The seizures clipped to the EDF's duration, and a note if any ran past its end.
@@ -107,7 +117,9 @@ class Annotated:
 
 def annotated_seizures(files: RecordingFiles) -> Annotated:
     """What a recording is annotated with: its events TSV (BIDS), else its .csv_bi, else the
-    .csv's union over channels (TUSZ). AnnotationError names the file and the fault."""
+    .csv's union over channels (TUSZ); and the .csv's per-channel seizure rows, where it has
+    one (where the seizure is: evaluate/localise.py). AnnotationError names the file and the
+    fault."""
     if files.events_tsv is not None:
         tsv = read_events_tsv(files.events_tsv)
         return Annotated(tsv.path, tsv.seizure_intervals(), tsv.recording_duration_s)
@@ -117,4 +129,6 @@ def annotated_seizures(files: RecordingFiles) -> Annotated:
     if path is None:
         raise AnnotationError(f"{files.edf}: no .csv_bi or .csv annotation file beside it")
     annotation = read_annotation(path)
-    return Annotated(path, annotation.seizure_intervals(), annotation.duration_s)
+    channel_rows = read_annotation(files.csv).events if files.csv is not None else ()
+    rows = [(e.channel, e.start_s, e.stop_s) for e in channel_rows if e.is_seizure]
+    return Annotated(path, annotation.seizure_intervals(), annotation.duration_s, rows)

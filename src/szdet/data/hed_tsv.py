@@ -142,18 +142,24 @@ def write_events_tsv(
     seizures: Sequence[tuple[float, float, float]],
     recording_duration_s: float,
     date_time: datetime | None,
+    channels: Sequence[Sequence[str]] | None = None,
 ) -> None:
-    """Write ``seizures`` as (start_s, stop_s, confidence) ``sz`` rows, or one ``bckg`` row
-    spanning the recording when there are none, atomically."""
+    """Write ``seizures`` as (start_s, stop_s, confidence) ``sz`` rows, each with its
+    ``channels`` (comma-separated; ``n/a`` where unknown), or one ``bckg`` row spanning the
+    recording when there are none, atomically."""
     start = MISSING if date_time is None else date_time.strftime(DATETIME_FORMAT)
-    rows = [(a, b - a, SEIZURE_PREFIX, f"{c:.2f}") for a, b, c in seizures]
+    named = [",".join(c) or MISSING for c in channels] if channels else [MISSING] * len(seizures)
+    rows = [
+        (a, b - a, SEIZURE_PREFIX, f"{c:.2f}", where)
+        for (a, b, c), where in zip(seizures, named, strict=True)
+    ]
     if not rows:
-        rows = [(0.0, recording_duration_s, BACKGROUND, MISSING)]
+        rows = [(0.0, recording_duration_s, BACKGROUND, MISSING, MISSING)]
     lines = ["\t".join(COLUMNS)]
     lines += [
-        f"{onset:.2f}\t{duration:.2f}\t{kind}\t{confidence}\t{MISSING}\t{start}\t"
+        f"{onset:.2f}\t{duration:.2f}\t{kind}\t{confidence}\t{where}\t{start}\t"
         f"{recording_duration_s:.2f}"
-        for onset, duration, kind, confidence in rows
+        for onset, duration, kind, confidence, where in rows
     ]
     write_text_atomic(Path(path), "\n".join(lines) + "\n")
 

@@ -63,6 +63,8 @@ class CachedRecording:
     interpolated: list[str]
     source_bytes: int
     notes: list[str] = field(default_factory=list)  # e.g. an annotation clipped at the end
+    # (channel, start_s, stop_s) per-channel seizure rows (a TUSZ .csv), clipped; [] without
+    channel_seizures: list[tuple[str, float, float]] = field(default_factory=list)
 
     @property
     def seizure_s(self) -> float:
@@ -71,11 +73,14 @@ class CachedRecording:
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["events"] = [[start, stop] for start, stop in self.events]
+        out["channel_seizures"] = [[c, a, b] for c, a, b in self.channel_seizures]
         return out
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> CachedRecording:
-        return cls(**{**obj, "events": [(float(a), float(b)) for a, b in obj["events"]]})
+        rows = [(str(c), float(a), float(b)) for c, a, b in obj.get("channel_seizures", [])]
+        events = [(float(a), float(b)) for a, b in obj["events"]]
+        return cls(**{**obj, "events": events, "channel_seizures": rows})
 
 
 def make_manifest(

@@ -57,6 +57,12 @@ class Resolved:
     name: str  # FP1, T3 (10-20 names) / T3-T5 (as recorded: first minus second) / EKG1
 
 
+def standard_case(channel: str) -> str:
+    """A channel in the 10-20 system's own spelling: FP1 -> Fp1, FZ -> Fz, FP1-F7 -> Fp1-F7
+    (mne's positions and the SzCORE events TSV write them so)."""
+    return "-".join(e[0] + e[1:].lower() for e in channel.split("-"))
+
+
 def _electrode(token: str) -> str | None:
     token = token.strip()
     return SYNONYMS.get(token, token) if _ELECTRODE.match(token) else None

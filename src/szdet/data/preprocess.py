@@ -14,6 +14,7 @@ import numpy as np
 from scipy import signal
 
 from szdet.config import CHANNELS_19, PreprocessConfig
+from szdet.data.montage import standard_case
 
 # Changing any of these changes the cache's contents: bump config.PREPROCESS_ALGORITHM too.
 BANDPASS_ORDER = 4
@@ -79,10 +80,6 @@ def bandpass_notch(x: np.ndarray, preprocess: PreprocessConfig) -> np.ndarray:
     return out
 
 
-def _montage_name(channel: str) -> str:
-    return channel[0] + channel[1:].lower()  # FP1 -> Fp1, FZ -> Fz, T3 -> T3
-
-
 @functools.cache
 def interpolation_matrix(bad: tuple[str, ...]) -> np.ndarray:
     """Weights (len(bad), 19 - len(bad)) by which mne's spherical splines fill the ``bad`` channels
@@ -94,10 +91,10 @@ def interpolation_matrix(bad: tuple[str, ...]) -> np.ndarray:
     identity = np.zeros((len(CHANNELS_19), len(good)))
     for column, channel in enumerate(good):
         identity[CHANNELS_19.index(channel), column] = 1.0
-    info = mne.create_info([_montage_name(c) for c in CHANNELS_19], sfreq=1.0, ch_types="eeg")
+    info = mne.create_info([standard_case(c) for c in CHANNELS_19], sfreq=1.0, ch_types="eeg")
     raw = mne.io.RawArray(identity, info, verbose="error")
     raw.set_montage(MONTAGE, verbose="error")
-    raw.info["bads"] = [_montage_name(c) for c in bad]
+    raw.info["bads"] = [standard_case(c) for c in bad]
     raw.interpolate_bads(reset_bads=True, verbose="error")
     rows = [CHANNELS_19.index(c) for c in bad]
     return raw.get_data()[rows].astype(np.float32)

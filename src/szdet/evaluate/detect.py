@@ -1,14 +1,17 @@
-"""`szdet detect`: EDF recordings -> predicted seizure events as TUSZ .csv_bi files, SzCORE
-events TSVs, or both (``--format csv_bi|szcore|both``).
+"""`szdet detect`: EDF recordings -> predicted seizure events as TUSZ .csv_bi files, TUSZ
+per-channel .csv files, SzCORE events TSVs, or several (``--format csv_bi|csv|szcore|both|all``).
 
 Each EDF is preprocessed exactly as the cache is (same settings, from the checkpoint's config),
 converted to the checkpoint's montage (data.montage) or refused in one line when it cannot be,
 windowed and stitched exactly as `evaluate` does, then post-processed with the ``evaluate.*``
 rules. A recording is read and inferred ``evaluate.chunk_s`` at a time, so memory does not grow
-with its length (evaluate/inference.py), with an EEG-hours progress bar. The output spans the whole recording: TERM ``seiz`` rows for events and ``bckg`` rows for
-the gaps, under the TUSZ header; or the SzCORE events TSV (data/hed_tsv.py) named after the
-EDF (``<entities>_events.tsv`` for ``<entities>_eeg.edf``): one ``sz`` row per event, its
-confidence the event's mean probability (evaluate/postprocess.py), dateTime the EDF's start and
+with its length (evaluate/inference.py), under an EEG-hours progress bar. Each event's channels
+are those that carry it (evaluate/localise.py, in the model's montage). The .csv_bi spans the
+whole recording: TERM ``seiz`` rows for events and ``bckg`` rows for the gaps, under the TUSZ
+header; the .csv has such rows per channel, an event on the channels that carry it. The SzCORE
+events TSV (data/hed_tsv.py) is named after the EDF (``<entities>_events.tsv`` for
+``<entities>_eeg.edf``): one ``sz`` row per event, its confidence the event's mean probability
+(evaluate/postprocess.py), its channels in 10-20 spelling, dateTime the EDF's start and
 recordingDuration the input EDF's records x record duration (samples / rate, what the challenge
 checks; the resampled signal can differ by a fraction of a sample). A file that cannot be read is
 reported in one line and skipped; the others are still written, and the exit code says that
@@ -20,14 +23,17 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from szdet.data.edf import EdfSignal
 from szdet.data.edf_header import EdfHeader
 from szdet.data.hed_tsv import events_name, write_events_tsv
-from szdet.data.tusz import term_events, write_annotation
+from szdet.data.montage import standard_case
+from szdet.data.tusz import Event, term_events, write_annotation
 from szdet.errors import UserError
 from szdet.evaluate.inference import Detector, load_detector
+from szdet.evaluate.localise import event_channels
 from szdet.evaluate.metrics import target_key
 from szdet.evaluate.operating_points import format_interval, pick
 from szdet.evaluate.plots import plot_timeline
@@ -36,11 +42,17 @@ from szdet.evaluate.postprocess import EventRules, track_events
 log = logging.getLogger(__name__)
 
 
-FORMATS = {"csv_bi": ("csv_bi",), "szcore": ("szcore",), "both": ("csv_bi", "szcore")}
+FORMATS = {
+    "csv_bi": ("csv_bi",),
+    "csv": ("csv",),
+    "szcore": ("szcore",),
+    "both": ("csv_bi", "szcore"),
+    "all": ("csv_bi", "csv", "szcore"),
+}
 
 
 def output_name(edf: Path, kind: str) -> str:
-    return f"{edf.stem}.csv_bi" if kind == "csv_bi" else events_name(edf)
+    return events_name(edf) if kind == "szcore" else f"{edf.stem}.{kind}"
 
 
 def check_outputs(edfs: list[Path], out: Path, kinds: Sequence[str] = ("csv_bi",)) -> None:
@@ -51,7 +63,7 @@ def check_outputs(edfs: list[Path], out: Path, kinds: Sequence[str] = ("csv_bi",
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: is a file; --out names the folder the events are written to")
     references = {
-        (edf.parent / output_name(edf, kind)).resolve() for edf in edfs for kind in FORMATS["both"]
+        (edf.parent / output_name(edf, kind)).resolve() for edf in edfs for kind in FORMATS["all"]
     }
     seen: dict[str, Path] = {}
     for edf in edfs:
@@ -115,17 +127,26 @@ def _detect_one(
     edf = EdfSignal(path, cfg.preprocess, cfg.data.montage, chunk_s=cfg.evaluate.chunk_s)
     for note in edf.notes:  # what the cache's manifest records, said where detect runs
         print(f"szdet: note: {path}: {note}", file=sys.stderr)
-    track = detector.predict_edf(edf)
+    track, evidence = detector.predict_edf(edf)
     events = track_events(track, cfg.evaluate.frame_hz, rules, edf.duration_s, confidence=True)
     seizures = [(float(a), float(b)) for a, b, _ in events]
+    channels = (
+        event_channels(evidence, seizures, cfg.evaluate.frame_hz, edf.channels)
+        if evidence is not None
+        else [()] * len(seizures)
+    )
     for kind in kinds:
         target = out / output_name(path, kind)
         if kind == "csv_bi":
             annotation = term_events(seizures, edf.duration_s)
             write_annotation(target, annotation, edf.duration_s, path.stem)
+        elif kind == "csv":
+            rows = channel_events(edf.channels, seizures, channels, edf.duration_s)
+            write_annotation(target, rows, edf.duration_s, path.stem)
         else:
             scored = [(float(a), float(b), float(c)) for a, b, c in events]
-            write_events_tsv(target, scored, _input_duration_s(edf.header), edf.header.start)
+            named = [[standard_case(c) for c in carried] for carried in channels]
+            write_events_tsv(target, scored, _input_duration_s(edf.header), edf.header.start, named)
     if plot:
         plot_timeline(
             track,
@@ -136,6 +157,7 @@ def _detect_one(
             rules.threshold_off,
             seizures,
             title=f"{path.stem}: predicted seizure probability",
+            hypothesis_channels=[[standard_case(c) for c in carried] for carried in channels],
         )
     return seizures
 
@@ -166,6 +188,21 @@ def operating_rules(
         file=sys.stderr,
     )
     return EventRules.from_config(cfg, point["threshold_on"])
+
+
+def channel_events(
+    names: Sequence[str],
+    seizures: Sequence[tuple[float, float]],
+    carried: Sequence[Sequence[str]],
+    duration_s: float,
+) -> list[Event]:
+    """TUSZ .csv rows: per channel, the events that channel carries, ``bckg`` filling the rest
+    (a channel no event names is one ``bckg`` row over the recording)."""
+    rows = []
+    for name in names:
+        own = [event for event, on in zip(seizures, carried, strict=True) if name in on]
+        rows += [replace(e, channel=name) for e in term_events(own, duration_s)]
+    return rows
 
 
 def _input_duration_s(header: EdfHeader) -> float:

@@ -88,6 +88,11 @@ class Detector:
         evaluate = self.cfg.evaluate
         return evaluate.batch_size if self.device.type == "cuda" else evaluate.cpu_batch_size
 
+    @property
+    def localises(self) -> bool:
+        """Whether the engine gives per-node evidence (PyTorch does; the ONNX network does not)."""
+        return hasattr(self.model, "localised")
+
     def predict(self, split: CacheSplit) -> list[np.ndarray]:
         """Stitched per-recording probability tracks at ``evaluate.frame_hz``."""
         cfg = self.cfg
@@ -102,16 +107,34 @@ class Detector:
             frame_hz=cfg.evaluate.frame_hz,
         )
 
-    def predict_edf(self, edf: EdfSignal, show_progress: bool = True) -> np.ndarray:
+    def predict_localised(self, split: CacheSplit) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The tracks of `predict` and, per recording, each node's evidence (nodes, frames)."""
+        cfg = self.cfg
+        index = WindowIndex.build(split, cfg.windows.length_s, cfg.windows.eval_stride_s)
+        sizes = [r.n_samples for r in split.recordings]
+        stitcher = Stitcher(sizes, split.sample_rate_hz, cfg.evaluate.frame_hz, self._nodes)
+        predict_into(
+            stitcher, self.model, split, index, self.batch_size, self.device, self.autocast_dtype
+        )
+        return stitcher.tracks(), stitcher.evidence_tracks()
+
+    @property
+    def _nodes(self) -> int:
+        return self.cfg.model.in_channels if self.localises else 0
+
+    def predict_edf(
+        self, edf: EdfSignal, show_progress: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """One EDF's stitched probability track, read, preprocessed and inferred a chunk
         (``evaluate.chunk_s``, set when ``edf`` was opened) at a time: each chunk's windows run
         once the signal they cover is in, and the samples no later window needs are dropped, so
         memory stays that of a chunk and a window at any length. The windows, their order and
-        the stitching are those of a whole recording, so the track is the same."""
+        the stitching are those of a whole recording, so the track is the same. Also each node's
+        evidence (nodes, frames), None where the engine gives none."""
         cfg, rate_hz = self.cfg, edf.sample_rate_hz
         split = StreamSplit(edf.path.stem, edf.n_samples, rate_hz, len(edf.channels))
         index = WindowIndex.build(split, cfg.windows.length_s, cfg.windows.eval_stride_s)
-        stitcher = Stitcher([edf.n_samples], rate_hz, cfg.evaluate.frame_hz)
+        stitcher = Stitcher([edf.n_samples], rate_hz, cfg.evaluate.frame_hz, self._nodes)
         window_stops = index.start + index.length
         done = 0
         hours = edf.duration_s / 3600
@@ -138,7 +161,7 @@ class Detector:
                     done = ready
                 split.buffer.drop_before(int(index.start[done]) if done < len(index) else stop)
                 bar.update(min(hours, stop / rate_hz / 3600) - bar.n)
-        return stitcher.tracks()[0]
+        return stitcher.tracks()[0], stitcher.evidence_tracks()[0] if self.localises else None
 
 
 def onnx_path(detector: Path) -> Path:

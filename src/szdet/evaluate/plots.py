@@ -141,6 +141,9 @@ def plot_operating_points(calibration: Mapping[str, Any], path: str | Path) -> P
     return save_png(fig, path)
 
 
+CHANNELS_SHOWN = 4  # per detected event on a timeline; the rest as "+n"
+
+
 def plot_timeline(
     track: np.ndarray,
     frame_hz: float,
@@ -150,9 +153,11 @@ def plot_timeline(
     threshold_off: float,
     hypothesis: Sequence[tuple[float, float]] | np.ndarray = (),
     title: str = "recording",
+    hypothesis_channels: Sequence[Sequence[str]] = (),
 ) -> Path:
     """Predicted seizure probability over a recording, reference seizures shaded, detected events
-    as a bar underneath, hysteresis thresholds drawn."""
+    as a bar underneath (with the channels that carry each, where given), hysteresis thresholds
+    drawn."""
     minutes = np.arange(len(track)) / frame_hz / 60.0
     fig = Figure(figsize=(12, 3.5), layout="constrained")
     ax = fig.add_subplot()
@@ -173,6 +178,18 @@ def plot_timeline(
             solid_capstyle="butt",
             label="detected event" if k == 0 else None,
         )
+        if k < len(hypothesis_channels) and hypothesis_channels[k]:
+            shown = hypothesis_channels[k][:CHANNELS_SHOWN]
+            more = len(hypothesis_channels[k]) - len(shown)
+            ax.annotate(
+                ", ".join(shown) + (f" +{more}" if more > 0 else ""),
+                ((start_s + stop_s) / 120, -0.05),
+                xytext=(0, 6),
+                textcoords="offset points",
+                ha="center",
+                fontsize=7,
+                color="tab:green",
+            )
     ax.plot(minutes, track, color="tab:blue", linewidth=0.8, label="p(seizure)")
     ax.axhline(threshold_on, color="black", linestyle="--", linewidth=0.8, label="on threshold")
     ax.axhline(threshold_off, color="grey", linestyle=":", linewidth=0.8, label="off threshold")

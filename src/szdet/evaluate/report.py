@@ -16,6 +16,7 @@ from typing import Any
 from szdet.data.manifest import CacheSplit
 from szdet.errors import UserError
 from szdet.evaluate.inference import Detector, load_detector
+from szdet.evaluate.localise import split_localisation
 from szdet.evaluate.metrics import evaluate_tracks, target_key, thresholds_from_metrics
 from szdet.evaluate.operating_points import format_interval
 from szdet.evaluate.plots import write_split_plots
@@ -40,8 +41,20 @@ def evaluate_command(
         dev_metrics = score_split(detector, dev)
         thresholds = thresholds_from_metrics(dev_metrics)
 
-    tracks = detector.predict(target)
+    evidence = None
+    if detector.localises:
+        tracks, evidence = detector.predict_localised(target)
+    else:
+        tracks = detector.predict(target)
     metrics = score_split(detector, target, thresholds, tracks)
+    if evidence is not None:  # where: at the first budget's threshold (the configured one if none)
+        first = metrics["sens_at_fa"][target_key(detector.cfg.evaluate.fa_targets_per_24h[0])]
+        on = (
+            detector.cfg.evaluate.threshold_on if first["threshold"] is None else first["threshold"]
+        )
+        metrics["localisation"] = split_localisation(
+            detector.cfg, target.recordings, tracks, evidence, on
+        )
     if calibration:  # beside each budget, what dev promised, so a user sees whether it held
         for p in calibration["points"]:
             at = metrics["sens_at_fa"].get(target_key(p["fa_per_24h_budget"]))
@@ -125,6 +138,16 @@ def summary_text(metrics: dict[str, Any]) -> str:
                 f"{format_interval(promised['fa_per_24h'], 2)}"
             )
         lines.append(line)
+    if (where := metrics.get("localisation")) is not None:
+        if where["events"]:
+            lines.append(
+                f"  where: focus among the event's channels {fmt(where['focus_hit_rate'], 2)} "
+                f"(random channels {fmt(where['random_focus_hit_rate'], 2)}), side "
+                f"{fmt(where['side_accuracy'], 2)} (random {fmt(where['random_side_accuracy'], 2)})"
+                f", over {where['events']} detected seizures with per-channel labels"
+            )
+        else:
+            lines.append("  where: no detected seizure has per-channel labels to place it by")
     one_alarm_per_24h = 24 / metrics["hours"] if metrics["hours"] > 0 else float("inf")
     if any(float(target) < one_alarm_per_24h for target in metrics["sens_at_fa"]):
         lines.append(

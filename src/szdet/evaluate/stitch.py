@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -20,6 +20,8 @@ from szdet.progress import progress
 
 if TYPE_CHECKING:  # torch is imported only when a model runs, so scoring stays light
     import torch
+
+    from szdet.models.detector import V3Detector
 
 
 def frame_of_sample(samples: np.ndarray, sample_rate_hz: float, frame_hz: float) -> np.ndarray:
@@ -48,18 +50,30 @@ def label_track(
 
 class Stitcher:
     """Accumulates per-sample window probabilities into per-recording frame tracks, in O(window)
-    work per window."""
+    work per window; with ``evidence_rows``, each node's evidence (evaluate/localise.py) alike."""
 
-    def __init__(self, n_samples: Sequence[int], sample_rate_hz: float, frame_hz: float) -> None:
+    def __init__(
+        self,
+        n_samples: Sequence[int],
+        sample_rate_hz: float,
+        frame_hz: float,
+        evidence_rows: int = 0,
+    ) -> None:
         self.n_samples = [int(n) for n in n_samples]
         self.sample_rate_hz = sample_rate_hz
         self.frame_hz = frame_hz
+        self.evidence_rows = evidence_rows
         sizes = [n_frames(n, sample_rate_hz, frame_hz) for n in self.n_samples]
         self._sums = [np.zeros(size, dtype=np.float64) for size in sizes]
         self._counts = [np.zeros(size, dtype=np.int64) for size in sizes]
+        # float32: 19 rows of a 72-hour recording at 4 frames/s are 79 MB so, twice that in float64
+        self._evidence = [np.zeros((evidence_rows, size), np.float32) for size in sizes]
 
-    def add(self, recording: int, start: int, probs: np.ndarray) -> None:
-        """Add one window's per-sample probabilities; ``start`` is its first sample."""
+    def add(
+        self, recording: int, start: int, probs: np.ndarray, evidence: np.ndarray | None = None
+    ) -> None:
+        """Add one window's per-sample probabilities (and (rows, samples) evidence); ``start``
+        is its first sample."""
         n = self.n_samples[recording]
         first = max(0, -start)  # a window may begin before the recording (left padding)
         last = min(len(probs), n - start)  # ... and run past its end (right padding)
@@ -74,10 +88,24 @@ class Stitcher:
         values = np.asarray(probs[first:last], dtype=np.float64)
         self._sums[recording][lo : lo + size] += np.bincount(local, weights=values, minlength=size)
         self._counts[recording][lo : lo + size] += np.bincount(local, minlength=size)
+        if evidence is not None and self.evidence_rows:
+            rows = np.arange(self.evidence_rows)[:, None] * size  # one bincount for every row
+            summed = np.bincount(
+                (rows + local).ravel(),
+                weights=np.asarray(evidence[:, first:last], np.float64).ravel(),
+                minlength=self.evidence_rows * size,
+            )
+            self._evidence[recording][:, lo : lo + size] += summed.reshape(-1, size)
 
-    def add_batch(self, recordings: np.ndarray, starts: np.ndarray, probs: np.ndarray) -> None:
-        for recording, start, window in zip(recordings, starts, probs, strict=True):
-            self.add(int(recording), int(start), window)
+    def add_batch(
+        self,
+        recordings: np.ndarray,
+        starts: np.ndarray,
+        probs: np.ndarray,
+        evidence: np.ndarray | None = None,
+    ) -> None:
+        for k, (recording, start, window) in enumerate(zip(recordings, starts, probs, strict=True)):
+            self.add(int(recording), int(start), window, None if evidence is None else evidence[k])
 
     def coverage(self, recording: int) -> np.ndarray:
         """How many (sample, window) pairs landed in each frame; 0 = never covered."""
@@ -88,6 +116,13 @@ class Stitcher:
         return [
             np.divide(s, c, out=np.zeros_like(s), where=c > 0).astype(np.float32)
             for s, c in zip(self._sums, self._counts, strict=True)
+        ]
+
+    def evidence_tracks(self) -> list[np.ndarray]:
+        """Per recording, (evidence_rows, frames) float32 mean evidence; 0 where uncovered."""
+        return [
+            np.divide(e, c, out=np.zeros_like(e), where=c > 0)
+            for e, c in zip(self._evidence, self._counts, strict=True)
         ]
 
 
@@ -138,7 +173,8 @@ def predict_into(
     show_progress: bool = True,
 ) -> None:
     """Add the sigmoid outputs of ``model`` over the windows of ``index`` to ``stitcher`` (whose
-    recordings are ``split``'s): a recording read in chunks is stitched window batch by batch."""
+    recordings are ``split``'s): a recording read in chunks is stitched window batch by batch.
+    A stitcher with evidence rows gets the model's per-node evidence too (``model.localised``)."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -154,14 +190,20 @@ def predict_into(
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
     )
-    in_flight: deque[tuple[torch.Tensor, torch.Tensor, torch.cuda.Event | None]] = deque()
+    localise = stitcher.evidence_rows > 0
+    in_flight: deque[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, Any]] = deque()
 
     def stitch_oldest() -> None:
-        probs, ids, landed = in_flight.popleft()
+        probs, evidence, ids, landed = in_flight.popleft()
         if landed is not None:
             landed.synchronize()
         ids_np = ids.numpy()
-        stitcher.add_batch(window_recording[ids_np], window_start[ids_np], probs.numpy())
+        stitcher.add_batch(
+            window_recording[ids_np],
+            window_start[ids_np],
+            probs.numpy(),
+            None if evidence is None else evidence.numpy(),
+        )
 
     was_training = model.training
     model.eval()
@@ -170,19 +212,34 @@ def predict_into(
             for x, _, ids in progress(
                 loader, desc="predict", total=len(loader), unit="batch", disable=not show_progress
             ):
-                with torch.autocast(
-                    device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
-                ):
-                    logits = model(x.to(device, non_blocking=True).float())
-                # From CUDA, a non-blocking copy lands in pinned memory, unwaited for.
-                probs = torch.sigmoid(logits.float()).to("cpu", non_blocking=True)
-                in_flight.append((probs, ids, _event_after_queued_work(device)))
+                probs, evidence = _forward(model, x, device, autocast_dtype, localise)
+                in_flight.append((probs, evidence, ids, _event_after_queued_work(device)))
                 if len(in_flight) > IN_FLIGHT_BATCHES:
                     stitch_oldest()
             while in_flight:
                 stitch_oldest()
     finally:
         model.train(was_training)
+
+
+def _forward(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+    localise: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One batch's probabilities (and per-node evidence), on their way to the host: from CUDA,
+    a non-blocking copy lands in pinned memory, unwaited for."""
+    import torch
+
+    with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        x = x.to(device, non_blocking=True).float()
+        logits, evidence = cast("V3Detector", model).localised(x) if localise else (model(x), None)
+    probs = torch.sigmoid(logits.float()).to("cpu", non_blocking=True)
+    if evidence is not None:
+        evidence = evidence.float().to("cpu", non_blocking=True)
+    return probs, evidence
 
 
 def _event_after_queued_work(device: torch.device) -> torch.cuda.Event | None:

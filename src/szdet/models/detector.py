@@ -3,7 +3,8 @@
 TCN at the full rate, strided downsample, projection to electrodes (B, N, T, D); then two streams:
 nodes through a bidirectional Mamba-2 per electrode, and each pair's cosine similarity through the
 edge stream to a weight per pair and step. The weights make each step's adjacency (and its
-Laplacian PE) for an SSGConv over the node features; a head maps the nodes back to (B, L) logits.
+Laplacian PE) for an SSGConv over the node features; a head maps the nodes back to (B, L) logits,
+and (``localised``) says how much of each logit each node contributed.
 """
 
 from __future__ import annotations
@@ -49,10 +50,21 @@ class Head(nn.Module):
         self.fuse = nn.Linear(n_nodes, 1)
 
     def forward(self, nodes: Tensor) -> Tensor:  # (B, T, N, D) -> (B, T * upsample)
-        scores = self.electrode(self.dropout(self.norm(nodes))).squeeze(-1)  # (B, T, N)
-        logits = self.fuse(scores).transpose(1, 2)  # (B, 1, T)
-        up = F.interpolate(logits, scale_factor=self.upsample, mode="linear", align_corners=False)
-        return up.squeeze(1)
+        logits = self.fuse(self._scores(nodes)).transpose(1, 2)  # (B, 1, T)
+        return self._upsampled(logits).squeeze(1)
+
+    def node_evidence(self, nodes: Tensor) -> Tensor:  # (B, T, N, D) -> (B, N, T * upsample)
+        """Each electrode's share of the logits: its score times its fusing weight, the bias
+        shared evenly. The shares sum to the logits (where the seizure is, evaluate/localise.py)."""
+        n_nodes = self.fuse.in_features
+        shares = self._scores(nodes) * self.fuse.weight[0] + self.fuse.bias / n_nodes  # (B, T, N)
+        return self._upsampled(shares.transpose(1, 2))
+
+    def _scores(self, nodes: Tensor) -> Tensor:  # (B, T, N)
+        return self.electrode(self.dropout(self.norm(nodes))).squeeze(-1)
+
+    def _upsampled(self, x: Tensor) -> Tensor:  # (B, C, T) -> (B, C, T * upsample)
+        return F.interpolate(x, scale_factor=self.upsample, mode="linear", align_corners=False)
 
 
 class V3Detector(nn.Module):
@@ -112,6 +124,14 @@ class V3Detector(nn.Module):
         self.head = Head(cfg.node_dim, cfg.in_channels, cfg.downsample, cfg.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.head(self._fused_nodes(x))
+
+    def localised(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The logits (B, L) and each node's share of them (B, N, L): where the evidence sits."""
+        evidence = self.head.node_evidence(self._fused_nodes(x))
+        return evidence.sum(dim=1), evidence
+
+    def _fused_nodes(self, x: Tensor) -> Tensor:  # (B, N, L) -> (B, T, N, D)
         b, n, length = x.shape
         if n != self.n_nodes or length % self.downsample:
             raise ValueError(
@@ -123,5 +143,4 @@ class V3Detector(nn.Module):
         t, d = nodes.shape[2], nodes.shape[3]
         node_seq = self.node_stream(nodes.reshape(b * n, t, d)).reshape(b, n, t, d)
         edge_weights = self.edge_stream(pairwise_cosine(nodes))  # (B, T, P)
-        fused = self.graph(node_seq.transpose(1, 2), edge_weights)  # (B, T, N, D)
-        return self.head(fused)
+        return self.graph(node_seq.transpose(1, 2), edge_weights)  # (B, T, N, D)

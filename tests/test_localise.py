@@ -1,0 +1,80 @@
+"""Where a seizure is (evaluate/localise.py): the channels that carry an event, the reference's
+focus and side from per-channel rows, and the scores against a random-channel baseline."""
+
+import numpy as np
+import pytest
+
+from szdet.config import CHANNELS_19, DOUBLE_BANANA
+from szdet.evaluate.localise import (
+    electrodes,
+    event_channels,
+    localisation_scores,
+    reference_place,
+    side,
+)
+
+FRAME_HZ = 4.0
+
+
+def test_channel_names_read_as_electrodes_and_sides():
+    assert electrodes("FP1-F7") == {"FP1", "F7"} and electrodes("CZ") == {"CZ"}
+    assert side(["FP1", "C3"]) == "left" and side(["T4-T6"]) == "right"
+    assert side(["C3", "C4"]) == "both" and side(["F3-FZ", "FZ-F4"]) == "both"
+    assert side(["FZ", "CZ-PZ"]) is None  # the midline is on neither side
+
+
+def _evidence(n_frames: int, planted: dict[int, float], span: tuple[int, int], seed: int = 0):
+    rng = np.random.default_rng(seed)
+    evidence = rng.normal(0.0, 0.05, (19, n_frames))
+    for node, strength in planted.items():
+        evidence[node, span[0] : span[1]] += strength
+    return evidence
+
+
+def test_the_nodes_that_rise_during_an_event_carry_it_strongest_first():
+    c3, p3, o2 = (CHANNELS_19.index(c) for c in ("C3", "P3", "O2"))
+    evidence = _evidence(400, {c3: 2.0, p3: 1.2, o2: 0.4}, (200, 240))
+    evidence[CHANNELS_19.index("FZ")] += 5.0  # always high: no evidence of place
+    (channels,) = event_channels(evidence, [(50.0, 60.0)], FRAME_HZ, CHANNELS_19)
+    assert channels == ("C3", "P3")  # O2 rose, but by less than half of C3's rise
+    (quiet,) = event_channels(evidence, [(10.0, 20.0)], FRAME_HZ, CHANNELS_19)
+    assert len(quiet) < 19  # noise: some channel is strongest, never all
+    with pytest.raises(ValueError, match="19 nodes for 18"):
+        event_channels(evidence, [], FRAME_HZ, DOUBLE_BANANA)
+
+
+def test_the_reference_focus_is_the_electrode_every_first_derivation_holds():
+    # A seizure starting at C3 (what the synthetic corpus writes): each derivation starts when
+    # either of its electrodes is recruited, so the four through C3 start first.
+    rows = [(d, 100.0, 160.0) for d in ("F3-C3", "C3-P3", "T3-C3", "C3-CZ")]
+    rows += [("FP1-F3", 100.2, 158.0), ("P3-O1", 100.3, 157.0), ("CZ-C4", 100.5, 150.0)]
+    focus, where = reference_place(rows)
+    assert focus == {"C3"} and where == "both"  # it reached C4
+    focus, where = reference_place([*rows[:2], ("FP1-F3", 100.2, 158.0)])
+    assert focus == {"C3"} and where == "left"
+    focus, _ = reference_place([("FP1-F7", 10.0, 20.0), ("FP2-F8", 10.0, 20.0)])
+    assert focus == {"FP1", "F7", "FP2", "F8"}  # nothing in common: all first electrodes
+
+
+def test_scores_count_detected_seizures_and_a_random_baseline_beside_them():
+    rows = [(d, 100.0, 160.0) for d in ("F3-C3", "C3-P3", "T3-C3")]
+    reference = [(100.0, 160.0), (300.0, 330.0)]  # the second is never detected
+    right_place = [(98.0, 150.0)], [("C3", "P3")], rows
+    wrong_place = [(98.0, 150.0)], [("O2", "T6")], rows
+    perfect = localisation_scores([right_place, right_place], [reference] * 2, CHANNELS_19)
+    assert perfect["events"] == 2 and perfect["focus_hit_rate"] == perfect["side_accuracy"] == 1.0
+    assert 0 < perfect["random_focus_hit_rate"] < 0.3  # 2 of 19 channels hold C3 ~11% of draws
+    assert 0 < perfect["random_side_accuracy"] < 0.6
+    mixed = localisation_scores([right_place, wrong_place], [reference] * 2, CHANNELS_19)
+    assert mixed["focus_hit_rate"] == mixed["side_accuracy"] == 0.5
+    nothing = localisation_scores([([], [], rows)], [reference], CHANNELS_19)
+    assert nothing == {"events": 0, "focus_hit_rate": None, "side_accuracy": None}
+    unlabelled = localisation_scores([([(98.0, 150.0)], [("C3",)], [])], [reference], CHANNELS_19)
+    assert unlabelled["events"] == 0  # no per-channel rows (a .csv_bi-only corpus): not scored
+
+
+def test_derivation_channels_hit_a_focus_they_hold():
+    rows = [(d, 10.0, 40.0) for d in ("F3-C3", "C3-P3")]
+    detected = [(11.0, 39.0)], [("C3-P3", "P3-O1")], rows
+    scores = localisation_scores([detected], [[(10.0, 40.0)]], DOUBLE_BANANA)
+    assert scores["focus_hit_rate"] == 1.0 and scores["side_accuracy"] == 1.0
