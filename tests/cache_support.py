@@ -28,7 +28,7 @@ def write_split(
         records.append(
             CachedRecording(
                 name=f"p{i:03d}_s001_t000", patient=f"p{i:03d}", session="s001_2010",
-                montage="01_tcp_ar", n_samples=n, duration_s=n / RATE_HZ, events=events,
+                setup="01_tcp_ar", n_samples=n, duration_s=n / RATE_HZ, events=events,
                 file=file, sha256=sha, bytes=nbytes, interpolated=[], source_bytes=0,
             )
         )  # fmt: skip

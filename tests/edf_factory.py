@@ -94,14 +94,14 @@ def write_recording(
     seconds: float = 120.0,
     rate_hz: float = 250.0,
     seizures: tuple[tuple[float, float], ...] = ((40.0, 70.0),),
-    montage: str = "01_tcp_ar",
+    setup: str = "01_tcp_ar",
     drop: tuple[str, ...] = (),
     seed: int = 0,
 ) -> Path:
     """One recording in the TUSZ layout with its .edf, .csv and .csv_bi; returns the EDF path."""
-    folder = root / "edf" / split / patient / "s001_2010" / montage
+    folder = root / "edf" / split / patient / "s001_2010" / setup
     name = f"{patient}_s001_t{token:03d}"
-    label_format = "EEG {}-LE" if montage == "02_tcp_le" else "EEG {}-REF"
+    label_format = "EEG {}-LE" if setup == "02_tcp_le" else "EEG {}-REF"
     edf = write_edf(
         folder / f"{name}.edf",
         recording_signals(seconds, rate_hz, seed, drop),

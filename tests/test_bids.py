@@ -64,7 +64,7 @@ def test_a_bids_tree_builds_with_subjects_sessions_and_sz_events(tree, tmp_path,
         "subject\tsplit\nsub-01\ttrain\nsub-02\ttrain\nsub-03\tdev\n"
     )
     split = CacheSplit.open(tmp_path / "cache", "train")
-    got = [(r.name, r.patient, r.session, r.montage, r.events) for r in split.recordings]
+    got = [(r.name, r.patient, r.session, r.setup, r.events) for r in split.recordings]
     assert got == [
         ("sub-01_ses-01_task-szMonitoring_run-00", "sub-01", "ses-01", "bids", [(5.0, 9.0)]),
         ("sub-01_ses-01_task-szMonitoring_run-01", "sub-01", "ses-01", "bids", []),

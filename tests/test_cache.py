@@ -59,7 +59,7 @@ def test_build_writes_float16_arrays_and_a_complete_manifest(corpus, tmp_path, c
     assert manifest["preprocess"] == PRE.model_dump(mode="json")
     record = manifest["recordings"][0]
     assert record["file"] == "aaaaaaaa/aaaaaaaa_s001_t000.npy"
-    assert (record["patient"], record["session"], record["montage"]) == (
+    assert (record["patient"], record["session"], record["setup"]) == (
         "aaaaaaaa",
         "s001_2010",
         "01_tcp_ar",
@@ -100,9 +100,12 @@ def test_open_refuses_missing_unmerged_and_foreign_caches(corpus, tmp_path):
     _build(corpus, tmp_path)
     path = tmp_path / "train" / "manifest.json"
     manifest = json.loads(path.read_text())
-    path.write_text(json.dumps(manifest | {"format_version": 99}))
-    with pytest.raises(UserError, match=r"manifest.json: cache format szdet-cache v99, expected"):
+    path.write_text(json.dumps(manifest | {"format_version": 1}))  # v1: "montage", not "setup"
+    with pytest.raises(UserError) as e:
         CacheSplit.open(tmp_path, "train")
+    assert str(e.value) == (
+        f"{path}: cache format szdet-cache v1, expected szdet-cache v2; rebuild the cache"
+    )
 
 
 # --- verify -----------------------------------------------------------------------------------

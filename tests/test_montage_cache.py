@@ -69,7 +69,7 @@ def test_montages_are_never_mixed(bipolar_cache, tmp_path):
 
 def test_a_tusz_corpus_feeds_the_bipolar_and_average_montages(tmp_path):
     corpus = tmp_path / "corpus"
-    le = write_recording(corpus, "train", "aaaaaaaa", seconds=30, montage="02_tcp_le")
+    le = write_recording(corpus, "train", "aaaaaaaa", seconds=30, setup="02_tcp_le")
     write_recording(corpus, "train", "aaaaaaab", seconds=30, drop=("FZ", "PZ"))
     for montage in ("bipolar", "average"):
         build_cache(corpus, "train", tmp_path / montage, PRE, 1, None, None, montage=montage)

@@ -16,6 +16,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from szdet.cloud import s3
+from szdet.data.manifest import FORMAT, FORMAT_VERSION
 from szdet.errors import UserError
 from szdet.fileio import sha256_file
 
@@ -84,7 +85,7 @@ def write_split(root: Path, split: str, sizes: dict[str, int], seed: int = 0) ->
             "sha256": sha256_file(path), "bytes": path.stat().st_size,
         })  # fmt: skip
         paths.append(path)
-    manifest = {"format": "szdet-cache", "format_version": 1, "split": split,
+    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "split": split,
                 "recordings": recordings, "skipped": []}  # fmt: skip
     (root / split / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return paths
@@ -199,7 +200,7 @@ def test_push_refuses_a_local_file_that_differs_from_its_manifest(
 
 
 def test_untrusted_manifest_paths_are_refused(tmp_path, endpoint, bucket, client):
-    manifest = {"format": "szdet-cache", "format_version": 1,
+    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION,
                 "recordings": [{"file": "../../escape.npy", "sha256": "0" * 64, "bytes": 1}]}  # fmt: skip
     client.put_object(Bucket=bucket, Key="c/train/manifest.json", Body=json.dumps(manifest))
     with pytest.raises(UserError, match="leaves the split folder"):

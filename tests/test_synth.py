@@ -17,7 +17,7 @@ from scipy.signal import butter, sosfiltfilt, welch
 from szdet.cli import main
 from szdet.config import CHANNELS_19
 from szdet.data.tusz import (
-    MONTAGES,
+    SETUPS,
     SPLITS,
     Annotation,
     RecordingFiles,
@@ -149,7 +149,7 @@ def test_csv_bi_covers_the_recording_contiguously(recordings):
 
 def test_csv_rows_are_per_tcp_channel_and_their_union_is_the_csv_bi(recordings):
     for rec in recordings:
-        with_ears = rec.files.montage != "03_tcp_ar_a"
+        with_ears = rec.files.setup != "03_tcp_ar_a"
         expected = {f"{a}-{b}" for a, b in TCP_PAIRS if with_ears or not {"A1", "A2"} & {a, b}}
         rows: dict[str, list] = {}
         for e in rec.channels.events:
@@ -193,20 +193,20 @@ def test_seizure_durations_and_burden(recordings):
 # --- EDF contents -----------------------------------------------------------------------------
 
 
-def test_montages_rates_and_channel_variants(recordings):
-    assert {rec.files.montage for rec in recordings} == set(MONTAGES)
+def test_setups_rates_and_channel_variants(recordings):
+    assert {rec.files.setup for rec in recordings} == set(SETUPS)
     assert {int(rec.fs) for rec in recordings} == set(RATES_HZ)
     lacking = [r for r in recordings if not {"FZ", "PZ"} <= set(r.signals_uv)]
-    assert lacking and all(r.files.montage != "02_tcp_le" for r in lacking)
+    assert lacking and all(r.files.setup != "02_tcp_le" for r in lacking)
     modern = re.compile(r"EEG (T7|T8|P7|P8)-")
     assert any(modern.match(c) for r in recordings for c in r.labels)
     for rec in recordings:
-        suffix = "-LE" if rec.files.montage == "02_tcp_le" else "-REF"
+        suffix = "-LE" if rec.files.setup == "02_tcp_le" else "-REF"
         eeg = [c for c in rec.labels if c.startswith("EEG ")]
         assert all(c.endswith(suffix) for c in eeg), rec.labels
         assert set(CHANNELS_19) - {"FZ", "PZ"} <= set(rec.signals_uv)
         has_ears = {"A1", "A2"} <= set(rec.signals_uv)
-        assert has_ears == (rec.files.montage != "03_tcp_ar_a")
+        assert has_ears == (rec.files.setup != "03_tcp_ar_a")
         assert any(any(tag in c for tag in NON_EEG) for c in rec.labels)
 
 
@@ -225,19 +225,19 @@ def test_edfio_and_mne_agree_on_units_scaling_and_rates(recordings):
         assert edf.recording.startdate.year == int(rec.files.session.split("_")[1])
 
 
-def test_signals_are_referenced_as_their_montage_says(recordings):
+def test_signals_are_referenced_as_their_setup_says(recordings):
     """AR: the 19 scalp channels average to zero; LE: A1-LE = -A2-LE (each ear against both)."""
     checked = set()
     for rec in recordings:
         x = rec.signals_uv
-        if rec.files.montage == "02_tcp_le":
+        if rec.files.setup == "02_tcp_le":
             residual = x["A1"] + x["A2"]
         elif set(CHANNELS_19) <= set(x):
             residual = np.mean([x[e] for e in CHANNELS_19], axis=0)
         else:
             continue
         assert np.abs(residual).max() < 0.5, rec.files.name  # 16-bit rounding only
-        checked.add(rec.files.montage)
+        checked.add(rec.files.setup)
     assert "02_tcp_le" in checked and {"01_tcp_ar", "03_tcp_ar_a"} & checked
 
 

@@ -144,11 +144,11 @@ def _touch_recording(
     split: str,
     patient: str,
     session: str,
-    montage: str,
+    setup: str,
     token: str,
     notes=(".csv", ".csv_bi"),
 ) -> Path:
-    folder = root / "edf" / split / patient / session / montage
+    folder = root / "edf" / split / patient / session / setup
     folder.mkdir(parents=True, exist_ok=True)
     edf = folder / f"{patient}_{session.split('_')[0]}_{token}.edf"
     edf.write_bytes(b"")
@@ -167,7 +167,7 @@ def test_find_recordings_sorted_with_their_annotation_files(tmp_path):
     assert [r.edf for r in found] == [a, b]
     first, second = found
     assert (first.csv, first.csv_bi) == (a.with_suffix(".csv"), None)
-    assert (second.name, second.patient, second.session, second.montage, second.split) == (
+    assert (second.name, second.patient, second.session, second.setup, second.split) == (
         "aaaaaaab_s002_t001", "aaaaaaab", "s002_2012", "02_tcp_le", "train",
     )  # fmt: skip
     assert find_recordings(tmp_path / "edf", "train") == found  # the edf/ folder itself works too

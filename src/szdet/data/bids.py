@@ -22,7 +22,7 @@ from szdet.fileio import write_text_atomic
 DESCRIPTION = "dataset_description.json"
 SUBJECT_PREFIX = "sub-"
 SESSION_PREFIX = "ses-"
-MONTAGE = "bids"  # CachedRecording.montage: BIDS names no montage folder, the channels do
+SETUP = "bids"  # RecordingFiles.setup: BIDS has no setup folder, the channels say the rest
 # The default split of the subjects, in percent of the sha256 buckets (0-99) of their ids.
 SPLIT_PERCENT = (("train", 70), ("dev", 15), ("eval", 15))
 SPLITS_FILE = "splits.tsv"  # beside the cache's split folders
@@ -54,7 +54,7 @@ def bids_recording(root: Path, split: str, edf: Path) -> RecordingFiles:
         name=edf.stem.removesuffix("_eeg"),
         patient=parts[0],
         session=session,
-        montage=MONTAGE,
+        setup=SETUP,
         events_tsv=events if events.is_file() else None,
     )
 

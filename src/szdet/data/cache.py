@@ -288,7 +288,7 @@ def build_recording(
             name=files.name,
             patient=files.patient,
             session=files.session,
-            montage=files.montage,
+            setup=files.setup,
             n_samples=pre.signal.shape[1],
             duration_s=pre.duration_s,
             events=events,

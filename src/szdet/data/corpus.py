@@ -123,7 +123,7 @@ def annotated_seizures(files: RecordingFiles) -> Annotated:
     if files.events_tsv is not None:
         tsv = read_events_tsv(files.events_tsv)
         return Annotated(tsv.path, tsv.seizure_intervals(), tsv.recording_duration_s)
-    if files.montage == bids.MONTAGE:
+    if files.setup == bids.SETUP:
         raise AnnotationError(f"{files.edf}: no {events_name(files.edf)} beside it")
     path = files.csv_bi or files.csv
     if path is None:

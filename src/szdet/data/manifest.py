@@ -32,7 +32,8 @@ from szdet.errors import ResourceError, UserError, resource_shortage
 from szdet.fileio import write_json_atomic
 
 FORMAT = "szdet-cache"
-FORMAT_VERSION = 1
+# 2: a recording's TUSZ folder is its "setup" (v1 called it "montage"); another version is refused
+FORMAT_VERSION = 2
 DTYPE = "float16"
 MANIFEST = "manifest.json"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -53,7 +54,7 @@ class CachedRecording:
     name: str  # aaaaaaac_s001_t000
     patient: str
     session: str  # s001_2002
-    montage: str  # 01_tcp_ar
+    setup: str  # 01_tcp_ar: RecordingFiles.setup
     n_samples: int
     duration_s: float
     events: list[tuple[float, float]]  # seizure intervals in seconds, clipped to the recording

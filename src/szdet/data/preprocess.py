@@ -25,7 +25,7 @@ IQR_PER_SIGMA = 1.349  # a Gaussian's interquartile range, in standard deviation
 # at 256 Hz): the subsample a long recording keeps for them stays ~80 MB at any length.
 ROBUST_STATS_STEP = 4
 MAX_STATS_SAMPLES = 1 << 20
-MONTAGE = "colin27_1020"  # mne's standard 10-20 positions (formerly "standard_1020")
+ELECTRODE_POSITIONS = "colin27_1020"  # mne's standard 10-20 positions (formerly "standard_1020")
 
 
 def stats_step(n_samples: int) -> int:
@@ -93,7 +93,7 @@ def interpolation_matrix(bad: tuple[str, ...]) -> np.ndarray:
         identity[CHANNELS_19.index(channel), column] = 1.0
     info = mne.create_info([standard_case(c) for c in CHANNELS_19], sfreq=1.0, ch_types="eeg")
     raw = mne.io.RawArray(identity, info, verbose="error")
-    raw.set_montage(MONTAGE, verbose="error")
+    raw.set_montage(ELECTRODE_POSITIONS, verbose="error")
     raw.info["bads"] = [standard_case(c) for c in bad]
     raw.interpolate_bads(reset_bads=True, verbose="error")
     rows = [CHANNELS_19.index(c) for c in bad]

@@ -1,6 +1,6 @@
 """The TUSZ v2.0.x corpus: its folder layout and its two annotation formats (.csv, .csv_bi).
 
-Layout: ``edf/{train,dev,eval}/<patient>/<session>_<year>/<montage>/<patient>_<session>_<token>.edf``,
+Layout: ``edf/{train,dev,eval}/<patient>/<session>_<year>/<setup>/<patient>_<session>_<token>.edf``,
 each EDF beside ``<same>.csv`` (per-channel events) and ``<same>.csv_bi`` (whole-recording TERM
 events). Both annotation files are a ``#`` comment header, a column header, then rows::
 
@@ -29,7 +29,10 @@ from szdet.errors import UserError
 from szdet.fileio import write_text_atomic
 
 SPLITS = ("train", "dev", "eval")
-MONTAGES = ("01_tcp_ar", "02_tcp_le", "03_tcp_ar_a")
+# The electrode setups a session is recorded with, one folder each (TUSZ's "montage" folders; in
+# szdet a montage is the model's inputs, data.montage): average reference, linked ears, average
+# reference without A1/A2.
+SETUPS = ("01_tcp_ar", "02_tcp_le", "03_tcp_ar_a")
 # TUSZ seizure types. The usual list has nine; TUSZ v2 also uses cnsz (clonic) and atsz (atonic).
 SEIZURE_LABELS = frozenset(
     {"seiz", "fnsz", "gnsz", "spsz", "cpsz", "absz", "tnsz", "cnsz", "tcsz", "atsz", "mysz"}
@@ -37,6 +40,8 @@ SEIZURE_LABELS = frozenset(
 BACKGROUND_LABELS = frozenset({"bckg"})
 HEADER = "channel,start_time,stop_time,label,confidence"
 VERSION = "csv_v1.0.0"
+# The header's ``montage_file``: TUSZ's own key (kept verbatim), naming the NEDC file that defines
+# the channel derivations the annotators viewed.
 DEFAULT_MONTAGE_FILE = "$NEDC_NFC/lib/nedc_eas_default_montage.txt"
 TERM = "TERM"
 
@@ -221,7 +226,7 @@ class RecordingFiles:
     name: str  # aaaaaaac_s001_t000; BIDS: sub-01_ses-01_task-szMonitoring_run-00
     patient: str  # aaaaaaac; BIDS: the subject, sub-01
     session: str  # s001_2002; BIDS: ses-01
-    montage: str  # 01_tcp_ar; BIDS: "bids" (its channels say the rest)
+    setup: str  # 01_tcp_ar (SETUPS); BIDS: "bids" (its channels say the rest)
     csv: Path | None = None
     csv_bi: Path | None = None
     events_tsv: Path | None = None  # BIDS' <entities>_events.tsv
@@ -250,7 +255,7 @@ def walk_edfs(folder: Path) -> list[Path]:
 
 
 def tusz_recording(split: str, edf: Path) -> RecordingFiles:
-    """The files of a TUSZ EDF (``<patient>/<session>_<year>/<montage>/<patient>_..._<token>``)."""
+    """The files of a TUSZ EDF (``<patient>/<session>_<year>/<setup>/<patient>_..._<token>``)."""
     csv, csv_bi = edf.with_suffix(".csv"), edf.with_suffix(".csv_bi")
     return RecordingFiles(
         split=split,
@@ -258,7 +263,7 @@ def tusz_recording(split: str, edf: Path) -> RecordingFiles:
         name=edf.stem,
         patient=tusz_patient(edf),
         session=edf.parent.parent.name,
-        montage=edf.parent.name,
+        setup=edf.parent.name,
         csv=csv if csv.is_file() else None,
         csv_bi=csv_bi if csv_bi.is_file() else None,
     )

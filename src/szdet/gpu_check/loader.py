@@ -47,7 +47,7 @@ def write_noise_cache(root: Path, cfg: Config, recordings: int, minutes: float) 
                 name=name,
                 patient=patient,
                 session="s001_2024",
-                montage="01_tcp_ar",
+                setup="01_tcp_ar",
                 n_samples=n,
                 duration_s=n / rate,
                 events=events,

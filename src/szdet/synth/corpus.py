@@ -1,11 +1,11 @@
 """`szdet synth`: a synthetic corpus laid out exactly like TUSZ v2.0.x, for smoke runs and tests.
 
-``OUT/edf/{train,dev,eval}/<patient>/<session>_<year>/<montage>/<patient>_<session>_<token>.edf``
+``OUT/edf/{train,dev,eval}/<patient>/<session>_<year>/<setup>/<patient>_<session>_<token>.edf``
 with ``.csv`` (per TCP channel) and ``.csv_bi`` (TERM) annotations beside each EDF. The EDFs are
 written with pyEDFlib like clinical files: 16-bit samples in microvolts, TUH channel labels
 (``EEG FP1-REF``, ``EEG FP1-LE``), extra and non-EEG channels, per-session sampling rates. The
 signals come from `eeg.py` (the seizures from `seizure.py`); this module plans the corpus
-(patients, splits, sessions, seizure timing), applies each montage's reference and writes the
+(patients, splits, sessions, seizure timing), applies each setup's reference and writes the
 files. Same arguments, same bytes.
 """
 
@@ -22,7 +22,7 @@ import numpy as np
 import pyedflib
 
 from szdet.config import CHANNELS_19
-from szdet.data.tusz import MONTAGES, SPLITS, Event, term_events, write_annotation
+from szdet.data.tusz import SETUPS, SPLITS, Event, term_events, write_annotation
 from szdet.errors import UserError
 from szdet.fileio import atomic_path
 from szdet.progress import progress
@@ -37,7 +37,7 @@ from szdet.synth.seizure import (
 )
 
 RATES_HZ = (250, 256, 400, 512)
-MONTAGE_SHARE = (0.6, 0.25, 0.15)  # of 01_tcp_ar, 02_tcp_le, 03_tcp_ar_a sessions
+SETUP_SHARE = (0.6, 0.25, 0.15)  # of 01_tcp_ar, 02_tcp_le, 03_tcp_ar_a sessions
 # TUH's channel order; A1/A2 are absent from 03_tcp_ar_a files.
 EEG_ORDER = ("FP1", "FP2", "F3", "F4", "C3", "C4", "P3", "P4", "O1", "O2", "F7", "F8", "T3", "T4",
              "T5", "T6", "A1", "A2", "FZ", "CZ", "PZ")  # fmt: skip
@@ -78,9 +78,9 @@ DIFFICULTIES = {
 
 @dataclass(frozen=True)
 class SessionLayout:
-    """What one recording session's equipment writes: montage, rate, channels, ranges."""
+    """What one recording session's equipment writes: setup, rate, channels, ranges."""
 
-    montage: str
+    setup: str  # tusz.SETUPS
     rate_hz: int
     lacks_fz_pz: bool
     modern_names: bool  # T7/T8/P7/P8 in place of T3/T4/T5/T6
@@ -109,7 +109,7 @@ class RecordingPlan:
         return f"{self.patient}_{self.session.split('_')[0]}_{self.token}"
 
     def edf_path(self, root: Path) -> Path:
-        folder = root / "edf" / self.split / self.patient / self.session / self.layout.montage
+        folder = root / "edf" / self.split / self.patient / self.session / self.layout.setup
         return folder / f"{self.name}.edf"
 
 
@@ -200,21 +200,21 @@ def _session_sizes(rng: np.random.Generator, durations: list[int]) -> list[list[
 
 
 def _session_layouts(rng: np.random.Generator, count: int) -> list[SessionLayout]:
-    """Per-session equipment; the first sessions cycle through every montage and rate so a corpus
+    """Per-session equipment; the first sessions cycle through every setup and rate so a corpus
     of a few patients holds them all, and the rarer variants are forced to appear at least once."""
-    montages = [*rng.permutation(MONTAGES), *rng.choice(MONTAGES, count, p=MONTAGE_SHARE)][:count]
+    setups = [*rng.permutation(SETUPS), *rng.choice(SETUPS, count, p=SETUP_SHARE)][:count]
     rates = [*rng.permutation(RATES_HZ), *rng.choice(RATES_HZ, count)][:count]
     layouts = []
-    for montage, rate in zip(montages, rates, strict=True):
+    for setup, rate in zip(setups, rates, strict=True):
         extras = ["EKG1"]
         for group, chance in ((("ROC", "LOC"), 0.6), (("T1", "T2"), 0.4), (("EMG",), 0.3),
                               (("PHOTIC PH",), 0.7), (TREND_CHANNELS, 0.5)):  # fmt: skip
             if rng.random() < chance:
                 extras += group
-        ar = montage != "02_tcp_le"
+        ar = setup != "02_tcp_le"
         layouts.append(
             SessionLayout(
-                montage=str(montage), rate_hz=int(rate),
+                setup=str(setup), rate_hz=int(rate),
                 lacks_fz_pz=bool(ar and rng.random() < 0.15),
                 modern_names=bool(rng.random() < 0.1), extras=tuple(extras),
                 trend_rate_hz=int(rng.choice([1, int(rate)])),
@@ -222,7 +222,7 @@ def _session_layouts(rng: np.random.Generator, count: int) -> list[SessionLayout
                 digital_min=int(rng.choice([-32767, -32768])),
             )
         )  # fmt: skip
-    ar_sessions = [i for i, lay in enumerate(layouts) if lay.montage != "02_tcp_le"]
+    ar_sessions = [i for i, lay in enumerate(layouts) if lay.setup != "02_tcp_le"]
     if len(ar_sessions) > 1 and not any(layouts[i].lacks_fz_pz for i in ar_sessions):
         layouts[ar_sessions[-1]] = replace(layouts[ar_sessions[-1]], lacks_fz_pz=True)
     if count > 1 and not any(lay.modern_names for lay in layouts):
@@ -283,17 +283,17 @@ class Signal:
     prefilter: str = ""
 
 
-def montage_signals(plan: RecordingPlan, eeg: synth_eeg.SimulatedEEG) -> list[Signal]:
-    """The EDF's channels: scalp potentials re-referenced as the montage records them (average
+def edf_signals(plan: RecordingPlan, eeg: synth_eeg.SimulatedEEG) -> list[Signal]:
+    """The EDF's channels: scalp potentials re-referenced as the setup records them (average
     of the 19 scalp electrodes for AR, linked ears for LE), then the extra and non-EEG channels."""
     layout, v = plan.layout, eeg.potentials_uv
     row = synth_eeg.INDEX
-    if layout.montage == "02_tcp_le":
+    if layout.setup == "02_tcp_le":
         reference, suffix = 0.5 * (v[row["A1"]] + v[row["A2"]]), "-LE"
     else:
         reference, suffix = v[[row[e] for e in CHANNELS_19]].mean(axis=0), "-REF"
     electrodes = [e for e in EEG_ORDER if not (layout.lacks_fz_pz and e in ("FZ", "PZ"))]
-    if layout.montage == "03_tcp_ar_a":
+    if layout.setup == "03_tcp_ar_a":
         electrodes = [e for e in electrodes if e not in ("A1", "A2")]
     electrodes += [e for e in ("ROC", "LOC", "T1", "T2") if e in layout.extras]
 
@@ -359,7 +359,7 @@ def channel_events(plan: RecordingPlan, seizures: list[Seizure]) -> list[Event]:
     """The .csv rows: per TCP channel, each seizure (labelled with its type) from the moment either
     electrode is recruited, on the channels where it shows (and always on those through the
     electrode where it starts); ``bckg`` elsewhere, covering the whole recording."""
-    no_ears = plan.layout.montage == "03_tcp_ar_a"
+    no_ears = plan.layout.setup == "03_tcp_ar_a"
     pairs = [p for p in TCP_PAIRS if not (no_ears and {"A1", "A2"} & set(p))]
     events: list[Event] = []
     for a, b in pairs:
@@ -385,7 +385,7 @@ def write_recording(
         rng, plan.duration_s, plan.layout.rate_hz, seizures, difficulty.artefact_every_s
     )
     edf = plan.edf_path(root)
-    write_edf(edf, plan, montage_signals(plan, eeg))
+    write_edf(edf, plan, edf_signals(plan, eeg))
     duration_s = float(plan.duration_s)
     spans = [(a, b) for a, b, _ in plan.seizures]
     write_annotation(edf.with_suffix(".csv"), channel_events(plan, seizures), duration_s, plan.name)

@@ -1,7 +1,7 @@
-"""Signal generators of the synthetic corpus: scalp potentials in microvolts, before any montage.
+"""Signal generators of the synthetic corpus: scalp potentials in microvolts, before any reference.
 
 Every electrode's potential is simulated against an ideal distant reference; `corpus.py` then
-re-references it the way each TUSZ montage does (average or linked ears). Simulated here:
+re-references it the way each TUSZ setup does (average or linked ears). Simulated here:
 
 - background: 1/f noise mixed between neighbouring electrodes, plus a posterior alpha rhythm that
   waxes and wanes and is blocked while the eyes are open;

@@ -30,8 +30,8 @@ FOCAL_LABELS = ("fnsz", "cpsz", "spsz")
 GENERALISED_LABELS = ("gnsz", "tcsz", "absz")
 # Electrodes over the brain that a seizure can recruit (not the eye electrodes).
 CEREBRAL = tuple(e for e in ELECTRODES if e not in ("LOC", "ROC"))
-# A seizure starts on an electrode that every TCP montage uses (not FZ, PZ, T1, T2, A1, A2), so the
-# earliest per-channel annotation is the seizure's start on every montage.
+# A seizure starts on an electrode that the TCP channels of every setup use (not FZ, PZ, T1, T2, A1,
+# A2), so the earliest per-channel annotation is the seizure's start in every setup.
 ONSET_ELECTRODES = frozenset(CHANNELS_19) - {"FZ", "PZ"}
 # Focal seizures start most often over the temporal lobes, then frontal.
 _FOCUS_PRIOR = np.array(
