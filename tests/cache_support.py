@@ -6,6 +6,7 @@ import numpy as np
 
 from szdet.config import PreprocessConfig
 from szdet.data.cache import write_array
+from szdet.data.cache_settings import CacheSettings
 from szdet.data.manifest import CachedRecording, make_manifest
 from szdet.fileio import write_json_atomic
 
@@ -32,15 +33,7 @@ def write_split(
                 file=file, sha256=sha, bytes=nbytes, interpolated=[], source_bytes=0,
             )
         )  # fmt: skip
-    pre = PreprocessConfig()
-    manifest = make_manifest(
-        split,
-        RATE_HZ,
-        pre.model_dump(mode="json"),
-        pre.fingerprint("referential"),
-        records,
-        [],
-        "referential",
-    )
+    settings = CacheSettings.of(PreprocessConfig(), "referential")
+    manifest = make_manifest(split, RATE_HZ, settings, records, [])
     write_json_atomic(root / split / "manifest.json", manifest)
     return root / split

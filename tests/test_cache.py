@@ -290,9 +290,11 @@ def test_a_folder_built_with_other_settings_is_refused_naming_both_hashes(corpus
     other = PRE.model_copy(update={"notch_hz": None})
     with pytest.raises(UserError) as e:
         _build(corpus, tmp_path, preprocess=other)
-    assert (
-        f"built with preprocess settings {PRE.fingerprint('referential')}, "
-        f"these are {other.fingerprint('referential')}" in str(e.value)
+    assert str(e.value) == (
+        f"{tmp_path / 'train' / 'preprocess.json'}: cache built with preprocess settings "
+        f"{PRE.fingerprint('referential')}, this config's are {other.fingerprint('referential')}"
+        ": notch_hz 60.0 (wanted None); use another --out, or delete this folder (a cache "
+        "never mixes settings)"
     )
 
 

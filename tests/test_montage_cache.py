@@ -57,9 +57,10 @@ def test_a_bipolar_cache_holds_the_double_banana_and_notes_the_repeated_label(bi
 
 
 def test_montages_are_never_mixed(bipolar_cache, tmp_path):
-    with pytest.raises(UserError, match=r"built for data\.montage bipolar, this config's is ref"):
+    built_for = r"cache built for data\.montage bipolar, this config's is referential; "
+    with pytest.raises(UserError, match=rf"preprocess\.json: {built_for}use another --out"):
         build_cache(bipolar_cache["corpus"], "train", bipolar_cache["cache"], PRE, 1, None, None)
-    with pytest.raises(UserError, match=r"cache built for data\.montage bipolar, this model reads"):
+    with pytest.raises(UserError, match=rf"manifest\.json: {built_for}build a cache with"):
         CacheSplit.open(bipolar_cache["cache"], "train", preprocess=PRE, montage="referential")
     # a referential cache of bipolar files: each skipped, with the reason
     report = build_cache(bipolar_cache["corpus"], "train", tmp_path, PRE, 1, None, None)

@@ -16,7 +16,8 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from szdet.cloud import s3
-from szdet.data.manifest import FORMAT, FORMAT_VERSION
+from szdet.config import PreprocessConfig
+from szdet.data.cache_settings import CacheSettings
 from szdet.errors import UserError
 from szdet.fileio import sha256_file
 
@@ -25,6 +26,7 @@ CREDENTIALS = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+SETTINGS = CacheSettings.of(PreprocessConfig(), "referential").to_json()  # a manifest's first keys
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +87,7 @@ def write_split(root: Path, split: str, sizes: dict[str, int], seed: int = 0) ->
             "sha256": sha256_file(path), "bytes": path.stat().st_size,
         })  # fmt: skip
         paths.append(path)
-    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "split": split,
-                "recordings": recordings, "skipped": []}  # fmt: skip
+    manifest = {**SETTINGS, "split": split, "recordings": recordings, "skipped": []}
     (root / split / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return paths
 
@@ -200,7 +201,7 @@ def test_push_refuses_a_local_file_that_differs_from_its_manifest(
 
 
 def test_untrusted_manifest_paths_are_refused(tmp_path, endpoint, bucket, client):
-    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION,
+    manifest = {**SETTINGS,
                 "recordings": [{"file": "../../escape.npy", "sha256": "0" * 64, "bytes": 1}]}  # fmt: skip
     client.put_object(Bucket=bucket, Key="c/train/manifest.json", Body=json.dumps(manifest))
     with pytest.raises(UserError, match="leaves the split folder"):

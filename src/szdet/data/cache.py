@@ -2,10 +2,10 @@
 
 Building is resumable at any moment: each recording's array is written under a temporary name and
 renamed into place (a rerun deletes the temporary files a killed run left), then its build record
-(``<name>.json``: the CachedRecording, or the reason it was skipped) is written the same way. A
-rerun reuses every recording whose record exists and whose EDF and annotations (sha256) are
-unchanged, and builds the rest; the manifest is written last.
-A split folder remembers its montage and preprocessing hash (preprocess.json) and refuses others.
+(``<name>.json``: a BuildRecord) is written the same way. A rerun reuses every recording whose
+record exists and whose EDF and annotations (sha256) are unchanged, and builds the rest; the
+manifest is written last. A split folder remembers the settings it is built with (preprocess.json:
+szdet.data.cache_settings) and refuses others.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import functools
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +22,25 @@ import numpy as np
 
 from szdet.config import PreprocessConfig
 from szdet.data import bids
+from szdet.data.cache_settings import (
+    PREPROCESS_FILE,
+    CacheSettings,
+    read_settings,
+    write_settings,
+)
 from szdet.data.corpus import CorpusSplit, annotated_seizures, find_split
 from szdet.data.edf import load_edf
 from szdet.data.manifest import (
-    FORMAT,
-    FORMAT_VERSION,
     MANIFEST,
+    BuildRecord,
     CachedRecording,
     CacheSplit,
     make_manifest,
-    manifest_montage,
     merge_shards,
+    read_build_record,
     shard_manifest_name,
     shard_manifests,
+    write_build_record,
 )
 from szdet.data.montage import Montage
 from szdet.data.pool import run_parallel
@@ -52,8 +58,6 @@ __all__ = [
     "verify_cache",
     "verify_command",
 ]
-
-PREPROCESS_FILE = "preprocess.json"
 
 
 @dataclass
@@ -94,7 +98,7 @@ def build_cache(
     claim_split_dir(split_dir, preprocess, montage)
 
     records, todo = _earlier_records(split_dir, corpus, selected, preprocess.fingerprint(montage))
-    reused = sum("recording" in r for r in records)
+    reused = sum(r.recording is not None for r in records)
     build = functools.partial(
         build_recording,
         split_dir=split_dir,
@@ -109,7 +113,7 @@ def build_cache(
     manifest, recordings = _write_manifest(manifest_path, split, preprocess, montage, records)
 
     report = BuildReport(
-        built=sum("recording" in r for r in fresh),
+        built=sum(r.recording is not None for r in fresh),
         reused=reused,
         skipped=manifest["skipped"],
         manifest=manifest_path,
@@ -125,15 +129,16 @@ def build_cache(
 
 def _earlier_records(
     split_dir: Path, corpus: CorpusSplit, selected: list[RecordingFiles], preprocess_hash: str
-) -> tuple[list[dict[str, Any]], list[RecordingFiles]]:
+) -> tuple[list[BuildRecord], list[RecordingFiles]]:
     """The build records still current (and the skips of dangling links), and what to build."""
-    records: list[dict[str, Any]] = []
+    records: list[BuildRecord] = []
     todo: list[RecordingFiles] = []
     for files in selected:
         if not files.edf.exists():  # a link to nothing: nothing to identify, hash or rebuild
             target = os.readlink(files.edf) if files.edf.is_symlink() else "?"
             source = files.edf.relative_to(corpus.root).as_posix()
-            records.append({"source": source, "skipped": f"dangling symlink (to {target})"})
+            skipped = f"dangling symlink (to {target})"
+            records.append(BuildRecord(source, {}, preprocess_hash, skipped=skipped))
         elif (record := reusable_record(split_dir, files, preprocess_hash)) is None:
             todo.append(files)
         else:
@@ -146,19 +151,17 @@ def _write_manifest(
     split: str,
     preprocess: PreprocessConfig,
     montage: Montage,
-    records: list[dict[str, Any]],
+    records: list[BuildRecord],
 ) -> tuple[dict[str, Any], list[CachedRecording]]:
     """The manifest of these build records, written atomically, and its recordings."""
-    recordings = [CachedRecording.from_json(r["recording"]) for r in records if "recording" in r]
-    skipped = [{"file": r["source"], "reason": r["skipped"]} for r in records if "skipped" in r]
+    recordings = [r.recording for r in records if r.recording is not None]
+    skipped = [{"file": r.source, "reason": r.skipped} for r in records if r.skipped is not None]
     manifest = make_manifest(
         split=split,
         sample_rate_hz=preprocess.sample_rate_hz,
-        preprocess=preprocess.model_dump(mode="json"),
-        preprocess_hash=preprocess.fingerprint(montage),
+        settings=CacheSettings.of(preprocess, montage),
         recordings=recordings,
         skipped=skipped,
-        montage=montage,
     )
     write_json_atomic(path, manifest)
     return manifest, recordings
@@ -187,36 +190,13 @@ def _remove_stale_tmp(split_dir: Path, manifest_name: str, selected: list[Record
 def claim_split_dir(split_dir: Path, preprocess: PreprocessConfig, montage: Montage) -> None:
     """Record the settings a split folder is built with; refuse a folder built with others."""
     path = split_dir / PREPROCESS_FILE
-    ours = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "montage": montage,
-        "preprocess_hash": preprocess.fingerprint(montage),
-        "preprocess": preprocess.model_dump(mode="json"),
-    }
     # A pulled cache has a manifest but no preprocess.json: the manifest then speaks for it.
     existing = path if path.is_file() else split_dir / MANIFEST
-    if not existing.is_file():
-        write_json_atomic(path, ours)
-        return
-    try:
-        theirs = json.loads(existing.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"{existing}: unreadable; delete {split_dir} to rebuild") from None
-    if (theirs.get("format"), theirs.get("format_version")) != (FORMAT, FORMAT_VERSION):
-        raise UserError(f"{existing}: a cache of another format; build into an empty folder")
-    if manifest_montage(theirs) != montage:
-        raise UserError(
-            f"{split_dir}: built for data.montage {manifest_montage(theirs)}, this config's is "
-            f"{montage}; use another --out (montages are never mixed)"
-        )
-    if theirs.get("preprocess_hash") != ours["preprocess_hash"]:
-        raise UserError(
-            f"{split_dir}: built with preprocess settings {theirs.get('preprocess_hash')}, these "
-            f"are {ours['preprocess_hash']}; use another --out (recordings are never mixed)"
-        )
+    if existing.is_file():
+        remedy = "use another --out, or delete this folder (a cache never mixes settings)"
+        read_settings(existing, montage, preprocess, remedy)
     if existing != path:
-        write_json_atomic(path, ours)
+        write_settings(split_dir, CacheSettings.of(preprocess, montage))
 
 
 def _record_path(split_dir: Path, files: RecordingFiles) -> Path:
@@ -238,23 +218,20 @@ def _source_identity(files: RecordingFiles) -> dict[str, int | str]:
 
 def reusable_record(
     split_dir: Path, files: RecordingFiles, preprocess_hash: str
-) -> dict[str, Any] | None:
+) -> BuildRecord | None:
     """The build record of an earlier run if it is complete and current (built with
     ``preprocess_hash``: PreprocessConfig.fingerprint), else None."""
-    try:
-        record = json.loads(_record_path(split_dir, files).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+    record = read_build_record(_record_path(split_dir, files))
+    if record is None or record.preprocess_hash != preprocess_hash:
         return None
-    if record.get("preprocess_hash") != preprocess_hash:
+    if record.sources != _source_identity(files):
         return None
-    if record.get("sources") != _source_identity(files):
-        return None
-    if "recording" in record:
+    if (built := record.recording) is not None:
         # Reused only if the array is intact: a rebuild repairs what `cache verify` flags.
-        array = split_dir / record["recording"]["file"]
-        if not array.is_file() or array.stat().st_size != record["recording"]["bytes"]:
+        array = split_dir / built.file
+        if not array.is_file() or array.stat().st_size != built.bytes:
             return None
-        if sha256_file(array) != record["recording"]["sha256"]:
+        if sha256_file(array) != built.sha256:
             return None
     return record
 
@@ -265,26 +242,23 @@ def build_recording(
     root: Path,
     preprocess: PreprocessConfig,
     montage: Montage,
-) -> dict[str, Any]:
+) -> BuildRecord:
     """Preprocess one recording into its array and build record; a bad input, or one that
     cannot feed ``montage``, becomes a skip with the reason."""
-    record: dict[str, Any] = {
-        "source": files.edf.relative_to(root).as_posix(),
-        "sources": _source_identity(files),
-        "preprocess_hash": preprocess.fingerprint(montage),
-    }
+    source = files.edf.relative_to(root).as_posix()
+    record = BuildRecord(source, _source_identity(files), preprocess.fingerprint(montage))
     try:
         annotated = annotated_seizures(files)  # cheap: a bad annotation skips before the EDF
         pre = load_edf(files.edf, preprocess, montage)
         events, clipped = annotated.events_for(pre.duration_s)
     except UserError as e:
-        reason = str(e).replace(f"{root}/", "")  # paths relative to the corpus, as "source" is
-        record["skipped"] = reason.removeprefix(f"{record['source']}: ")  # "file" names it already
+        reason = str(e).replace(f"{root}/", "")  # paths relative to the corpus, as source is
+        record = replace(record, skipped=reason.removeprefix(f"{source}: "))  # "file" names it
     else:
         notes = [*pre.notes, *clipped]
         file = f"{files.patient}/{files.name}.npy"
         nbytes, sha256 = write_array(split_dir / file, pre.signal)
-        record["recording"] = CachedRecording(
+        built = CachedRecording(
             name=files.name,
             patient=files.patient,
             session=files.session,
@@ -299,8 +273,9 @@ def build_recording(
             source_bytes=files.edf.stat().st_size,
             notes=notes,
             channel_seizures=annotated.channel_seizures_for(pre.duration_s),
-        ).to_json()
-    write_json_atomic(_record_path(split_dir, files), record)  # after the array: marks it done
+        )
+        record = replace(record, recording=built)
+    write_build_record(_record_path(split_dir, files), record)  # after the array: marks it done
     return record
 
 

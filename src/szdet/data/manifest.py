@@ -4,14 +4,15 @@
 
     <cache_root>/<split>/manifest.json                 # what CacheSplit.open reads
     <cache_root>/<split>/manifest.shard-I-of-N.json    # one per shard, merged into manifest.json
-    <cache_root>/<split>/preprocess.json               # the settings this folder is built with
+    <cache_root>/<split>/preprocess.json               # CacheSettings (szdet.data.cache_settings)
     <cache_root>/<split>/<patient>/<name>.npy          # float16 (channels, n_samples), mmap-able
-    <cache_root>/<split>/<patient>/<name>.json         # build record, written after the array
+    <cache_root>/<split>/<patient>/<name>.json         # BuildRecord, written after the array
 
-A manifest holds the format version, the montage (data.montage) and its channels, the sample rate,
-the preprocessing settings and their hash, every CachedRecording and the skipped source files with their reasons. Its content is
-a pure function of the corpus and the settings (no dates, no worker counts), so a sharded build
-merges into exactly the manifest a single build writes.
+A manifest holds the CacheSettings (the format and its version, the montage, the preprocessing
+settings and their hash), the montage's channels, the sample rate, every CachedRecording and the
+skipped source files with their reasons. Its content is a pure function of the corpus and the
+settings (no dates, no worker counts), so a sharded build merges into exactly the manifest a
+single build writes.
 """
 
 from __future__ import annotations
@@ -27,13 +28,11 @@ from typing import Any
 import numpy as np
 
 from szdet.config import Config, PreprocessConfig
+from szdet.data.cache_settings import CacheSettings, checked_settings
 from szdet.data.montage import Montage, montage_channels
 from szdet.errors import ResourceError, UserError, resource_shortage
 from szdet.fileio import write_json_atomic
 
-FORMAT = "szdet-cache"
-# 2: a recording's TUSZ folder is its "setup" (v1 called it "montage"); another version is refused
-FORMAT_VERSION = 2
 DTYPE = "float16"
 MANIFEST = "manifest.json"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -84,26 +83,65 @@ class CachedRecording:
         return cls(**{**obj, "events": events, "channel_seizures": rows})
 
 
+@dataclass(frozen=True)
+class BuildRecord:
+    """What the build keeps of one source EDF: written beside its array once that is complete,
+    the rerun's proof that it need not be built again (szdet.data.cache)."""
+
+    source: str  # the EDF, relative to the corpus root
+    sources: dict[str, int | str]  # the EDF's size and sha256, each annotation file's sha256
+    preprocess_hash: str  # CacheSettings.preprocess_hash
+    recording: CachedRecording | None = None  # built, or
+    skipped: str | None = None  # the one-line reason it was not
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "source": self.source,
+            "sources": self.sources,
+            "preprocess_hash": self.preprocess_hash,
+        }
+        if self.recording is not None:
+            out["recording"] = self.recording.to_json()
+        if self.skipped is not None:
+            out["skipped"] = self.skipped
+        return out
+
+
+def read_build_record(path: Path) -> BuildRecord | None:
+    """An earlier run's build record; None where it is missing, unreadable or malformed (a killed
+    run, an older szdet): the recording is then built again."""
+    try:
+        obj = json.loads(path.read_text())
+        recording = obj.get("recording")
+        return BuildRecord(
+            source=obj["source"],
+            sources=obj["sources"],
+            preprocess_hash=obj["preprocess_hash"],
+            recording=None if recording is None else CachedRecording.from_json(recording),
+            skipped=obj.get("skipped"),
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # ValueError: bad JSON too
+        return None
+
+
+def write_build_record(path: Path, record: BuildRecord) -> None:
+    write_json_atomic(path, record.to_json())
+
+
 def make_manifest(
     split: str,
     sample_rate_hz: float,
-    preprocess: dict[str, Any],
-    preprocess_hash: str,
+    settings: CacheSettings,
     recordings: list[CachedRecording],
     skipped: list[dict[str, str]],
-    montage: Montage,
 ) -> dict[str, Any]:
     """The manifest document; recordings and skipped files sorted, so the order is canonical."""
     return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        **settings.to_json(),
         "split": split,
-        "montage": montage,
-        "channels": list(montage_channels(montage)),
+        "channels": list(montage_channels(settings.montage)),
         "sample_rate_hz": sample_rate_hz,
         "dtype": DTYPE,
-        "preprocess": preprocess,
-        "preprocess_hash": preprocess_hash,
         "recordings": [r.to_json() for r in sorted(recordings, key=lambda r: r.file)],
         "skipped": sorted(skipped, key=lambda s: s["file"]),
     }
@@ -127,12 +165,7 @@ def parse_manifest(raw: bytes, source: str) -> dict[str, Any]:
         raise UserError(f"{source}: not a valid manifest ({e})") from None
     if not isinstance(manifest, dict):
         raise UserError(f"{source}: not a valid manifest (expected a JSON object)")
-    found = (manifest.get("format"), manifest.get("format_version"))
-    if found != (FORMAT, FORMAT_VERSION):
-        raise UserError(
-            f"{source}: cache format {found[0]} v{found[1]}, expected {FORMAT} v{FORMAT_VERSION}; "
-            "rebuild the cache"
-        )
+    checked_settings(source, manifest)
     return manifest
 
 
@@ -157,12 +190,6 @@ def array_entries(manifest: dict[str, Any], source: str) -> list[tuple[str, str,
             raise UserError(f"{source}: recordings[{i}].bytes is not a byte count")
         entries.append((str(path), sha, size))
     return entries
-
-
-def manifest_montage(manifest: dict[str, Any]) -> Montage:
-    """The montage a manifest (or preprocess.json) was built for; older ones, written before
-    montages existed, hold the referential one."""
-    return manifest.get("montage", "referential")
 
 
 def manifest_recordings(manifest: dict[str, Any], path: Path) -> list[CachedRecording]:
@@ -211,10 +238,8 @@ def merge_shards(cache_root: Path, split: str) -> None:
     ]
     merged = make_manifest(
         split=first["split"],
-        montage=manifest_montage(first),
         sample_rate_hz=first["sample_rate_hz"],
-        preprocess=first["preprocess"],
-        preprocess_hash=first["preprocess_hash"],
+        settings=checked_settings(shards[0, count], first),
         recordings=recordings,
         skipped=[s for m in manifests for s in m["skipped"]],
     )
@@ -227,15 +252,19 @@ class CacheSplit:
     MAX_OPEN_ARRAYS most recently read kept open)."""
 
     def __init__(
-        self, split_dir: Path, manifest: dict[str, Any], recordings: list[CachedRecording]
+        self,
+        split_dir: Path,
+        manifest: dict[str, Any],
+        settings: CacheSettings,
+        recordings: list[CachedRecording],
     ):
         self.dir = split_dir
         self.split: str = manifest["split"]
-        self.montage = manifest_montage(manifest)
+        self.montage = settings.montage
         self.channels: list[str] = manifest.get("channels", list(montage_channels(self.montage)))
         self.sample_rate_hz = float(manifest["sample_rate_hz"])
-        self.preprocess_hash: str = manifest["preprocess_hash"]
-        self.preprocess: dict[str, Any] = manifest["preprocess"]
+        self.preprocess_hash = settings.preprocess_hash
+        self.preprocess = settings.preprocess
         self.recordings = recordings
         self.skipped: list[dict[str, str]] = manifest.get("skipped", [])
         self._arrays: OrderedDict[int, np.ndarray] = OrderedDict()  # least recently read first
@@ -248,10 +277,11 @@ class CacheSplit:
         split: str,
         max_recordings: int | None = None,
         preprocess: PreprocessConfig | None = None,
-        montage: Montage = "referential",
+        montage: Montage | None = None,
     ) -> CacheSplit:
-        """Open a built split; with ``preprocess``, refuse a cache built with other settings or
-        for another ``montage`` (a model must see data preprocessed exactly as in training)."""
+        """Open a built split; refuse a cache of another ``montage`` or built with other
+        ``preprocess`` settings, each where given (a model must see data preprocessed exactly as
+        in training)."""
         split_dir = Path(cache_root) / split
         path = split_dir / MANIFEST
         if not path.is_file():
@@ -262,26 +292,10 @@ class CacheSplit:
                 )
             raise UserError(f"{split_dir}: no cache here (no {MANIFEST}; run szdet cache build)")
         manifest = read_manifest(path)
-        if preprocess is not None and manifest_montage(manifest) != montage:
-            raise UserError(
-                f"{split_dir}: cache built for data.montage {manifest_montage(manifest)}, this "
-                f"model reads {montage}; build a cache with data.montage: {montage}"
-            )
-        if preprocess is not None and manifest["preprocess_hash"] != preprocess.fingerprint(
-            montage
-        ):
-            wanted = preprocess.model_dump(mode="json")
-            differ = [
-                f"{key} {manifest['preprocess'].get(key)!r} (wanted {value!r})"
-                for key, value in wanted.items()
-                if manifest["preprocess"].get(key) != value
-            ]
-            raise UserError(
-                f"{split_dir}: cache built with other preprocess settings: "
-                f"{'; '.join(differ) or manifest['preprocess_hash']}; rebuild it with these settings"
-            )
+        remedy = "build a cache with this config (szdet cache build)"
+        settings = checked_settings(path, manifest, montage, preprocess, remedy)
         recordings = manifest_recordings(manifest, path)
-        return cls(split_dir, manifest, recordings[:max_recordings])
+        return cls(split_dir, manifest, settings, recordings[:max_recordings])
 
     @classmethod
     def of_config(cls, cfg: Config, split: str) -> CacheSplit:

@@ -16,11 +16,10 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
-def run_parallel(
-    build: Callable[[T], dict[str, Any]], todo: list[T], workers: int
-) -> Iterator[dict[str, Any]]:
+def run_parallel(build: Callable[[T], R], todo: list[T], workers: int) -> Iterator[R]:
     """``build`` each item, results in completion order, in this process or a pool of
     ``workers``."""
     if workers <= 1 or len(todo) <= 1:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from szdet.config import Config
+from szdet.data.cache_settings import CacheSettings
 from szdet.data.manifest import MANIFEST, CachedRecording, make_manifest
 from szdet.fileio import sha256_file, write_json_atomic
 from szdet.train import preflight
@@ -61,11 +62,9 @@ def write_noise_cache(root: Path, cfg: Config, recordings: int, minutes: float) 
     manifest = make_manifest(
         split=split,
         sample_rate_hz=rate,
-        preprocess=cfg.preprocess.model_dump(mode="json"),
-        preprocess_hash=cfg.preprocess.fingerprint(cfg.data.montage),
+        settings=CacheSettings.of(cfg.preprocess, cfg.data.montage),
         recordings=cached,
         skipped=[],
-        montage=cfg.data.montage,
     )
     write_json_atomic(root / split / MANIFEST, manifest)
 
