@@ -9,12 +9,15 @@
 Image: ``SZDET_IMAGE=<registry tag>`` runs a pushed image (``SZDET_REGISTRY_SECRET`` names a Modal
 secret holding REGISTRY_USERNAME/REGISTRY_PASSWORD for a private registry); without it Modal builds
 the repo's Dockerfile. The local configs/ folder is shipped into every container, so a config edit
-needs no rebuild. Volume ``szdet-results`` at /results (cache at /results/cache/tusz, runs at
-/results/runs/<run>); secrets ``aws`` (S3) and ``wandb``.
+needs no rebuild. Volume ``szdet-results`` at /results, where the config's paths.cache_dir and
+paths.runs_dir must lie; build-cache mounts the EDF bucket at its paths.data_root. Secrets ``aws``
+(S3) and ``wandb``.
 
 This module imports with only ``modal`` installed: szdet runs inside the containers, as the
 ``szdet`` command. A cheap CPU preflight loads the config and checks what the action needs before
-any GPU is attached; bad input ends in one line and a non-zero exit.
+any GPU is attached; bad input ends in one line and a non-zero exit. The paths are the config's
+alone: the containers' szdet commands read them with --config, and the preflight's plan hands this
+side the few it needs (where to mount the bucket, which folders to check and print).
 """
 
 from __future__ import annotations
@@ -176,10 +179,14 @@ def verify(plan: dict[str, Any]) -> dict[str, Any]:
 
 @app.function(image=image, volumes=VOLUMES, secrets=[aws], cpu=8, memory=32 * 1024, timeout=6 * 3600,
               retries=modal.Retries(max_retries=2, initial_delay=30.0))  # fmt: skip
-def build_shard(config: str, split: str, cache_dir: str, shard: int, shards: int) -> dict[str, Any]:
-    """One shard of `szdet cache build` from the EDF bucket mounted read-only at /data/tusz."""
-    args = ["cache", "build", "--config", config, "--data-root", "/data/tusz", "--split", split,
-            "--out", cache_dir, "--shard", f"{shard}/{shards}", "--workers", "8"]  # fmt: skip
+def build_shard(
+    config: str, split: str, shard: int, shards: int, overrides: list[str]
+) -> dict[str, Any]:
+    """One shard of `szdet cache build` from the EDF bucket, which main() mounts read-only at the
+    config's paths.data_root; it writes the config's paths.cache_dir."""
+    args = ["cache", "build", "--config", config, "--split", split,
+            "--shard", f"{shard}/{shards}", "--workers", "8"]  # fmt: skip
+    args += [arg for override in overrides for arg in ("--set", override)]
     code, last = run_szdet(args)
     results.commit()
     return outcome(f"cache build {split} shard {shard}/{shards}", code, last)
@@ -255,12 +262,15 @@ def train(
 
 
 @app.function(image=image, gpu=GPU, cpu=8, memory=64 * 1024, timeout=4 * 3600, volumes=VOLUMES)
-def evaluate(plan: dict[str, Any], split: str) -> dict[str, Any]:
-    args = ["evaluate", "--checkpoint", plan["checkpoint"], "--cache", plan["cache_dir"],
-            "--split", split, "--out", plan["out"]]  # fmt: skip
+def evaluate(config: str, split: str, checkpoint: str, overrides: list[str]) -> dict[str, Any]:
+    """`szdet evaluate --config`: the run's best.pt (or ``checkpoint``) on the config's cache,
+    into the run's eval-<split>/."""
+    args = ["evaluate", "--config", config, "--split", split]
+    args += ["--checkpoint", checkpoint] if checkpoint else []
+    args += [arg for override in overrides for arg in ("--set", override)]
     code, last = run_szdet(args)
     results.commit()
-    return outcome("evaluate", code, last, out=plan["out"])
+    return outcome("evaluate", code, last)
 
 
 # --- on the user's machine ---------------------------------------------------------------------
@@ -286,6 +296,15 @@ def check_resume(resume: str) -> str:
     raise SystemExit(
         f"error: --resume {resume!r}: expected auto, true, false or a checkpoint under {RESULTS}/"
     )
+
+
+def check_on_volume(config: str, plan: dict[str, Any]) -> None:
+    """What the containers write must lie on the volume: anywhere else it goes with them."""
+    for key, field in (("cache_dir", "paths.cache_dir"), ("run_dir", "paths.runs_dir")):
+        if not Path(plan[key]).is_relative_to(RESULTS):
+            raise SystemExit(
+                f"error: {config}: {field} puts {plan[key]} off the volume mounted at {RESULTS}"
+            )
 
 
 def finish(result: dict[str, Any]) -> None:
@@ -325,14 +344,15 @@ def main(action: Action, config: str = DEFAULT_CONFIG, resume: str = "auto", che
     overrides = run_name_overrides(action, config, run_name, resume)
     plan = preflight.remote(action, config, resume, checkpoint, split, overrides)
     finish(plan)
+    check_on_volume(config, plan)
     if action == "populate-cache":
         finish(populate_cache.remote(plan))
     elif action == "build-cache":
         bucket = modal.CloudBucketMount(plan["bucket"], key_prefix=plan["key_prefix"], secret=aws,
                                         read_only=True, bucket_endpoint_url=plan["endpoint_url"])  # fmt: skip
-        shard_fn = build_shard.with_options(volumes={RESULTS: results, "/data/tusz": bucket})
+        shard_fn = build_shard.with_options(volumes={RESULTS: results, plan["data_root"]: bucket})
         jobs = [
-            (config, s, plan["cache_dir"], i, plan["shards"])
+            (config, s, i, plan["shards"], overrides)
             for s in plan["splits"]
             for i in range(plan["shards"])
         ]
@@ -344,5 +364,5 @@ def main(action: Action, config: str = DEFAULT_CONFIG, resume: str = "auto", che
         print(f"train: {config} -> {plan['run_dir']} (volume szdet-results), call {call.object_id}")
         finish(follow_training(call))
     elif action == "evaluate":
-        finish(evaluate.remote(plan, split))
+        finish(evaluate.remote(config, split, checkpoint, overrides))
         print(f"evaluate: metrics and plots in {plan['out']} (volume szdet-results)")

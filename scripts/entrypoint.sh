@@ -3,18 +3,16 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# The one layout: a cache mounted here is used by `smoke` instead of synthetic data.
-mounted_cache=/results/cache/tusz
 
 usage() {
   cat <<'TEXT'
 usage: IMAGE COMMAND [ARGS...]
 
   smoke [ARGS...]     check the CUDA kernels, then a short training run on the GPU:
-                      on the cache mounted at /results/cache/tusz (configs/cloud/smoke.yaml)
-                      if there is one, else synth -> cache -> train -> evaluate on a synthetic
+                      on the cache of configs/cloud/smoke.yaml (its paths.cache_dir) if one
+                      is mounted there, else synth -> cache -> train -> evaluate on a synthetic
                       corpus (scripts/smoke.sh). ARGS go to `szdet train`, e.g. --set train.epochs=2
-  train|evaluate|export|check-kernels|cache|synth|detect|score|model-summary ...
+  train|evaluate|export|check-kernels|cache|synth|detect|score|config|model-summary ...
                       run that szdet command, e.g. train --config configs/cloud/train.yaml
   gpu-check [ARGS...] scripts/gpu_check.sh: parity, step speed, memory, variants, loader -> $OUT
   help                this text
@@ -35,6 +33,9 @@ smoke() {
   echo "== smoke: CUDA kernels (mamba_ssm vs the pure-PyTorch path)"
   szdet check-kernels --require-cuda-kernels
   cd "$repo"
+  # The cloud smoke config's cache (its paths.cache_dir): used when one is mounted there.
+  local mounted_cache
+  mounted_cache=$(szdet config --config configs/cloud/smoke.yaml "$@" paths.cache_dir)
   if [[ -f $mounted_cache/train/manifest.json ]]; then
     echo "== smoke: cache found at $mounted_cache -> configs/cloud/smoke.yaml"
     exec szdet train --config configs/cloud/smoke.yaml --resume false "$@"
@@ -50,7 +51,7 @@ case "$command" in
   help | -h | --help) usage ;;
   smoke) shift; smoke "$@" ;;
   gpu-check) shift; exec "$repo/scripts/gpu_check.sh" "$@" ;;
-  train | evaluate | export | check-kernels | cache | synth | detect | score | model-summary | --version)
+  train | evaluate | export | check-kernels | cache | synth | detect | score | config | model-summary | --version)
     exec szdet "$@" ;;
   *) exec "$@" ;;
 esac

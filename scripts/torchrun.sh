@@ -10,7 +10,7 @@
 # Usage: scripts/torchrun.sh CONFIG
 set -uo pipefail
 config=${1:?usage: scripts/torchrun.sh CONFIG}
-run_dir=$(python -c 'import sys; from szdet.config_load import load_config; print(load_config(sys.argv[1]).run_dir)' "$config") || exit 1
+run_dir=$(python -m szdet.cli config --config "$config" run_dir) || exit 1
 node=${SKYPILOT_NODE_RANK:-0}
 crash_file=$run_dir/crashes-node$node
 status_file=$(mktemp)

@@ -108,6 +108,22 @@ def test_open_refuses_missing_unmerged_and_foreign_caches(corpus, tmp_path):
     )
 
 
+def test_build_reads_both_paths_from_the_config_and_a_flag_overrides_one(corpus, tmp_path):
+    # paths.data_root and paths.cache_dir own where the corpus and cache are; --out is only sugar
+    # for --set paths.cache_dir, and the config's notch (a setting) still applies to that cache.
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"paths:\n  data_root: {corpus}\n  cache_dir: {tmp_path / 'cache'}\n"
+        "preprocess:\n  notch_hz: 50\n"
+    )
+    build = ["cache", "build", "--config", str(config), "--split", "dev"]
+    assert main(build) == 0
+    assert _manifest(tmp_path / "cache", "dev")["preprocess"]["notch_hz"] == 50
+    assert main([*build, "--out", str(tmp_path / "other")]) == 0
+    assert _manifest(tmp_path / "other", "dev")["preprocess"]["notch_hz"] == 50
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "cache", "other"]
+
+
 # --- verify -----------------------------------------------------------------------------------
 
 

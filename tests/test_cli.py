@@ -3,15 +3,18 @@
 import argparse
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from szdet.cli import build_parser, main
 
+SMOKE = Path(__file__).resolve().parents[1] / "configs" / "local" / "smoke.yaml"
+
 COMMANDS = [
     ["synth"], ["cache", "build"], ["cache", "verify"], ["cache", "merge"], ["cache", "push"],
-    ["cache", "pull"], ["train"], ["evaluate"], ["detect"], ["score"], ["check-kernels"],
-    ["model-summary"],
+    ["cache", "pull"], ["train"], ["evaluate"], ["detect"], ["score"], ["config"],
+    ["check-kernels"], ["model-summary"],
 ]  # fmt: skip
 
 
@@ -100,3 +103,50 @@ def test_detect_help_says_how_an_operating_point_is_chosen(capsys):
     assert "--fa-per-24h B picks the one for a false-alarm budget B" in text
     assert "szdet export" in text and "calibrated on dev" in text
     assert "evaluate.threshold_on (0.5: uncalibrated)" in text and "--threshold T" in text
+
+
+def one_error(capsys, *argv: str) -> str:
+    assert main([str(a) for a in argv]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_a_path_with_neither_a_config_nor_its_flag_is_one_line_naming_both(tmp_path, capsys):
+    # The config's paths.* own where things are; a path flag only overrides its field. Without
+    # --config nothing says where, and the one line names both ways of saying it.
+    assert one_error(capsys, "cache", "build", "--split", "dev") == (
+        "szdet: error: no paths.data_root given: pass --data-root DIR, or --config FILE "
+        "(its paths.data_root)"
+    )
+    assert one_error(capsys, "cache", "build", "--split", "dev", "--data-root", tmp_path) == (
+        "szdet: error: no paths.cache_dir given: pass --out DIR, or --config FILE "
+        "(its paths.cache_dir)"
+    )
+    for command in ("evaluate", "export"):
+        assert one_error(capsys, command) == (
+            "szdet: error: no paths.cache_dir given: pass --cache DIR, or --config FILE "
+            "(its paths.cache_dir)"
+        )
+        assert one_error(capsys, command, "--cache", tmp_path) == (
+            "szdet: error: no checkpoint given: pass --checkpoint PT, or --config FILE "
+            "(its run's paths.*)"
+        )
+    assert one_error(capsys, "evaluate", "--set", f"paths.cache_dir={tmp_path}", "--checkpoint",
+                     tmp_path / "x.pt") == (
+        "szdet: error: no output given: pass --out DIR, or --config FILE (its run's paths.*)"
+    )  # fmt: skip
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_config_prints_the_resolved_fields_a_script_needs(capsys):
+    argv = ["config", "--config", str(SMOKE), "--set", "paths.run_name=r2"]
+    assert main([*argv, "paths.data_root", "paths.cache_dir", "run_dir", "train.epochs"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "runs/smoke/corpus", "runs/smoke/cache", "runs/smoke/r2", "4"
+    ]  # fmt: skip
+    assert main(argv) == 0  # no key: the whole resolved config, as YAML
+    assert "  run_name: r2\n" in capsys.readouterr().out
+    assert one_error(capsys, *argv, "paths.nope") == (
+        "szdet: error: paths.nope: no such config field (e.g. paths.cache_dir, or run_dir)"
+    )

@@ -52,8 +52,9 @@ def test_build_cache_mounts_the_edf_bucket_prefix(tmp_path):
     with pytest.raises(UserError, match=r"cloud\.edf_url is not set"):
         plan_action("build-cache", write_config(tmp_path))
     config = write_config(tmp_path, "cloud:\n  edf_url: s3://tusz-raw/v2.0.3\n  build_shards: 8\n")
-    plan = plan_action("build-cache", config)
+    plan = plan_action("build-cache", config, overrides=["paths.data_root=/mnt/edf"])
     assert (plan["bucket"], plan["key_prefix"]) == ("tusz-raw", "v2.0.3/")
+    assert plan["data_root"] == "/mnt/edf"  # where modal/app.py mounts the bucket
     assert (plan["splits"], plan["shards"]) == (["train", "dev"], 8)
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from szdet.config import CHANNELS_19, Config
-from szdet.config_load import load_config
+from szdet.config_load import assignment, load_config
 from szdet.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +54,13 @@ def test_set_overrides_win_and_parse_yaml_values(tmp_path):
     assert cfg.train.lr == pytest.approx(3e-4)
     assert cfg.evaluate.fa_targets_per_24h == [10.0, 1.0]
     assert cfg.preprocess.notch_hz is None
+
+
+def test_a_path_flags_override_keeps_the_text_as_given():
+    # `--out 1e3` is `--set paths.cache_dir=...` of the text itself: not a number, a bool or null
+    for text in ("1e3", "yes", "null", "it's here", "a: b", "[x]", "/abs/path"):
+        cfg = load_config(None, [assignment("paths.cache_dir", text)])
+        assert cfg.paths.cache_dir == Path(text)
 
 
 def test_typo_names_file_field_and_allowed(tmp_path):

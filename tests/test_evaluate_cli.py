@@ -80,6 +80,27 @@ def test_other_splits_get_thresholds_chosen_on_dev(trained, tmp_path, capsys):
         assert other["sens_at_fa"][target]["threshold"] == at["threshold"]
 
 
+def test_evaluate_and_export_take_the_runs_files_from_its_config(trained, tmp_path, capsys):
+    # The run's config.yaml says where its cache and run folder are: best.pt is evaluated on
+    # paths.cache_dir into <run>/eval-dev/, and exported as <run>/<run_name>.detector.
+    run = trained["best"].parents[1]
+    assert run_cli(capsys, "evaluate", "--config", run / "config.yaml")[0] == 0
+    metrics = json.loads((run / "eval-dev" / "metrics.json").read_text())
+    assert (metrics["checkpoint"], metrics["cache"]) == (
+        str(trained["best"]),
+        str(trained["cache"]),
+    )
+    # --cache only overrides paths.cache_dir; the rest still comes from the config
+    copy = tmp_path / "cache"
+    shutil.copytree(trained["cache"], copy)
+    argv = ["evaluate", "--config", run / "config.yaml", "--cache", copy, "--out", tmp_path / "e"]
+    assert run_cli(capsys, *argv)[0] == 0
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert (metrics["checkpoint"], metrics["cache"]) == (str(trained["best"]), str(copy))
+    assert run_cli(capsys, "export", "--config", run / "config.yaml")[0] == 0
+    assert (run / "szdet.detector").is_file() and (run / "szdet.detector.png").is_file()
+
+
 def test_evaluate_refuses_foreign_cache_bad_checkpoint_and_model_overrides(
     trained, tmp_path, capsys
 ):

@@ -3,7 +3,8 @@
 From the bottom: the base modules (config, errors, files, device, progress bars), then data and
 models side by side, state (checkpoints, run directory), evaluate, train, then cloud and the two
 tools side by side (synth, the synthetic corpus generator; kernel_proof, `szdet check-kernels`),
-the GPU check, the command handlers (commands.py) and the cli.
+the GPU check, the command handlers (commands.py) beside the flags the subcommands share
+(cli_args.py), and the cli.
 Function-local imports count too: a lazy import is still a dependency.
 
 The product, what training and a trained detector run (data, models, state, evaluate, train,
@@ -28,7 +29,7 @@ LAYERS = (
     {"train"},
     {"cloud", "synth", "kernel_proof"},
     {"gpu_check"},
-    {"commands"},
+    {"commands", "cli_args"},
     {"cli"},
 )
 TOOLS = {"synth", "kernel_proof"}

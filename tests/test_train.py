@@ -199,6 +199,17 @@ def test_dev_recordings_are_shared_out_by_window_count():
     assert assign_recordings(index, len(counts), world_size=1).tolist() == [0] * len(counts)
 
 
+@pytest.mark.slow
+def test_the_cache_flag_overrides_the_configs_and_the_run_records_what_it_used(tmp_path, cache_dir):
+    # --cache is only sugar for --set paths.cache_dir: the run trains on the flag's cache, and
+    # its config.yaml says so, not the config file's folder (which holds no cache at all).
+    config = write_config(tmp_path, tmp_path / "no-cache-here", train={"epochs": 1})
+    assert main(["train", "--config", str(config), "--cache", str(cache_dir)]) == 0
+    saved = load_config(tmp_path / "runs" / "szdet" / "config.yaml")
+    assert saved.paths.cache_dir == cache_dir
+    assert saved == load_config(config, [f"paths.cache_dir={cache_dir}"])
+
+
 def cli_error(capsys, *argv: str) -> str:
     """Run `szdet` in this process; the one stderr line of a refused command (exit 1)."""
     assert main(list(argv)) == 1

@@ -13,6 +13,14 @@ import traceback
 from pathlib import Path
 
 from szdet import __version__
+from szdet.cli_args import (
+    add_config_args,
+    add_overrides,
+    add_path_flag,
+    expect,
+    positive_int,
+    shard,
+)
 from szdet.commands import (
     cmd_cache_build,
     cmd_cache_merge,
@@ -20,6 +28,7 @@ from szdet.commands import (
     cmd_cache_push,
     cmd_cache_verify,
     cmd_check_kernels,
+    cmd_config,
     cmd_detect,
     cmd_evaluate,
     cmd_export,
@@ -40,54 +49,24 @@ from szdet.errors import (
 log = logging.getLogger("szdet")
 
 
-# --- shared argument parsing ------------------------------------------------------------------
+# --- shared argument parsing (the rest: szdet/cli_args.py) ------------------------------------
 
 
-def _shard(text: str) -> tuple[int, int]:
-    """`I/N` with 0 <= I < N."""
-    try:
-        index, count = (int(p) for p in text.split("/"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected I/N such as 0/4, got {text!r}") from None
-    if not 0 <= index < count:
-        raise argparse.ArgumentTypeError(f"shard index must satisfy 0 <= I < N, got {text!r}")
-    return index, count
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
-
-
-def _expect(text: str) -> dict[str, int]:
-    """`train=4667,dev=1832`."""
-    out: dict[str, int] = {}
-    for item in filter(None, text.split(",")):
-        split, sep, count = item.partition("=")
-        if not sep or not count.strip().isdigit():
-            raise argparse.ArgumentTypeError(f"expected split=count[,split=count], got {text!r}")
-        out[split.strip()] = int(count)
-    return out
-
-
-def _add_overrides(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=what
+def _add_evaluate_overrides(p: argparse.ArgumentParser, example: str, paths: bool = False) -> None:
+    where = "a paths.* field of --config, or " if paths else ""
+    add_overrides(
+        p, f"override {where}an evaluate.* setting of the checkpoint's config, e.g. {example}"
     )
 
 
-def _add_config_args(p: argparse.ArgumentParser, required: bool) -> None:
-    p.add_argument("--config", type=Path, required=required, help="YAML config (may use extends:)")
-    _add_overrides(p, "override a config field, e.g. --set train.lr=3e-4 (repeatable)")
-
-
-def _add_evaluate_overrides(p: argparse.ArgumentParser, example: str = "thresholds") -> None:
-    _add_overrides(p, f"override an evaluate.* setting of the checkpoint's config, e.g. {example}")
+def _add_run_files(p: argparse.ArgumentParser, out: str) -> None:
+    """evaluate's and export's --config, the run whose files are their defaults."""
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="the run's config (its training's, or <run>/config.yaml): the defaults of "
+        f"--checkpoint (the run's checkpoints/best.pt), --cache and --out ({out})",
+    )
 
 
 # Kept in step with the README's `szdet detect` paragraph.
@@ -114,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_command in (
         _add_synth, _add_cache, _add_train, _add_evaluate, _add_export, _add_detect, _add_score,
-        _add_check_kernels, _add_model_summary,
+        _add_config, _add_check_kernels, _add_model_summary,
     ):  # fmt: skip
         add_command(sub)
     return parser
@@ -129,7 +108,7 @@ def _add_synth(sub: Subparsers) -> None:
         "out", type=Path, help="corpus root (edf/{train,dev,eval}/... is written inside)"
     )
     p.add_argument(
-        "--patients", type=_positive_int, default=12, help="patients in all (split 60/20/20)"
+        "--patients", type=positive_int, default=12, help="patients in all (split 60/20/20)"
     )
     p.add_argument("--minutes", type=float, default=10.0, help="EEG minutes per patient")
     p.add_argument("--seed", type=int, default=0)
@@ -154,19 +133,24 @@ def _add_cache(sub: Subparsers) -> None:
 
     p = csub.add_parser("verify", help="re-check sizes and checksums; exit 1 on any mismatch")
     p.add_argument("dir", type=Path, help="cache root (holding <split>/manifest.json)")
-    p.add_argument("--expect", type=_expect, default=None, help="e.g. train=4667,dev=1832")
+    p.add_argument("--expect", type=expect, default=None, help="e.g. train=4667,dev=1832")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_cache_verify)
     _add_cache_transfers(csub)
 
 
 def _add_cache_build(csub: Subparsers) -> None:
-    p = csub.add_parser("build", help="EDF + annotations -> cache (parallel, resumable)")
-    p.add_argument(
+    p = csub.add_parser(
+        "build",
+        help="EDF + annotations -> cache (parallel, resumable)",
+        description="Reads the config's paths.data_root, writes its paths.cache_dir; without "
+        "--config both come from --data-root and --out.",
+    )
+    add_path_flag(
+        p,
         "--data-root",
-        type=Path,
-        required=True,
-        help="a TUSZ corpus (holding edf/<split>/) or a BIDS tree (sub-*/ses-*/eeg/*_eeg.edf)",
+        "data_root",
+        "a TUSZ corpus (holding edf/<split>/) or a BIDS tree (sub-*/ses-*/eeg/*_eeg.edf)",
     )
     p.add_argument("--split", required=True, help="train, dev or eval")
     p.add_argument(
@@ -174,19 +158,19 @@ def _add_cache_build(csub: Subparsers) -> None:
         type=Path,
         default=None,
         help="BIDS: a subject<TAB>split file (default: by a hash of the subject id, 70/15/15); "
-        "the assignment used is written to OUT/splits.tsv",
+        "the assignment used is written to <cache>/splits.tsv",
     )
-    p.add_argument("--out", type=Path, required=True, help="cache root; writes OUT/<split>/")
-    p.add_argument("--workers", type=_positive_int, default=1, help="worker processes")
-    p.add_argument("--shard", type=_shard, default=None, help="build only shard I of N (I/N)")
+    add_path_flag(p, "--out", "cache_dir", "cache root; writes <cache>/<split>/")
+    p.add_argument("--workers", type=positive_int, default=1, help="worker processes")
+    p.add_argument("--shard", type=shard, default=None, help="build only shard I of N (I/N)")
     p.add_argument(
         "--max-recordings",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="first N recordings only (the manifest then lists those N)",
     )
     p.add_argument("--strict", action="store_true", help="exit 1 if any file was skipped")
-    _add_config_args(p, required=False)
+    add_config_args(p, required=False)
     p.set_defaults(func=cmd_cache_build)
 
 
@@ -206,13 +190,14 @@ def _add_cache_transfers(csub: Subparsers) -> None:
             p.add_argument("url", help="s3://bucket/prefix")
             p.add_argument("dir", type=Path)
         p.add_argument("--endpoint-url", default=None, help="S3-compatible store, e.g. MinIO")
-        p.add_argument("--workers", type=_positive_int, default=16, help="parallel transfers")
+        p.add_argument("--workers", type=positive_int, default=16, help="parallel transfers")
         p.set_defaults(func=cmd_cache_push if name == "push" else cmd_cache_pull)
 
 
 def _add_train(sub: Subparsers) -> None:
     p = sub.add_parser("train", help="train the detector; writes the run directory")
-    _add_config_args(p, required=True)
+    add_config_args(p, required=True)
+    add_path_flag(p, "--cache", "cache_dir", "cache root holding <split>/")
     p.add_argument(
         "--resume",
         default="auto",
@@ -229,13 +214,12 @@ def _add_train(sub: Subparsers) -> None:
 
 def _add_evaluate(sub: Subparsers) -> None:
     p = sub.add_parser("evaluate", help="stitched per-recording evaluation: metrics.json + plots")
-    p.add_argument(
-        "--checkpoint", type=Path, required=True, help="a detector (szdet export) or checkpoint"
-    )
-    p.add_argument("--cache", type=Path, required=True, help="cache root holding <split>/")
+    _add_run_files(p, "the run's eval-<split>/")
+    p.add_argument("--checkpoint", type=Path, help="a detector (szdet export) or checkpoint")
+    add_path_flag(p, "--cache", "cache_dir", "cache root holding <split>/")
     p.add_argument("--split", default="dev", help="split to score, at thresholds chosen on dev")
-    p.add_argument("--out", type=Path, required=True, help="folder for metrics.json and the plots")
-    _add_evaluate_overrides(p, "--set evaluate.fa_targets_per_24h=[10,1]")
+    p.add_argument("--out", type=Path, help="folder for metrics.json and the plots")
+    _add_evaluate_overrides(p, "--set evaluate.fa_targets_per_24h=[10,1]", paths=True)
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -295,14 +279,15 @@ def _add_export(sub: Subparsers) -> None:
         "chosen, and every method's sensitivity and FA/24h there is given a 95%% interval from a "
         "bootstrap over patients. Writes DETECTOR and DETECTOR.png.",
     )
-    p.add_argument("--checkpoint", type=Path, required=True, help="a training checkpoint (.pt)")
-    p.add_argument("--cache", type=Path, required=True, help="cache root holding <split>/")
+    _add_run_files(p, "the run's <run_name>.detector")
+    p.add_argument("--checkpoint", type=Path, help="a training checkpoint (.pt)")
+    add_path_flag(p, "--cache", "cache_dir", "cache root holding <split>/")
     p.add_argument("--split", default=None, help="calibration split (default: data.dev_split)")
-    p.add_argument("--out", type=Path, required=True, help="the detector file to write")
+    p.add_argument("--out", type=Path, metavar="DETECTOR", help="the detector file to write")
     p.add_argument(
         "--onnx", action="store_true", help="also write the network as DETECTOR.onnx (onnxruntime)"
     )
-    _add_evaluate_overrides(p, "--set evaluate.fa_targets_per_24h=[1,5]")
+    _add_evaluate_overrides(p, "--set evaluate.fa_targets_per_24h=[1,5]", paths=True)
     p.set_defaults(func=cmd_export)
 
 
@@ -331,6 +316,20 @@ def _add_score(sub: Subparsers) -> None:
     p.set_defaults(func=cmd_score)
 
 
+def _add_config(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "config",
+        help="print the resolved config, or some of its fields (e.g. for a shell script)",
+        description="Prints the config as every command reads it (extends: followed, --set "
+        "applied, every default filled in), or the value of each KEY on a line of its own.",
+    )
+    add_config_args(p, required=False)
+    p.add_argument(
+        "keys", nargs="*", metavar="KEY", help="a dotted field such as paths.cache_dir, or run_dir"
+    )
+    p.set_defaults(func=cmd_config)
+
+
 def _add_check_kernels(sub: Subparsers) -> None:
     p = sub.add_parser("check-kernels", help="mamba_ssm CUDA kernels vs the pure-PyTorch path")
     p.add_argument(
@@ -343,14 +342,14 @@ def _add_check_kernels(sub: Subparsers) -> None:
         "launch of a training step against CUDA's grid limits, and every kernel variant compiled "
         "for sm_80/sm_90 (needs `make kernel-tools`)",
     )
-    _add_config_args(p, required=False)  # the sizes to check (default: the reference)
+    add_config_args(p, required=False)  # the sizes to check (default: the reference)
     p.add_argument("--json", action="store_true", help="--interpret: print the report as JSON")
     p.set_defaults(func=cmd_check_kernels)
 
 
 def _add_model_summary(sub: Subparsers) -> None:
     p = sub.add_parser("model-summary", help="parameter count per component")
-    _add_config_args(p, required=True)
+    add_config_args(p, required=True)
     p.set_defaults(func=cmd_model_summary)
 
 

@@ -6,6 +6,7 @@ value came from, the field, the bad value and what is allowed.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,30 @@ def load_config(
     sources: dict[str, str] = {}
     raw = _load_raw(Path(path), sources) if path is not None else {}
     return _validated(raw, overrides, sources, str(path or "<defaults>"))
+
+
+def assignment(key: str, value: object) -> str:
+    """The override ``key=value`` that sets ``key`` to the text of ``value`` as given: quoted,
+    so YAML reads no number, boolean or null into a path named 1e3, yes or null."""
+    text = str(value).replace("'", "''")
+    return f"{key}='{text}'"
+
+
+def config_value(cfg: Config, key: str) -> str:
+    """A field of ``cfg`` by its dotted name (``paths.cache_dir``; ``run_dir``, the run's folder),
+    as text: what `szdet config` prints for a shell script to use."""
+    if key == "run_dir":
+        return str(cfg.run_dir)
+    node: Any = cfg
+    for part in key.split("."):
+        if not (isinstance(node, BaseModel) and part in type(node).model_fields):
+            raise UserError(f"{key}: no such config field (e.g. paths.cache_dir, or run_dir)")
+        node = getattr(node, part)
+    if isinstance(node, BaseModel):
+        return yaml.safe_dump(node.model_dump(mode="json"), sort_keys=False).rstrip()
+    if isinstance(node, str | Path):
+        return str(node)
+    return json.dumps(node)
 
 
 def with_overrides(

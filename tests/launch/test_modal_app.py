@@ -185,3 +185,15 @@ def test_smoke_training_gets_a_fresh_run_name_and_an_explicit_one_wins(app_modul
     assert app_module.run_name_overrides("evaluate", smoke, "smoke-1", "auto") == [
         "paths.run_name=smoke-1"
     ]
+
+
+def test_paths_come_from_the_config_and_lie_on_the_volume(app_module):
+    # The containers' szdet commands read paths.* with --config; this side only checks the
+    # preflight plan's folders against the volume, its one mount point of its own.
+    assert "/data/tusz" not in APP.read_text() and "/results/cache" not in APP.read_text()
+    app_module.check_on_volume("c.yaml", {"cache_dir": "/results/cache/x", "run_dir": "/results/r"})
+    with pytest.raises(
+        SystemExit,
+        match=r"^error: c\.yaml: paths\.cache_dir puts /tmp/cache off the volume mounted at /results$",
+    ):
+        app_module.check_on_volume("c.yaml", {"cache_dir": "/tmp/cache", "run_dir": "/results/r"})

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from szdet.cloud import restart
+from szdet.config_load import load_config
 
 # sky is imported only in a subprocess with a temporary HOME; here, only look that it exists
 # (a plain "sky" would also find this repo's sky/ folder as a namespace package).
@@ -151,3 +152,23 @@ def test_build_cache_reads_raw_edf_from_a_bucket_on_cpu(tasks):
     assert task["mounts"]["/data/tusz"]["mode"] == "MOUNT"
     assert all(r["accelerators"] is None for r in task["resources"])
     assert "szdet cache push" in task["run"]
+
+
+def test_mounts_are_where_the_cloud_configs_put_their_paths(tasks):
+    # SkyPilot cannot read szdet's config: its mount points must be the cloud configs' paths.*,
+    # which the commands in `run` read themselves (no path restated there).
+    for config, names in (
+        ("train", ("train.yaml", "build-cache.yaml")),
+        ("smoke", ("smoke.yaml",)),
+    ):
+        paths = load_config(REPO / f"configs/cloud/{config}.yaml").paths
+        for name in names:
+            mounts = {Path(dst): m["mode"] for dst, m in tasks[name]["mounts"].items()}
+            if name == "build-cache.yaml":
+                assert mounts == {paths.data_root: "MOUNT"}
+                assert str(paths.data_root) not in tasks[name]["run"]
+                assert str(paths.cache_dir) not in tasks[name]["run"]
+                continue
+            cache = [m for m in mounts if paths.cache_dir.is_relative_to(m)]
+            assert [mounts[m] for m in cache] == ["COPY"], name
+            assert mounts[paths.runs_dir] == "MOUNT_CACHED", name

@@ -15,7 +15,6 @@ from szdet.cloud.s3 import parse_s3_url
 from szdet.config import Config
 from szdet.config_load import load_config
 from szdet.errors import UserError
-from szdet.state.checkpoint import BEST_NAME
 from szdet.state.resume import resolve_resume
 from szdet.state.run_dir import RunDir
 
@@ -30,6 +29,7 @@ def plan_action(
 ) -> dict[str, Any]:
     cfg = load_config(config, overrides)
     plan: dict[str, Any] = {
+        "data_root": str(cfg.paths.data_root),  # where build-cache mounts the EDF bucket
         "cache_dir": str(cfg.paths.cache_dir),
         "run_dir": str(cfg.run_dir),
         # `szdet cache verify --expect` syntax; empty = no count check
@@ -80,7 +80,9 @@ def _need_cache(cfg: Config, splits: list[str]) -> None:
 
 
 def _evaluate(cfg: Config, checkpoint: str, split: str) -> dict[str, Any]:
-    path = Path(checkpoint) if checkpoint else RunDir(cfg.run_dir).checkpoints / BEST_NAME
+    """The files `szdet evaluate --config` will use (szdet/commands.py: the same defaults)."""
+    run = RunDir(cfg.run_dir)
+    path = Path(checkpoint) if checkpoint else run.best
     if not path.is_file():
         raise UserError(f"{path}: no such checkpoint")
-    return {"checkpoint": str(path), "out": str(cfg.run_dir / f"eval-{split}")}
+    return {"checkpoint": str(path), "out": str(run.evaluation(split))}

@@ -1,5 +1,6 @@
 """The run directory <runs_dir>/<run_name>/: config.yaml, metrics.jsonl, checkpoints/, plots/,
-and .lock, which the one training that writes the folder holds."""
+and .lock, which the one training that writes the folder holds; what `szdet evaluate` and
+`szdet export` write of the run by default: eval-<split>/ and <run_name>.detector."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import IO, Any
 from szdet.config import Config
 from szdet.errors import UserError
 from szdet.fileio import naming_full_disk, write_text_atomic
+from szdet.state.checkpoint import BEST_NAME
 
 log = logging.getLogger(__name__)
 LOCK = ".lock"
@@ -27,10 +29,16 @@ class RunDir:
         self.config = root / "config.yaml"
         self.metrics = root / "metrics.jsonl"
         self.checkpoints = root / "checkpoints"
+        self.best = self.checkpoints / BEST_NAME
+        self.detector = root / f"{root.name}.detector"
         self.plots = root / "plots"
         self.lock = root / LOCK
         self._held: IO[str] | None = None
         self._created_root = False
+
+    def evaluation(self, split: str) -> Path:
+        """The folder of metrics.json and plots of `szdet evaluate` of this run on ``split``."""
+        return self.root / f"eval-{split}"
 
     def hold(self) -> None:
         """Take the folder for this process, or refuse in one line naming the process that has
