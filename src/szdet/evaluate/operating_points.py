@@ -4,7 +4,7 @@ For each budget in ``evaluate.fa_targets_per_24h`` the on-threshold is the one t
 on the calibration split (metrics.choose_thresholds: the highest sensitivity within the budget).
 At that threshold every method (OVLP, TAES, SzCORE-event) is scored, and each sensitivity and
 FA/24h gets a percentile interval from resampling the split's *patients* with replacement: a
-patient's recordings share a brain, a montage and artefacts, so neither windows nor recordings
+patient's recordings share a brain, a recording setup and artefacts, so neither windows nor recordings
 are independent draws. The same resamples give the band around the whole sensitivity-vs-FA curve.
 
 Every corpus score is a sum of per-recording counts (tp, fn, fp, seconds), so each patient is
