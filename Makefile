@@ -64,8 +64,11 @@ lint: $(VENV)/.installed
 	$(BIN)/mypy
 	$(BIN)/hadolint --failure-threshold error Dockerfile
 
+# The main suite on both cores: a test file per worker (its module fixtures built once), one
+# thread each (two workers of two threads on two cores would fight for them).
 test: setup lint
-	$(BIN)/python -m pytest tests --ignore=tests/launch --ignore=tests/kernels --ignore=tests/device
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --durations=15 tests \
+		--ignore=tests/launch --ignore=tests/kernels --ignore=tests/device
 	$(LAUNCH_VENV)/bin/python -m pytest tests/launch
 	$(KERNEL_VENV)/bin/python -m pytest tests/kernels
 	$(MAKE) device-bundle DEVICE_PYTHON=$$($(BARE_VENV)/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
