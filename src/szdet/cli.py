@@ -276,7 +276,7 @@ def _add_export(sub: Subparsers) -> None:
         help="checkpoint -> detector: one file with operating points calibrated on dev",
         description="The model runs over the calibration split; for each FA/24h budget "
         "(evaluate.fa_targets_per_24h) the threshold of highest OVLP sensitivity within it is "
-        "chosen, and every method's sensitivity and FA/24h there is given a 95%% interval from a "
+        "chosen, and every method's sensitivity and FA/24h there is given a 95% interval from a "
         "bootstrap over patients. Writes DETECTOR and DETECTOR.png.",
     )
     _add_run_files(p, "the run's <run_name>.detector")
