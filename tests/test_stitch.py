@@ -1,5 +1,7 @@
 """Stitching: exact averaging of overlapping windows, tails, padding, and one event per seizure."""
 
+import tempfile
+import tracemalloc
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -114,6 +116,77 @@ def test_an_event_under_six_overlapping_windows_counts_once():
     assert hyp.tolist() == [[300.0, 340.0]]
     score = score_ovlp(Events.from_lists([[(300.0, 340.0)]]), Events.from_lists([hyp]), [600.0])
     assert (score.tp, score.fn, score.fp) == (1, 0, 0)
+
+
+# --- a split's evidence: stitched recording by recording, never all in memory at once ---------
+
+NODES, SLOW_HZ, WINDOW = 19, 16.0, 64  # a slow sample rate keeps windows small beside recordings
+
+
+def many_recordings(count):
+    """Recording lengths and their (recording, start, evidence) windows in WindowIndex's order:
+    overlapping by half, hanging over both ends; values from a small pool so nothing is held."""
+    pool = np.random.default_rng(4).random((7, NODES, WINDOW))
+    sizes = [960 + 7 * (r % 5) for r in range(count)]
+    windows = [
+        (r, start, pool[(r + start) % 7])
+        for r, n in enumerate(sizes)
+        for start in range(-WINDOW // 4, n, WINDOW // 2)
+    ]
+    return sizes, windows
+
+
+def stitched(sizes, windows, rows=NODES):
+    stitcher = Stitcher(sizes, SLOW_HZ, 4.0, evidence_rows=rows)
+    for recording, start, evidence in windows:
+        stitcher.add(recording, start, evidence[0], evidence)
+    return stitcher
+
+
+def evidence_overhead(count):
+    """Peak bytes (traced allocations) the evidence of ``count`` recordings adds to their
+    stitch, and that stitch."""
+    sizes, windows = many_recordings(count)
+    peaks = []
+    for rows in (0, NODES):
+        tracemalloc.start()
+        stitcher = stitched(sizes, windows, rows)
+        evidence = stitcher.evidence_tracks() if rows else None
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    return peaks[1] - peaks[0], sizes, windows, stitcher, evidence
+
+
+def test_a_splits_evidence_never_sits_in_memory_at_once(monkeypatch, tmp_path):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    few = evidence_overhead(3)[0]
+    many, sizes, windows, stitcher, evidence = evidence_overhead(300)
+    # 300 recordings' evidence is 5.5 MB: it costs what 3 recordings' does, to within one
+    assert many < few + NODES * n_frames(max(sizes), SLOW_HZ, 4.0) * 4
+    assert len(list(tmp_path.iterdir())) == 1  # the others wait on disk...
+    tracks = stitcher.tracks()
+    for r, n in enumerate(sizes):  # ... as they were: each as if stitched alone, in memory
+        alone = stitched([n], [(0, s, e) for i, s, e in windows if i == r])
+        assert np.array_equal(evidence[r], alone.evidence_tracks()[0])
+        assert np.array_equal(tracks[r], alone.tracks()[0])
+    assert np.array_equal(evidence[-1], evidence[len(sizes) - 1])
+    for r in (0, 1, len(sizes) - 1):  # and the mean of each (sample, covering window)
+        mine = [(s, e) for i, s, e in windows if i == r]
+        for row in (0, NODES - 1):
+            want = brute_force_track(sizes[r], [(s, e[row]) for s, e in mine], SLOW_HZ, 4.0)
+            np.testing.assert_allclose(evidence[r][row], want, rtol=1e-5)
+    del stitcher, evidence
+    assert not list(tmp_path.iterdir())  # the temporary files go with the evidence
+
+
+def test_evidence_refuses_a_window_of_a_finished_recording():
+    stitcher = Stitcher([512, 512], RATE_HZ, 4.0, evidence_rows=2)
+    stitcher.add(1, 0, np.ones(256), np.ones((2, 256)))
+    with pytest.raises(ValueError, match="recording by recording"):
+        stitcher.add(0, 0, np.ones(256), np.ones((2, 256)))
+    stitcher.evidence_tracks()
+    with pytest.raises(ValueError, match="recording by recording"):
+        stitcher.add(1, 256, np.ones(256), np.ones((2, 256)))
 
 
 # --- predict_tracks on a real model over windows of an in-memory split ------------------------

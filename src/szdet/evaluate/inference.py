@@ -107,7 +107,7 @@ class Detector:
             frame_hz=cfg.evaluate.frame_hz,
         )
 
-    def predict_localised(self, split: CacheSplit) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def predict_localised(self, split: CacheSplit) -> tuple[list[np.ndarray], Sequence[np.ndarray]]:
         """The tracks of `predict` and, per recording, each node's evidence (nodes, frames)."""
         cfg = self.cfg
         index = WindowIndex.build(split, cfg.windows.length_s, cfg.windows.eval_stride_s)

@@ -5,13 +5,22 @@ Sample t of a recording (at its sample rate) belongs to frame ``floor((t + 0.5) 
 the mean of every (sample, covering window) probability that falls in it: each window covering a
 sample adds it once, overlapping windows are averaged, and padding past the recording's end is
 ignored. Windows can arrive in any order; the `Stitcher` only keeps a sum and a count per frame.
+
+Per-node evidence (19 rows a frame) is kept apart: a split's would fill memory (~2.2 MB per
+EEG-hour), so its windows must come recording by recording, as a WindowIndex orders them, and a
+recording's evidence is final, and leaves memory for a temporary file, once a later recording's
+window lands.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import weakref
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast, overload
 
 import numpy as np
 
@@ -48,6 +57,45 @@ def label_track(
     return labels
 
 
+class EvidenceTracks(Sequence[np.ndarray]):
+    """Per recording, its (rows, frames) float32 mean evidence: a recording finished while later
+    ones were being stitched lies in a .npy file of a temporary directory and is read back each
+    time it is asked for, so no more than one recording's is in memory for it; the directory goes
+    when this object is collected, at the latest when Python exits."""
+
+    def __init__(self, n_recordings: int) -> None:
+        self._n = n_recordings
+        self._held: dict[int, np.ndarray] = {}
+        self._dir: Path | None = None
+
+    def spill(self, recording: int, evidence: np.ndarray) -> None:
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="szdet-evidence-"))
+            weakref.finalize(self, shutil.rmtree, self._dir, ignore_errors=True)
+        np.save(self._dir / f"{recording}.npy", evidence)
+
+    def hold(self, recording: int, evidence: np.ndarray) -> None:
+        self._held[recording] = evidence
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, i: int) -> np.ndarray: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[np.ndarray]: ...
+
+    def __getitem__(self, i: int | slice) -> np.ndarray | list[np.ndarray]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(self._n)[i]]
+        k = range(self._n)[i]  # negative indices, and IndexError past the end, as a list's
+        if k in self._held:
+            return self._held[k]
+        assert self._dir is not None
+        return np.load(self._dir / f"{k}.npy")
+
+
 class Stitcher:
     """Accumulates per-sample window probabilities into per-recording frame tracks, in O(window)
     work per window; with ``evidence_rows``, each node's evidence (evaluate/localise.py) alike."""
@@ -66,14 +114,19 @@ class Stitcher:
         sizes = [n_frames(n, sample_rate_hz, frame_hz) for n in self.n_samples]
         self._sums = [np.zeros(size, dtype=np.float64) for size in sizes]
         self._counts = [np.zeros(size, dtype=np.int64) for size in sizes]
+        # Evidence sums of the one recording being stitched (None until its first window), in
         # float32: 19 rows of a 72-hour recording at 4 frames/s are 79 MB so, twice that in float64
-        self._evidence = [np.zeros((evidence_rows, size), np.float32) for size in sizes]
+        self._stitching = 0
+        self._open: np.ndarray | None = None
+        self._evidence = EvidenceTracks(len(sizes))
 
     def add(
         self, recording: int, start: int, probs: np.ndarray, evidence: np.ndarray | None = None
     ) -> None:
         """Add one window's per-sample probabilities (and (rows, samples) evidence); ``start``
         is its first sample."""
+        if self.evidence_rows:
+            self._finish_before(recording)
         n = self.n_samples[recording]
         first = max(0, -start)  # a window may begin before the recording (left padding)
         last = min(len(probs), n - start)  # ... and run past its end (right padding)
@@ -95,7 +148,10 @@ class Stitcher:
                 weights=np.asarray(evidence[:, first:last], np.float64).ravel(),
                 minlength=self.evidence_rows * size,
             )
-            self._evidence[recording][:, lo : lo + size] += summed.reshape(-1, size)
+            if self._open is None:
+                shape = (self.evidence_rows, len(self._counts[recording]))
+                self._open = np.zeros(shape, np.float32)
+            self._open[:, lo : lo + size] += summed.reshape(-1, size)
 
     def add_batch(
         self,
@@ -118,12 +174,36 @@ class Stitcher:
             for s, c in zip(self._sums, self._counts, strict=True)
         ]
 
-    def evidence_tracks(self) -> list[np.ndarray]:
-        """Per recording, (evidence_rows, frames) float32 mean evidence; 0 where uncovered."""
-        return [
-            np.divide(e, c, out=np.zeros_like(e), where=c > 0)
-            for e, c in zip(self._evidence, self._counts, strict=True)
-        ]
+    def evidence_tracks(self) -> EvidenceTracks:
+        """Per recording, (evidence_rows, frames) float32 mean evidence; 0 where uncovered. Ends
+        the stitching of evidence; the last recording's stays in memory (`detect` has but one)."""
+        last = len(self.n_samples) - 1
+        if self._stitching <= last:
+            self._finish_before(last)
+            self._evidence.hold(last, self._mean_evidence())
+            self._stitching = last + 1
+        return self._evidence
+
+    def _finish_before(self, recording: int) -> None:
+        """A window of ``recording`` finishes every recording before it: their evidence is final
+        and leaves memory."""
+        if recording < self._stitching:
+            raise ValueError(
+                f"a window of recording {recording} came after one of recording "
+                f"{self._stitching}: evidence is stitched recording by recording"
+            )
+        while self._stitching < recording:
+            self._evidence.spill(self._stitching, self._mean_evidence())
+            self._stitching += 1
+
+    def _mean_evidence(self) -> np.ndarray:
+        """The evidence of the recording being stitched, divided by its counts; frees its sums."""
+        counts = self._counts[self._stitching]
+        sums = self._open
+        if sums is None:  # no window landed on it
+            sums = np.zeros((self.evidence_rows, len(counts)), np.float32)
+        self._open = None
+        return np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
 
 
 # Batches whose probabilities may still be on their way to the host: the host stitches the oldest
