@@ -1,16 +1,21 @@
 """Where a seizure is (evaluate/localise.py): the channels that carry an event, the reference's
 focus and side from per-channel rows, and the scores against a random-channel baseline."""
 
+import weakref
+from collections.abc import Sequence
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
-from szdet.config import CHANNELS_19, DOUBLE_BANANA
+from szdet.config import CHANNELS_19, DOUBLE_BANANA, Config
 from szdet.evaluate.localise import (
     electrodes,
     event_channels,
     localisation_scores,
     reference_place,
     side,
+    split_localisation,
 )
 
 FRAME_HZ = 4.0
@@ -78,3 +83,44 @@ def test_derivation_channels_hit_a_focus_they_hold():
     detected = [(11.0, 39.0)], [("C3-P3", "P3-O1")], rows
     scores = localisation_scores([detected], [[(10.0, 40.0)]], DOUBLE_BANANA)
     assert scores["focus_hit_rate"] == 1.0 and scores["side_accuracy"] == 1.0
+
+
+class ReadOnAccess(Sequence):
+    """Evidence made anew on each access, as a split's spilled evidence is read back: it counts
+    the reads and the most arrays alive at once."""
+
+    def __init__(self, arrays):
+        self.arrays, self.reads, self.alive, self.most_alive = arrays, [], [], 0
+
+    def __len__(self):
+        return len(self.arrays)
+
+    def __getitem__(self, i):
+        array = self.arrays[i].copy()
+        self.reads.append(i)
+        self.alive = [a for a in self.alive if a() is not None] + [weakref.ref(array)]
+        self.most_alive = max(self.most_alive, len(self.alive))
+        return array
+
+
+def test_a_split_is_placed_reading_one_recordings_evidence_at_a_time():
+    rng = np.random.default_rng(5)
+    cfg, frames, seizure = Config(), 480, (40.0, 70.0)  # 2 minutes at 4 Hz, a seizure in them
+    during = slice(int(seizure[0] * FRAME_HZ), int(seizure[1] * FRAME_HZ))
+    recordings, tracks, evidence = [], [], []
+    for focus in ("F7", "C4", "O1", "T4", "FP2"):
+        rows = [(focus, *seizure), ("CZ", seizure[0] + 1, seizure[1])]
+        recordings.append(
+            SimpleNamespace(duration_s=120.0, events=[seizure], channel_seizures=rows)
+        )
+        track = np.full(frames, 0.05, np.float32)
+        track[during] = 0.9
+        tracks.append(track)
+        nodes = rng.normal(0, 0.1, (len(CHANNELS_19), frames)).astype(np.float32)
+        nodes[CHANNELS_19.index(focus), during] += 2.0
+        evidence.append(nodes)
+    want = split_localisation(cfg, recordings, tracks, evidence, 0.5)
+    assert want["events"] == 5 and want["focus_hit_rate"] == 1.0
+    lazy = ReadOnAccess(evidence)
+    assert split_localisation(cfg, recordings, tracks, lazy, 0.5) == want
+    assert lazy.reads == [0, 1, 2, 3, 4] and lazy.most_alive <= 2
