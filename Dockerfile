@@ -94,7 +94,7 @@ COPY configs ./configs
 COPY scripts ./scripts
 
 # --- szcore: the SzCORE challenge's detector (esl-epfl/szcore): one EDF in, one events TSV out --
-#   docker build --target szcore --build-arg WEIGHTS=weights/best.pt -t szdet-szcore .
+#   docker build --target szcore --build-arg WEIGHTS=weights/sz.detector.pt -t szdet-szcore .
 #   docker run --rm --network none -v "$PWD/data:/data:ro" -v "$PWD/out:/output" \
 #     -e INPUT=sub-01/ses-01/eeg/sub-01_ses-01_task-szMonitoring_run-00_eeg.edf \
 #     -e OUTPUT=sub-01_ses-01_task-szMonitoring_run-00_events.tsv szdet-szcore
@@ -104,6 +104,9 @@ COPY scripts ./scripts
 FROM app AS szcore
 ARG WEIGHTS=weights/szcore.pt
 COPY ${WEIGHTS} /opt/szdet/weights/szcore.pt
+# Refused here, not at the challenge's first run: a training checkpoint, which has no operating
+# points and would run at an uncalibrated threshold.
+RUN python -m szdet.state.bundle /opt/szdet/weights/szcore.pt
 # The challenge's user has no home: scripts/szcore_detect.sh keeps every cache under /tmp.
 ENV HOME=/nonexistent
 VOLUME ["/data", "/output"]

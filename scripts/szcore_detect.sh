@@ -6,14 +6,15 @@
 #
 # The challenge runs the image as UID 10001 with HOME=/nonexistent, /data read-only and no
 # network, so everything written goes to a private folder under /tmp and the weights are the
-# image's own. Optional arguments DATA_DIR OUTPUT_DIR CHECKPOINT replace /data, /output and the
-# baked-in weights: the tests run this script outside Docker with them.
+# image's own: a detector bundle (`szdet export`), never a training checkpoint, which would run at
+# an uncalibrated threshold. Optional arguments DATA_DIR OUTPUT_DIR DETECTOR replace /data, /output
+# and the baked-in detector: the tests run this script outside Docker with them.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 data_dir=${1:-/data}
 output_dir=${2:-/output}
-checkpoint=${3:-$repo/weights/szcore.pt}
+detector=${3:-$repo/weights/szcore.pt}
 
 : "${INPUT:?INPUT is not set: the EDF to read, relative to $data_dir}"
 : "${OUTPUT:?OUTPUT is not set: the TSV to write, relative to $output_dir}"
@@ -28,6 +29,8 @@ if [[ -d $output ]]; then  # refused before any work, not after it
   exit 1
 fi
 
+python -m szdet.state.bundle "$detector"  # one line and exit 1 for anything but a detector
+
 work=$(mktemp -d "${TMPDIR:-/tmp}/szcore.XXXXXX")
 tmp=$output.$$.tmp
 trap 'rm -rf "$work" "$tmp"' EXIT
@@ -35,7 +38,7 @@ trap 'rm -rf "$work" "$tmp"' EXIT
 export XDG_CACHE_HOME=$work/cache MPLCONFIGDIR=$work/matplotlib TRITON_CACHE_DIR=$work/triton
 export MNE_DONTWRITE_HOME=true
 
-szdet detect "$input" --checkpoint "$checkpoint" --format szcore --out "$work/events"
+szdet detect "$input" --checkpoint "$detector" --format szcore --out "$work/events"
 written=("$work"/events/*_events.tsv)
 # A half-copied TSV must never sit under the name the scorer reads: a temporary beside it, renamed
 # over it (-T: never into a folder of that name), and on any failure one line and no temporary.

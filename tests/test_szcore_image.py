@@ -1,7 +1,8 @@
 """The SzCORE detector image (the Dockerfile's `szcore` target) without a Docker engine: its
 stage follows the challenge's contract, and its entry script, run as the challenge runs it (UID
 10001, HOME=/nonexistent, only INPUT and OUTPUT set, /data read-only, no network), turns a 2 s and
-a 10-minute EDF into valid events TSVs."""
+a 10-minute EDF into valid events TSVs with a detector bundle, and refuses a training checkpoint
+(which would run at an uncalibrated threshold) when the image is built and when it runs."""
 
 from __future__ import annotations
 
@@ -37,6 +38,11 @@ def test_the_szcore_stage_follows_the_challenge_contract():
         by_keyword.setdefault(keyword, []).append(args)
     assert by_keyword["ARG"] == ["WEIGHTS=weights/szcore.pt"]
     assert by_keyword["COPY"] == ["${WEIGHTS} /opt/szdet/weights/szcore.pt"]
+    # the baked-in file is checked by the command the entry script runs (tested below)
+    check = "python -m szdet.state.bundle /opt/szdet/weights/szcore.pt"
+    assert by_keyword["RUN"] == [check]
+    assert szcore.index(("RUN", check)) > szcore.index(("COPY", by_keyword["COPY"][0]))
+    assert 'python -m szdet.state.bundle "$detector"' in ENTRY.read_text()
     assert by_keyword["USER"] == [f"{CHALLENGE_UID}:{CHALLENGE_UID}"]
     assert by_keyword["ENV"] == ["HOME=/nonexistent"]
     assert by_keyword["VOLUME"] == ['["/data", "/output"]']
@@ -56,16 +62,24 @@ def test_dockerignore_lets_only_the_weights_folder_pass_a_checkpoint():
 
 @pytest.fixture(scope="module")
 def challenge() -> Iterator[dict[str, Path]]:
-    """A checkpoint and /data, /output stand-ins that UID 10001 can reach (pytest's own tmp is
-    private to root), /data holding a 2 s and a 10-minute recording."""
+    """A training checkpoint, the detector `szdet export` makes of it, and /data, /output
+    stand-ins that UID 10001 can reach (pytest's own tmp is private to root), /data holding a 2 s
+    and a 10-minute recording."""
     root = Path(tempfile.mkdtemp(prefix="szcore-"))
     try:
         root.chmod(0o755)
         build = root / "build"
         # The default 60 s windows, as a real checkpoint has: the 2 s EDF is one padded window.
         windows = {"length_s": 60.0, "train_stride_s": 30.0, "eval_stride_s": 30.0}
-        config = write_config(build, build_tiny_cache(build), windows=windows)
+        cache = build_tiny_cache(build)
+        config = write_config(build, cache, windows=windows)
         proc = train(config)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        checkpoint = load_config(config).run_dir / "checkpoints" / "best.pt"
+        detector = build / "weights" / "szcore.pt"  # named as the image bakes it
+        export = [sys.executable, "-m", "szdet.cli", "export", "--checkpoint", str(checkpoint)]
+        export += ["--cache", str(cache), "--out", str(detector)]
+        proc = subprocess.run(export, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
         data, output = root / "data", root / "output"
         for run, seconds in ((0, 2), (1, 600)):
@@ -77,7 +91,8 @@ def challenge() -> Iterator[dict[str, Path]]:
         yield {
             "data": data,
             "output": output,
-            "checkpoint": load_config(config).run_dir / "checkpoints" / "best.pt",
+            "checkpoint": checkpoint,
+            "detector": detector,
         }
     finally:
         for folder in root.rglob("*"):
@@ -86,12 +101,15 @@ def challenge() -> Iterator[dict[str, Path]]:
         shutil.rmtree(root)
 
 
-def as_the_challenge_runs_it(challenge, **env: str) -> subprocess.CompletedProcess:
+def as_the_challenge_runs_it(
+    challenge, weights: str = "detector", **env: str
+) -> subprocess.CompletedProcess:
     """The entry script with only the challenge's variables, as UID 10001 with no network (as
-    root, through unshare and setpriv); as a non-root user it already runs unprivileged."""
+    root, through unshare and setpriv); as a non-root user it already runs unprivileged.
+    ``weights``: the fixture's file baked in."""
     clean_env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": "/nonexistent"}
     command = [str(ENTRY), str(challenge["data"]), str(challenge["output"])]
-    command.append(str(challenge["checkpoint"]))
+    command.append(str(challenge[weights]))
     if os.geteuid() == 0:
         drop = ["setpriv", f"--reuid={CHALLENGE_UID}", f"--regid={CHALLENGE_UID}", "--clear-groups"]
         # This Python may live under /root (pyenv), which UID 10001 cannot enter; the image's is
@@ -150,3 +168,16 @@ def test_an_output_that_cannot_be_the_tsv_is_one_line_and_leaves_no_temporary(ch
     [line] = proc.stderr.strip().splitlines()[-1:]
     assert line.startswith(f"szcore: {blocker}/x_events.tsv: cannot write the events TSV (")
     assert not list(challenge["output"].rglob("*.tmp")) and list(folder.iterdir()) == []
+
+
+def test_a_training_checkpoint_is_refused_in_one_line_and_writes_nothing(challenge):
+    proc = as_the_challenge_runs_it(
+        challenge, weights="checkpoint", INPUT=EDF.format(0), OUTPUT="ckpt_events.tsv"
+    )
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip() == (
+        f"szdet: error: {challenge['checkpoint']}: a training checkpoint, not a detector (it "
+        "would run at an uncalibrated threshold); `szdet export` it into a detector bundle and "
+        "use that"
+    )
+    assert not (challenge["output"] / "ckpt_events.tsv").exists()

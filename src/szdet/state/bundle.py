@@ -14,11 +14,15 @@ checked; state/checkpoint.py). Its keys:
 
 A bundle whose channels or preprocessing hash this szdet computes differently (another version's
 montage or algorithm) is refused in one line: its thresholds were calibrated on other inputs.
+
+``python -m szdet.state.bundle FILE`` exits 0 for a bundle and refuses anything else in one line
+(exit 1): the SzCORE image checks its weights with it when built and when run.
 """
 
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +30,10 @@ import torch
 
 from szdet import __version__
 from szdet.config import Config, montage_channels
-from szdet.errors import UserError
+from szdet.errors import EXIT_USAGE, UserError
 from szdet.fileio import atomic_path
+from szdet.state.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from szdet.state.checkpoint import read_checkpoint
 
 FORMAT = "szdet-detector-v1"
 
@@ -93,3 +99,29 @@ def check_bundle(bundle: dict[str, Any], cfg: Config, path: Path) -> None:
         )
     if not isinstance(bundle.get("operating_points"), dict):
         raise UserError(f"{path}: detector holds no operating points")
+
+
+def require_bundle(path: Path) -> None:
+    """Refuse a training checkpoint where only a detector may run (the SzCORE image): it has no
+    operating points, so it would run at the uncalibrated ``evaluate.threshold_on``."""
+    if read_checkpoint(path, formats=(FORMAT, CHECKPOINT_FORMAT))["format"] != FORMAT:
+        raise UserError(
+            f"{path}: a training checkpoint, not a detector (it would run at an uncalibrated "
+            "threshold); `szdet export` it into a detector bundle and use that"
+        )
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m szdet.state.bundle FILE", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        require_bundle(Path(argv[0]))
+    except UserError as e:
+        print(f"szdet: error: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
