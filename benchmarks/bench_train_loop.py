@@ -105,7 +105,7 @@ def main() -> None:
         loop: list[tuple[float, float]] = []
         for repeat in range(args.repeats):
             trainer = make_trainer(root, cache, args.steps, args.batch_size)
-            batches = [(x, y) for x, y, _ in trainer.data.loader][: args.steps]
+            batches = [(x, y) for x, y, _, _ in trainer.data.loader][: args.steps]
             trainer.data.sampler.set_epoch(0)
             assert len(batches) == args.steps == trainer.data.steps_per_epoch
             bare_steps(trainer, batches[:1])  # warm-up: first-call allocations, thread pools

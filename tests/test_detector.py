@@ -35,17 +35,28 @@ def test_logits_per_sample_for_any_length_divisible_by_downsample(model):
         model(torch.randn(1, 19, WINDOW + 1))
 
 
-def test_the_nodes_evidence_sums_to_the_logits(model):
-    """Where the seizure is (evaluate/localise.py) reads each node's share of the logits: the
-    shares must be the model's own logits taken apart, not another computation."""
+def test_the_logits_are_the_node_logits_fused(model):
+    """Where the seizure is (evaluate/localise.py) reads each node's own logit, the one the
+    auxiliary loss trains (train/step.py): the detection's logits must be those same node logits
+    combined by the head's fusing weights, not another computation."""
     model.eval()
     x = torch.randn(2, 19, WINDOW)
     with torch.no_grad():
         logits = model(x)
-        summed, evidence = model.localised(x)
-    assert evidence.shape == (2, 19, WINDOW)
-    torch.testing.assert_close(summed, logits, rtol=0, atol=1e-5)
-    assert evidence.std(dim=1).mean() > 0  # the nodes differ: the shares are not logits / 19
+        localised_logits, node_logits = model.localised(x)
+        trained_logits, trained_nodes = model(x, with_nodes=True)
+    steps = WINDOW // model.downsample
+    assert node_logits.shape == (2, 19, WINDOW) and trained_nodes.shape == (2, 19, steps)
+    fused = torch.einsum("bnl,n->bl", node_logits, model.head.fuse.weight[0]) + model.head.fuse.bias
+    torch.testing.assert_close(localised_logits, logits, rtol=0, atol=0)
+    torch.testing.assert_close(trained_logits, logits, rtol=0, atol=0)
+    torch.testing.assert_close(fused, logits, rtol=0, atol=1e-5)
+    # The upsampled node logits are the trained ones, in between steps linearly.
+    middle = model.downsample // 2
+    torch.testing.assert_close(
+        node_logits[..., middle :: model.downsample], trained_nodes, rtol=0, atol=0.05
+    )
+    assert node_logits.std(dim=1).mean() > 0  # the nodes differ
     model.train()
 
 

@@ -3,6 +3,7 @@
 import itertools
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from szdet.data.cache import build_cache
 from szdet.data.edf import EdfSignal, load_edf
 from szdet.data.manifest import CacheSplit
 from szdet.data.tusz import find_recordings, read_annotation
+from szdet.evaluate import report
 from szdet.evaluate.inference import load_detector
 from szdet.evaluate.postprocess import EventRules, track_events
 from train_support import build_tiny_cache, train, write_config
@@ -40,7 +42,24 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_evaluate_dev_writes_metrics_and_plots(trained, tmp_path, capsys):
+def spill_into(monkeypatch, folder: Path) -> list[Path]:
+    """Temporary files go into ``folder`` from now on; returns the .npy files in it while the
+    evidence is being placed (evaluate/localise.py)."""
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    seen: list[Path] = []
+    place = report.split_localisation
+
+    def placing(*args, **kwargs):
+        seen.extend(folder.rglob("*.npy"))
+        return place(*args, **kwargs)
+
+    monkeypatch.setattr(report, "split_localisation", placing)
+    return seen
+
+
+def test_evaluate_dev_writes_metrics_and_plots(trained, tmp_path, capsys, monkeypatch):
+    spilled = spill_into(monkeypatch, tmp_path / "tmp")
     out = tmp_path / "dev"
     code, stdout, _ = run_cli(
         capsys, "evaluate", "--checkpoint", trained["best"], "--cache", trained["cache"],
@@ -67,6 +86,23 @@ def test_evaluate_dev_writes_metrics_and_plots(trained, tmp_path, capsys):
         assert "where: no detected seizure" in stdout
     # A split this short cannot hold one false alarm within 10 FA/24h, and the summary says so.
     assert metrics["hours"] < 2.4 and "a single false alarm is" in stdout
+    # the evidence waited on disk, a file per recording, and is gone
+    assert len(spilled) == len(split) and not any((tmp_path / "tmp").iterdir())
+
+
+def test_evaluate_removes_its_temporary_evidence_on_error(trained, tmp_path, capsys, monkeypatch):
+    spilled = spill_into(monkeypatch, tmp_path / "tmp")
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("plotting failed")
+
+    monkeypatch.setattr(report, "write_split_plots", fail)
+    code, _, err = run_cli(
+        capsys, "evaluate", "--checkpoint", trained["best"], "--cache", trained["cache"],
+        "--split", "dev", "--out", tmp_path / "dev",
+    )  # fmt: skip
+    assert code != 0 and "plotting failed" in err
+    assert spilled and not any((tmp_path / "tmp").iterdir())
 
 
 def test_other_splits_get_thresholds_chosen_on_dev(trained, tmp_path, capsys):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from szdet.config import CHANNELS_19, DOUBLE_BANANA, Config
+from szdet.data.montage import electrodes
 from szdet.evaluate.localise import (
-    electrodes,
     event_channels,
     localisation_scores,
     reference_place,
@@ -23,6 +23,7 @@ FRAME_HZ = 4.0
 
 def test_channel_names_read_as_electrodes_and_sides():
     assert electrodes("FP1-F7") == {"FP1", "F7"} and electrodes("CZ") == {"CZ"}
+    assert electrodes("T7-p7") == {"T3", "T5"}  # 10-10 names read as the 10-20 ones
     assert side(["FP1", "C3"]) == "left" and side(["T4-T6"]) == "right"
     assert side(["C3", "C4"]) == "both" and side(["F3-FZ", "FZ-F4"]) == "both"
     assert side(["FZ", "CZ-PZ"]) is None  # the midline is on neither side

@@ -66,3 +66,18 @@ def test_float32_inside_bf16_autocast():
     assert got.dtype == torch.float32
     expected = textbook_focal(logits.bfloat16().float(), targets, 0.5, 2.0)
     assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_known_mask_averages_over_the_known_elements_only():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 50, generator=gen, requires_grad=True)
+    targets = (torch.rand(3, 50, generator=gen) < 0.3).float()
+    known = torch.rand(3, 50, generator=gen) < 0.6
+    anything = torch.where(known, targets, torch.nan)  # what an unknown target holds is ignored
+    got = focal_loss(logits, anything, 0.25, 2.0, known)
+    expected = textbook_focal(logits[known], targets[known], 0.25, 2.0)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    got.backward()
+    assert torch.isfinite(logits.grad).all() and not logits.grad[~known].any()
+    none_known = focal_loss(logits, targets, known=torch.zeros_like(known))
+    assert none_known.item() == 0.0  # finite: a batch with nothing known is not a bad step

@@ -46,15 +46,15 @@ def fused_stepper(trainer) -> Stepper:
 def test_a_step_reads_nothing_from_the_device_but_eighs_own_error_check(tmp_path, cache_dir):
     trainer = in_process_trainer(tmp_path, cache_dir)
     step = fused_stepper(trainer)
-    x, y, ids = next(iter(trainer.data.loader))
+    x, y, node_y, ids = next(iter(trainer.data.loader))
     assert x.dtype == torch.float16  # as cached: half the bytes of float32 cross to the device
     seen = []
     trainer.model.register_forward_pre_hook(lambda module, args: seen.append(args[0].dtype))
-    step(x, y)  # the first creates AdamW's state
+    step(x, y, node_y)  # the first creates AdamW's state
 
     def two_steps():
         for _ in range(2):
-            trainer.monitor.record(step(x, y), ids)
+            trainer.monitor.record(step(x, y, node_y), ids)
 
     reads = host_reads(two_steps)
     # The CPU's fused AdamW kernel reads its step counts where they are, on the host; the CUDA
@@ -73,20 +73,20 @@ def test_a_step_reads_nothing_from_the_device_but_eighs_own_error_check(tmp_path
 def test_fused_adamw_skips_a_nonfinite_step_on_the_device(tmp_path, cache_dir):
     trainer = in_process_trainer(tmp_path, cache_dir)
     step = fused_stepper(trainer)
-    x, y, _ = next(iter(trainer.data.loader))
-    step(x, y)
+    x, y, node_y, _ = next(iter(trainer.data.loader))
+    step(x, y, node_y)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     moments = [s["exp_avg"].clone() for s in step.optimizer.state.values()]
     first = next(p for p in trainer.model.parameters() if p.requires_grad)
     handle = first.register_hook(lambda grad: grad * math.inf)
-    result = step(x, y)
+    result = step(x, y, node_y)
     assert result.skipped and result.bad_here and torch.isfinite(result.loss)
     assert all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
     states = list(step.optimizer.state.values())
     assert all(s["step"] == 1 for s in states)  # the skipped step is not counted either
     assert all(torch.equal(m, s["exp_avg"]) for m, s in zip(moments, states, strict=True))
     handle.remove()
-    assert not step(x, y).skipped and all(s["step"] == 2 for s in states)
+    assert not step(x, y, node_y).skipped and all(s["step"] == 2 for s in states)
     assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
     trainer.close(0)
 
@@ -94,7 +94,7 @@ def test_fused_adamw_skips_a_nonfinite_step_on_the_device(tmp_path, cache_dir):
 @pytest.mark.slow
 def test_an_eigh_failure_is_a_skipped_step(tmp_path, cache_dir, monkeypatch):
     trainer = in_process_trainer(tmp_path, cache_dir)
-    x, y, _ = next(iter(trainer.data.loader))
+    x, y, node_y, _ = next(iter(trainer.data.loader))
     eigh, calls = torch.linalg.eigh, []
 
     def failing_once(a):
@@ -105,11 +105,11 @@ def test_an_eigh_failure_is_a_skipped_step(tmp_path, cache_dir, monkeypatch):
 
     monkeypatch.setattr(torch.linalg, "eigh", failing_once)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    result = trainer.stepper(x, y)
+    result = trainer.stepper(x, y, node_y)
     assert len(calls) == 2  # a forward of silence, so this rank backpropagates with the rest
     assert result.skipped and result.bad_here and not torch.isfinite(result.loss)
     assert all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
-    assert not trainer.stepper(x, y).skipped
+    assert not trainer.stepper(x, y, node_y).skipped
     trainer.close(0)
 
 
@@ -173,3 +173,26 @@ def test_a_nonfinite_streak_that_ended_between_reads_still_stops_the_run(
     (row,) = read_metrics(trainer.run.metrics)  # the interval's one finite step: step 3's
     assert (row["step"], row["nonfinite_total"]) == (3, 2)
     assert row["loss"] is not None and row["grad_norm"] is not None
+
+
+@pytest.mark.slow
+def test_the_loss_is_the_detections_plus_the_weighted_node_loss(tmp_path, cache_dir):
+    """The auxiliary node loss (train.node_loss_weight) reaches the step, masked where the
+    recording does not say where its seizure is."""
+    from szdet.train.losses import focal_loss
+
+    trainer = in_process_trainer(tmp_path, cache_dir, node_loss_weight=0.7)
+    # A batch with a seizure: the synthetic corpus says where it is.
+    x, y, node_y, _ = next(b for b in trainer.data.loader if (b[2] == 1).any())
+    assert (node_y == 0).any() and y.any()
+    node_y[0] = -1  # as for a recording with a seizure and no per-channel rows
+    trainer.model.eval()  # no dropout: the same forward twice
+    with torch.no_grad():
+        logits, node_logits = trainer.model(x.float(), with_nodes=True)
+    cfg = trainer.cfg.train
+    detection = focal_loss(logits, y, cfg.focal_alpha, cfg.focal_gamma)
+    nodes = focal_loss(node_logits[1:], node_y[1:].float(), cfg.focal_alpha, cfg.focal_gamma)
+    result = trainer.stepper(x, y, node_y)
+    assert result.loss.item() == pytest.approx((detection + 0.7 * nodes).item(), rel=1e-5)
+    assert 0.7 * nodes.item() > 1e-3 * detection.item()  # not vanishing beside the detection's
+    trainer.close(0)

@@ -10,7 +10,13 @@ import torch
 
 from szdet.evaluate.postprocess import EventRules, track_events
 from szdet.evaluate.scoring import Events, score_ovlp
-from szdet.evaluate.stitch import Stitcher, label_track, n_frames, predict_tracks
+from szdet.evaluate.stitch import (
+    Stitcher,
+    evidence_on_disk,
+    label_track,
+    n_frames,
+    predict_tracks,
+)
 
 RATE_HZ = 256.0
 
@@ -159,24 +165,36 @@ def evidence_overhead(count):
 
 def test_a_splits_evidence_never_sits_in_memory_at_once(monkeypatch, tmp_path):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    few = evidence_overhead(3)[0]
-    many, sizes, windows, stitcher, evidence = evidence_overhead(300)
-    # 300 recordings' evidence is 5.5 MB: it costs what 3 recordings' does, to within one
-    assert many < few + NODES * n_frames(max(sizes), SLOW_HZ, 4.0) * 4
-    assert len(list(tmp_path.iterdir())) == 1  # the others wait on disk...
-    tracks = stitcher.tracks()
-    for r, n in enumerate(sizes):  # ... as they were: each as if stitched alone, in memory
-        alone = stitched([n], [(0, s, e) for i, s, e in windows if i == r])
-        assert np.array_equal(evidence[r], alone.evidence_tracks()[0])
-        assert np.array_equal(tracks[r], alone.tracks()[0])
-    assert np.array_equal(evidence[-1], evidence[len(sizes) - 1])
-    for r in (0, 1, len(sizes) - 1):  # and the mean of each (sample, covering window)
-        mine = [(s, e) for i, s, e in windows if i == r]
-        for row in (0, NODES - 1):
-            want = brute_force_track(sizes[r], [(s, e[row]) for s, e in mine], SLOW_HZ, 4.0)
-            np.testing.assert_allclose(evidence[r][row], want, rtol=1e-5)
-    del stitcher, evidence
-    assert not list(tmp_path.iterdir())  # the temporary files go with the evidence
+    with evidence_on_disk():
+        few = evidence_overhead(3)[0]
+        many, sizes, windows, stitcher, evidence = evidence_overhead(300)
+        # 300 recordings' evidence is 5.5 MB: it costs what 3 recordings' does, to within one
+        assert many < few + NODES * n_frames(max(sizes), SLOW_HZ, 4.0) * 4
+        tracks = stitcher.tracks()
+        for r, n in enumerate(sizes):  # read back as it was: as if stitched alone
+            alone = stitched([n], [(0, s, e) for i, s, e in windows if i == r])
+            assert np.array_equal(evidence[r], alone.evidence_tracks()[0])
+            assert np.array_equal(tracks[r], alone.tracks()[0])
+        assert np.array_equal(evidence[-1], evidence[len(sizes) - 1])
+        for r in (0, 1, len(sizes) - 1):  # and the mean of each (sample, covering window)
+            mine = [(s, e) for i, s, e in windows if i == r]
+            for row in (0, NODES - 1):
+                want = brute_force_track(sizes[r], [(s, e[row]) for s, e in mine], SLOW_HZ, 4.0)
+                np.testing.assert_allclose(evidence[r][row], want, rtol=1e-5)
+    assert not any(tmp_path.iterdir())  # the temporary files go with the context
+
+
+def test_evidence_stays_in_memory_elsewhere_and_leaves_no_files_on_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    sizes, windows = many_recordings(3)
+    in_memory = stitched(sizes, windows).evidence_tracks()
+    assert not any(tmp_path.iterdir())  # outside it (`detect`), no disk
+    with pytest.raises(RuntimeError, match="interrupted"), evidence_on_disk():
+        on_disk = stitched(sizes, windows).evidence_tracks()
+        assert any(tmp_path.rglob("*.npy"))
+        assert all(np.array_equal(a, b) for a, b in zip(in_memory, on_disk, strict=True))
+        raise RuntimeError("interrupted")
+    assert not any(tmp_path.iterdir())
 
 
 def test_evidence_refuses_a_window_of_a_finished_recording():

@@ -150,15 +150,15 @@ def test_a_nonfinite_gradient_with_a_finite_loss_is_skipped(tmp_path, cache_dir)
     trainer = in_process_trainer(tmp_path, cache_dir)
     first = next(p for p in trainer.model.parameters() if p.requires_grad)
     handle = first.register_hook(lambda grad: grad * math.inf)
-    x, y, _ = next(iter(trainer.data.loader))
+    x, y, node_y, _ = next(iter(trainer.data.loader))
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    result = trainer.stepper(x, y)
+    result = trainer.stepper(x, y, node_y)
     assert torch.isfinite(result.loss) and not torch.isfinite(result.grad_norm)
     assert result.skipped and result.bad_here
     assert all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
     assert trainer.scheduler.last_epoch == 1  # the batch still counts as consumed
     handle.remove()
-    result = trainer.stepper(x, y)
+    result = trainer.stepper(x, y, node_y)
     assert torch.isfinite(result.loss) and not result.skipped and not result.bad_here
     assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
     trainer.close(0)

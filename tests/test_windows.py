@@ -1,5 +1,6 @@
 """Windows: the index and its tail rule, labels, the balanced sampler, and the Dataset."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -7,14 +8,17 @@ import pytest
 import torch
 
 from cache_support import RATE_HZ, write_split
+from szdet.config import CHANNELS_19, DOUBLE_BANANA
 from szdet.data.manifest import CacheSplit
 from szdet.data.windows import (
     BACKGROUND,
     FULL,
     PARTIAL,
+    UNKNOWN_NODE,
     BalancedSampler,
     WindowDataset,
     WindowIndex,
+    node_labels,
     sample_labels,
     window_kinds,
     window_starts,
@@ -203,3 +207,44 @@ def test_dataset_in_worker_processes_matches_the_main_process(tmp_path):
     torch.testing.assert_close(
         torch.cat(ys), torch.stack([dataset[i][1] for i in range(len(dataset))])
     )
+
+
+# --- node labels (the auxiliary loss's) -------------------------------------------------------
+
+
+@dataclass
+class Labelled:
+    n_samples: int
+    events: list[tuple[float, float]]
+    channel_seizures: list[tuple[str, float, float]]
+
+
+def test_node_labels_mark_the_nodes_a_channel_row_names_at_each_steps_middle():
+    recording = Labelled(256 * 60, [(10.0, 30.0)], [("FP1-F7", 10.0, 30.0), ("T3-T5", 20.0, 30.0)])
+    downsample = 128  # steps of 0.5 s; the middle of step k is at k * 0.5 + 0.25 s
+    labels = node_labels(recording, CHANNELS_19, 0, 256 * 60, downsample, 256.0)
+    assert labels.shape == (19, 120) and labels.dtype == np.int8
+    seizing = {CHANNELS_19[i] for i in np.flatnonzero(labels.any(axis=1))}
+    assert seizing == {"FP1", "F7", "T3", "T5"}
+    fp1, t3 = CHANNELS_19.index("FP1"), CHANNELS_19.index("T3")
+    assert np.flatnonzero(labels[fp1]).tolist() == list(range(20, 60))  # 10.25 s ... 29.75 s
+    assert np.flatnonzero(labels[t3]).tolist() == list(range(40, 60))
+    # A window starting later counts its steps from its own first sample.
+    later = node_labels(recording, CHANNELS_19, 256 * 25, 256 * 10, downsample, 256.0)
+    assert np.flatnonzero(later[fp1]).tolist() == list(range(10))  # 25.25 s ... 29.75 s
+
+
+def test_node_labels_in_a_bipolar_montage_mark_the_derivation_not_its_neighbours():
+    recording = Labelled(256 * 60, [(10.0, 30.0)], [("F7-FP1", 10.0, 30.0), ("C4", 10.0, 20.0)])
+    labels = node_labels(recording, DOUBLE_BANANA, 0, 256 * 60, 256, 256.0)
+    seizing = {DOUBLE_BANANA[i] for i in np.flatnonzero(labels.any(axis=1))}
+    # FP1-F7 whichever way it is written, not FP1-F3 or F7-T3 which share one electrode; a
+    # labelled electrode marks the derivations through it.
+    assert seizing == {"FP1-F7", "F4-C4", "C4-P4"}
+
+
+def test_node_labels_without_rows_are_unknown_only_where_there_is_a_seizure():
+    unplaced = Labelled(256 * 60, [(10.0, 30.0)], [])
+    assert (node_labels(unplaced, CHANNELS_19, 0, 256 * 60, 128, 256.0) == UNKNOWN_NODE).all()
+    quiet = Labelled(256 * 60, [], [])
+    assert not node_labels(quiet, CHANNELS_19, 0, 256 * 60, 128, 256.0).any()

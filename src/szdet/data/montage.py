@@ -63,6 +63,14 @@ def standard_case(channel: str) -> str:
     return "-".join(e[0] + e[1:].lower() for e in channel.split("-"))
 
 
+def electrodes(channel: str) -> frozenset[str]:
+    """The electrodes a channel name reads, in 10-20 names: ``FP1`` -> {FP1}; ``FP1-F7`` ->
+    {FP1, F7}; ``T7-P7`` -> {T3, T5}."""
+    return frozenset(
+        SYNONYMS.get(part, part) for part in (p.strip().upper() for p in channel.split("-")) if part
+    )
+
+
 def _electrode(token: str) -> str | None:
     token = token.strip()
     return SYNONYMS.get(token, token) if _ELECTRODE.match(token) else None

@@ -19,15 +19,19 @@ size, and takes every ``world_size``-th window from its rank on, so ranks are di
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from szdet.data.montage import electrodes
+
 BACKGROUND, PARTIAL, FULL = 0, 1, 2
+UNKNOWN_NODE = -1  # node label where a recording says there is a seizure but not where
 
 
 class RecordingLike(Protocol):
@@ -35,6 +39,11 @@ class RecordingLike(Protocol):
     def n_samples(self) -> int: ...
     @property
     def events(self) -> list[tuple[float, float]]: ...
+
+
+class ChannelLabelled(RecordingLike, Protocol):
+    @property
+    def channel_seizures(self) -> list[tuple[str, float, float]]: ...  # (channel, start_s, stop_s)
 
 
 class SignalLike(Protocol):
@@ -70,6 +79,40 @@ def sample_labels(
         lo, hi = max(first - start, 0), min(stop - start, length)
         if lo < hi:
             labels[lo:hi] = 1.0
+    return labels
+
+
+@functools.lru_cache(maxsize=4096)  # a corpus names few channels; each window reads many rows
+def channel_nodes(channel: str, names: tuple[str, ...]) -> tuple[int, ...]:
+    """The nodes a labelled channel marks, by the rule of the module docstring."""
+    marked = electrodes(channel)
+    return tuple(
+        i
+        for i, name in enumerate(names)
+        if electrodes(name) <= marked or marked <= electrodes(name)
+    )
+
+
+def node_labels(
+    recording: ChannelLabelled,
+    names: tuple[str, ...],
+    start: int,
+    length: int,
+    downsample: int,
+    sample_rate_hz: float,
+) -> np.ndarray:
+    """Per-node labels (int8 0/1, or UNKNOWN_NODE) of the window [start, start + length), one per
+    model step: (len(names), length // downsample)."""
+    steps = length // downsample
+    if recording.events and not recording.channel_seizures:
+        return np.full((len(names), steps), UNKNOWN_NODE, dtype=np.int8)
+    labels = np.zeros((len(names), steps), dtype=np.int8)
+    middles = start + np.arange(steps) * downsample + downsample // 2
+    for channel, start_s, stop_s in recording.channel_seizures:
+        first, stop = np.searchsorted(
+            middles, np.round(np.array([start_s, stop_s]) * sample_rate_hz)
+        )
+        labels[list(channel_nodes(channel, names)), first:stop] = 1
     return labels
 
 
@@ -245,3 +288,30 @@ class WindowDataset(Dataset):
         events = self.split.recordings[recording].events
         y = sample_labels(events, start, length, self.split.sample_rate_hz)
         return x, torch.from_numpy(y), i
+
+
+class NodeLabelledWindows(Dataset):
+    """Training windows with their node labels: (x, y, node_y int8 (N, L // downsample), index)."""
+
+    def __init__(
+        self, split: SplitLike, index: WindowIndex, names: Sequence[str], downsample: int
+    ) -> None:
+        self.windows = WindowDataset(split, index)
+        self.names, self.downsample = tuple(names), downsample
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        x, y, _ = self.windows[i]
+        split, index = self.windows.split, self.windows.index
+        recording = cast(ChannelLabelled, split.recordings[int(index.recording[i])])
+        nodes = node_labels(
+            recording,
+            self.names,
+            int(index.start[i]),
+            index.length,
+            self.downsample,
+            split.sample_rate_hz,
+        )
+        return x, y, torch.from_numpy(nodes), i

@@ -1,8 +1,9 @@
-"""Where a seizure is: each detected event's channels, from the evidence per node the model computes
-before it sums its nodes (models/detector.py ``Head.node_evidence``), and how well they agree with
-per-channel reference labels.
+"""Where a seizure is: each detected event's channels, from each node's own seizure logit
+(models/detector.py ``V3Detector.localised``: the per-node scores the head fuses into the logit,
+trained against per-channel labels by the auxiliary loss, train/step.py), and how well they agree
+with per-channel reference labels.
 
-Evidence: per node and frame, the node's share of the logit, stitched as the probabilities are
+Evidence: per node and frame, the node's logit, stitched as the probabilities are
 (evaluate/stitch.py), less the node's median over the recording (a node that always weighs the same
 says nothing about place). An event's channels are the nodes whose mean evidence over the event is
 positive and at least CARRY_SHARE of the strongest node's, strongest first: the first is its focus.
@@ -29,6 +30,7 @@ import numpy as np
 
 from szdet.config import Config, montage_channels
 from szdet.data.manifest import CachedRecording
+from szdet.data.montage import electrodes
 from szdet.evaluate.postprocess import EventRules, track_events
 
 CARRY_SHARE = 0.5
@@ -39,11 +41,6 @@ RIGHT = frozenset({"FP2", "F8", "F4", "T4", "C4", "T6", "P4", "O2", "A2"})
 
 Event = tuple[float, float]
 ChannelRow = tuple[str, float, float]  # (channel, start_s, stop_s)
-
-
-def electrodes(channel: str) -> frozenset[str]:
-    """The electrodes a channel name reads: ``FP1`` -> {FP1}; ``FP1-F7`` -> {FP1, F7}."""
-    return frozenset(part.strip().upper() for part in channel.split("-") if part.strip())
 
 
 def side(channels: Sequence[str]) -> str | None:

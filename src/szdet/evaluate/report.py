@@ -20,11 +20,13 @@ from szdet.evaluate.localise import split_localisation
 from szdet.evaluate.metrics import evaluate_tracks, target_key, thresholds_from_metrics
 from szdet.evaluate.operating_points import format_interval
 from szdet.evaluate.plots import write_split_plots
+from szdet.evaluate.stitch import evidence_on_disk
 from szdet.fileio import write_json_atomic
 
 log = logging.getLogger(__name__)
 
 
+@evidence_on_disk()  # the split's per-node evidence waits in temporary files, not in memory
 def evaluate_command(
     checkpoint: Path, cache: Path, split: str, out: Path, overrides: list[str]
 ) -> int:

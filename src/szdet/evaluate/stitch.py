@@ -6,19 +6,19 @@ the mean of every (sample, covering window) probability that falls in it: each w
 sample adds it once, overlapping windows are averaged, and padding past the recording's end is
 ignored. Windows can arrive in any order; the `Stitcher` only keeps a sum and a count per frame.
 
-Per-node evidence (19 rows a frame) is kept apart: a split's would fill memory (~2.2 MB per
-EEG-hour), so its windows must come recording by recording, as a WindowIndex orders them, and a
-recording's evidence is final, and leaves memory for a temporary file, once a later recording's
-window lands.
+Per-node evidence (19 rows a frame) must come recording by recording, as a WindowIndex orders
+windows: a recording's evidence is final once a later recording's window lands. Within
+`evidence_on_disk` (`szdet evaluate`), it then leaves memory for a temporary file, as a split's
+would fill it (~2.2 MB per EEG-hour); elsewhere (`szdet detect`: one recording) it stays in memory.
 """
 
 from __future__ import annotations
 
-import shutil
 import tempfile
-import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast, overload
 
@@ -57,25 +57,39 @@ def label_track(
     return labels
 
 
+_SPILL_TO: ContextVar[Path | None] = ContextVar("szdet_evidence_spill", default=None)
+
+
+@contextmanager
+def evidence_on_disk() -> Iterator[None]:
+    """Within it, stitchers write each recording's final evidence to a temporary directory (under
+    TMPDIR) that is removed on leaving, also on error; reading it back is for within it too."""
+    with tempfile.TemporaryDirectory(prefix="szdet-evidence-") as folder:
+        token = _SPILL_TO.set(Path(folder))
+        try:
+            yield
+        finally:
+            _SPILL_TO.reset(token)
+
+
 class EvidenceTracks(Sequence[np.ndarray]):
-    """Per recording, its (rows, frames) float32 mean evidence: a recording finished while later
-    ones were being stitched lies in a .npy file of a temporary directory and is read back each
-    time it is asked for, so no more than one recording's is in memory for it; the directory goes
-    when this object is collected, at the latest when Python exits."""
+    """Per recording, its (rows, frames) float32 mean evidence: in memory, or, within
+    `evidence_on_disk`, in a .npy file read back each time it is asked for, so that a split's
+    evidence never sits in memory at once."""
 
     def __init__(self, n_recordings: int) -> None:
         self._n = n_recordings
         self._held: dict[int, np.ndarray] = {}
-        self._dir: Path | None = None
+        self._spill_to = _SPILL_TO.get()
+        self._folder: Path | None = None
 
-    def spill(self, recording: int, evidence: np.ndarray) -> None:
-        if self._dir is None:
-            self._dir = Path(tempfile.mkdtemp(prefix="szdet-evidence-"))
-            weakref.finalize(self, shutil.rmtree, self._dir, ignore_errors=True)
-        np.save(self._dir / f"{recording}.npy", evidence)
-
-    def hold(self, recording: int, evidence: np.ndarray) -> None:
-        self._held[recording] = evidence
+    def put(self, recording: int, evidence: np.ndarray) -> None:
+        if self._spill_to is None:
+            self._held[recording] = evidence
+            return
+        if self._folder is None:  # its own: two stitchers in one `evidence_on_disk` number alike
+            self._folder = Path(tempfile.mkdtemp(dir=self._spill_to))
+        np.save(self._folder / f"{recording}.npy", evidence)
 
     def __len__(self) -> int:
         return self._n
@@ -90,10 +104,7 @@ class EvidenceTracks(Sequence[np.ndarray]):
         if isinstance(i, slice):
             return [self[k] for k in range(self._n)[i]]
         k = range(self._n)[i]  # negative indices, and IndexError past the end, as a list's
-        if k in self._held:
-            return self._held[k]
-        assert self._dir is not None
-        return np.load(self._dir / f"{k}.npy")
+        return self._held[k] if self._folder is None else np.load(self._folder / f"{k}.npy")
 
 
 class Stitcher:
@@ -176,24 +187,20 @@ class Stitcher:
 
     def evidence_tracks(self) -> EvidenceTracks:
         """Per recording, (evidence_rows, frames) float32 mean evidence; 0 where uncovered. Ends
-        the stitching of evidence; the last recording's stays in memory (`detect` has but one)."""
-        last = len(self.n_samples) - 1
-        if self._stitching <= last:
-            self._finish_before(last)
-            self._evidence.hold(last, self._mean_evidence())
-            self._stitching = last + 1
+        the stitching of evidence."""
+        self._finish_before(len(self.n_samples))
         return self._evidence
 
     def _finish_before(self, recording: int) -> None:
         """A window of ``recording`` finishes every recording before it: their evidence is final
-        and leaves memory."""
+        and put away."""
         if recording < self._stitching:
             raise ValueError(
                 f"a window of recording {recording} came after one of recording "
                 f"{self._stitching}: evidence is stitched recording by recording"
             )
         while self._stitching < recording:
-            self._evidence.spill(self._stitching, self._mean_evidence())
+            self._evidence.put(self._stitching, self._mean_evidence())
             self._stitching += 1
 
     def _mean_evidence(self) -> np.ndarray:

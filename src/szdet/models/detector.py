@@ -4,7 +4,7 @@ TCN at the full rate, strided downsample, projection to electrodes (B, N, T, D);
 nodes through a bidirectional Mamba-2 per electrode, and each pair's cosine similarity through the
 edge stream to a weight per pair and step. The weights make each step's adjacency (and its
 Laplacian PE) for an SSGConv over the node features; a head maps the nodes back to (B, L) logits,
-and (``localised``) says how much of each logit each node contributed.
+and (``localised``) each node's own seizure logit too.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ class ElectrodeProjection(nn.Module):
 class Head(nn.Module):
     """Per-electrode projection to one score, fused over electrodes, upsampled to the input rate.
 
+    Each electrode's score is also its own seizure logit: an auxiliary loss trains it against
+    per-channel labels (train/step.py), so it says where a seizure is (evaluate/localise.py).
     Fusing (a linear map over electrodes) and linear upsampling commute, so fusing first gives
     the same logits at 1/N of the upsampling cost.
     """
@@ -49,21 +51,13 @@ class Head(nn.Module):
         self.electrode = nn.Linear(node_dim, 1)
         self.fuse = nn.Linear(n_nodes, 1)
 
-    def forward(self, nodes: Tensor) -> Tensor:  # (B, T, N, D) -> (B, T * upsample)
-        logits = self.fuse(self._scores(nodes)).transpose(1, 2)  # (B, 1, T)
-        return self._upsampled(logits).squeeze(1)
+    def forward(self, nodes: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, T, N, D) -> logits (B, T * upsample), node logits (B, N, T) at the model's steps."""
+        scores = self.electrode(self.dropout(self.norm(nodes))).squeeze(-1)  # (B, T, N)
+        logits = self.fuse(scores).transpose(1, 2)  # (B, 1, T)
+        return self.upsampled(logits).squeeze(1), scores.transpose(1, 2)
 
-    def node_evidence(self, nodes: Tensor) -> Tensor:  # (B, T, N, D) -> (B, N, T * upsample)
-        """Each electrode's share of the logits: its score times its fusing weight, the bias
-        shared evenly. The shares sum to the logits (where the seizure is, evaluate/localise.py)."""
-        n_nodes = self.fuse.in_features
-        shares = self._scores(nodes) * self.fuse.weight[0] + self.fuse.bias / n_nodes  # (B, T, N)
-        return self._upsampled(shares.transpose(1, 2))
-
-    def _scores(self, nodes: Tensor) -> Tensor:  # (B, T, N)
-        return self.electrode(self.dropout(self.norm(nodes))).squeeze(-1)
-
-    def _upsampled(self, x: Tensor) -> Tensor:  # (B, C, T) -> (B, C, T * upsample)
+    def upsampled(self, x: Tensor) -> Tensor:  # (B, C, T) -> (B, C, T * upsample)
         return F.interpolate(x, scale_factor=self.upsample, mode="linear", align_corners=False)
 
 
@@ -123,13 +117,16 @@ class V3Detector(nn.Module):
         )
         self.head = Head(cfg.node_dim, cfg.in_channels, cfg.downsample, cfg.dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self._fused_nodes(x))
+    def forward(self, x: Tensor, with_nodes: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Logits (B, L); ``with_nodes``: and the node logits (B, N, T) the auxiliary loss reads
+        (an argument, not a method, so that DDP's forward hooks see the training forward)."""
+        logits, node_logits = self.head(self._fused_nodes(x))
+        return (logits, node_logits) if with_nodes else logits
 
     def localised(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """The logits (B, L) and each node's share of them (B, N, L): where the evidence sits."""
-        evidence = self.head.node_evidence(self._fused_nodes(x))
-        return evidence.sum(dim=1), evidence
+        """The logits (B, L) and each node's own seizure logit (B, N, L): where the seizure is."""
+        logits, node_logits = self.head(self._fused_nodes(x))
+        return logits, self.head.upsampled(node_logits)
 
     def _fused_nodes(self, x: Tensor) -> Tensor:  # (B, N, L) -> (B, T, N, D)
         b, n, length = x.shape

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader
 
-from szdet.config import Config
+from szdet.config import Config, montage_channels
 from szdet.data.manifest import CacheSplit
-from szdet.data.windows import BalancedSampler, WindowDataset, WindowIndex
+from szdet.data.windows import BalancedSampler, NodeLabelledWindows, WindowIndex
 from szdet.errors import UserError
 from szdet.train.distributed import DistInfo, min_across_ranks
 
@@ -35,7 +35,9 @@ class TrainData:
             world_size=info.world_size,
         )
         loader = DataLoader(
-            WindowDataset(split, index),
+            NodeLabelledWindows(
+                split, index, montage_channels(cfg.data.montage), cfg.model.downsample
+            ),
             batch_size=cfg.train.batch_size,
             sampler=sampler,
             num_workers=cfg.train.num_workers,

@@ -261,8 +261,8 @@ class Trainer:
             disable=not self.info.is_main,
         )
         every_steps = [self.cfg.train.log_every_steps, self.cfg.train.checkpoint_every_steps]
-        for x, y, ids in batches:
-            result = self.stepper(x, y)
+        for x, y, node_y, ids in batches:
+            result = self.stepper(x, y, node_y)
             self.position.step += 1
             self.position.epoch_step += 1
             self.monitor.record(result, ids)

@@ -1,4 +1,5 @@
-"""One optimizer step: forward under autocast, focal loss, backward, clip, AdamW, schedule.
+"""One optimizer step: forward under autocast, focal loss (the detection's, plus the nodes' where
+``train.node_loss_weight`` is set), backward, clip, AdamW, schedule.
 
 The step never waits for the device. Whether it updates the weights is decided there (a
 non-finite loss on any rank, or a non-finite gradient, skips the update); its loss, gradient norm
@@ -48,20 +49,27 @@ class Stepper:
         self.optimizer, self.scheduler = optimizer, scheduler
         self.autocast_dtype = autocast_dtype
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
-        """Train on one batch: ``x`` as the loader gives it (float16, pinned on CUDA)."""
+    def __call__(
+        self, x: torch.Tensor, y: torch.Tensor, node_y: torch.Tensor | None = None
+    ) -> StepResult:
+        """Train on one batch as the loader gives it: ``x`` float16 (pinned on CUDA), ``y`` the
+        per-sample labels, ``node_y`` the per-node ones (data/windows.py ``node_labels``)."""
         device = self.info.device
         # float16 crosses (half the bytes of float32) and is widened on the device.
         x = x.to(device, non_blocking=True).float()
         y = y.to(device, non_blocking=True)
+        if node_y is not None and self.cfg.node_loss_weight > 0:
+            node_y = node_y.to(device, non_blocking=True)
+        else:
+            node_y = None
         try:
-            loss = self._loss(x, y)
+            loss = self._loss(x, y, node_y)
         except torch.linalg.LinAlgError:
             # eigh failed on finite input (non-finite input never reaches it, models/graph.py).
             # This rank must still backpropagate with the others (DDP all-reduces gradients in
             # backward): a forward of silence, times NaN, makes every gradient NaN on every rank,
             # so all skip alike.
-            loss = self._loss(torch.zeros_like(x), y) * math.nan
+            loss = self._loss(torch.zeros_like(x), y, node_y) * math.nan
         bad_loss = ~torch.isfinite(loss.detach())
         # Any rank's non-finite loss skips the update on all of them.
         bad_anywhere = sum_across_ranks_(bad_loss.float(), self.info) > 0
@@ -80,15 +88,21 @@ class Stepper:
             self.scheduler.step()
         return StepResult(loss.detach(), norm, skipped, bad_loss | bad_norm, lr)
 
-    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _loss(self, x: torch.Tensor, y: torch.Tensor, node_y: torch.Tensor | None) -> torch.Tensor:
         autocast = (
             torch.autocast(x.device.type, dtype=self.autocast_dtype)
             if self.autocast_dtype is not None
             else contextlib.nullcontext()
         )
+        alpha, gamma = self.cfg.focal_alpha, self.cfg.focal_gamma
         with autocast:
-            logits = self.ddp_model(x)
-        return focal_loss(logits, y, self.cfg.focal_alpha, self.cfg.focal_gamma)
+            if node_y is None:
+                return focal_loss(self.ddp_model(x), y, alpha, gamma)
+            logits, node_logits = self.ddp_model(x, with_nodes=True)
+        loss = focal_loss(logits, y, alpha, gamma)
+        known = node_y >= 0  # UNKNOWN_NODE: a recording with seizures but no per-channel labels
+        node_loss = focal_loss(node_logits, node_y, alpha, gamma, known)
+        return loss + self.cfg.node_loss_weight * node_loss
 
     def _update(self, skipped: torch.Tensor) -> None:
         if self.optimizer.defaults.get("fused"):
