@@ -30,21 +30,28 @@ def test_channel_names_read_as_electrodes_and_sides():
 
 
 def _evidence(n_frames: int, planted: dict[int, float], span: tuple[int, int], seed: int = 0):
+    """Node logits: every node calls background (-4), the planted ones seizing over ``span``."""
     rng = np.random.default_rng(seed)
-    evidence = rng.normal(0.0, 0.05, (19, n_frames))
-    for node, strength in planted.items():
-        evidence[node, span[0] : span[1]] += strength
+    evidence = rng.normal(-4.0, 0.3, (19, n_frames))
+    for node, logit in planted.items():
+        evidence[node, span[0] : span[1]] = logit
     return evidence
 
 
-def test_the_nodes_that_rise_during_an_event_carry_it_strongest_first():
+def test_the_nodes_called_seizing_during_an_event_carry_it_strongest_first():
     c3, p3, o2 = (CHANNELS_19.index(c) for c in ("C3", "P3", "O2"))
-    evidence = _evidence(400, {c3: 2.0, p3: 1.2, o2: 0.4}, (200, 240))
-    evidence[CHANNELS_19.index("FZ")] += 5.0  # always high: no evidence of place
+    evidence = _evidence(400, {c3: 3.0, p3: 1.0, o2: -3.0}, (200, 240))
     (channels,) = event_channels(evidence, [(50.0, 60.0)], FRAME_HZ, CHANNELS_19)
-    assert channels == ("C3", "P3")  # O2 rose, but by less than half of C3's rise
+    assert channels == ("C3", "P3")  # O2 rose, but the model does not call it seizing
+    # A node seizing through only part of the event carries it if its mean probability does.
+    evidence[o2, 200:215] = 6.0
+    (channels,) = event_channels(evidence, [(50.0, 60.0)], FRAME_HZ, CHANNELS_19)
+    assert channels == ("C3", "P3")  # 15 of 40 frames: mean probability ~0.40
+    evidence[o2, 200:230] = 6.0
+    (channels,) = event_channels(evidence, [(50.0, 60.0)], FRAME_HZ, CHANNELS_19)
+    assert channels == ("C3", "O2", "P3")  # 30 of 40 frames: ~0.75, between C3's and P3's
     (quiet,) = event_channels(evidence, [(10.0, 20.0)], FRAME_HZ, CHANNELS_19)
-    assert len(quiet) < 19  # noise: some channel is strongest, never all
+    assert len(quiet) == 1  # none called seizing: the strongest alone, a detection is somewhere
     with pytest.raises(ValueError, match="19 nodes for 18"):
         event_channels(evidence, [], FRAME_HZ, DOUBLE_BANANA)
 
@@ -69,12 +76,21 @@ def test_scores_count_detected_seizures_and_a_random_baseline_beside_them():
     wrong_place = [(98.0, 150.0)], [("O2", "T6")], rows
     perfect = localisation_scores([right_place, right_place], [reference] * 2, CHANNELS_19)
     assert perfect["events"] == 2 and perfect["focus_hit_rate"] == perfect["side_accuracy"] == 1.0
+    assert perfect["overlap"] == pytest.approx(2 / 4)  # C3, P3 of the rows' F3, C3, P3, T3
     assert 0 < perfect["random_focus_hit_rate"] < 0.3  # 2 of 19 channels hold C3 ~11% of draws
     assert 0 < perfect["random_side_accuracy"] < 0.6
     mixed = localisation_scores([right_place, wrong_place], [reference] * 2, CHANNELS_19)
     assert mixed["focus_hit_rate"] == mixed["side_accuracy"] == 0.5
+    assert mixed["overlap"] == pytest.approx(0.25) and 0 < mixed["random_overlap"] < 0.25
+    everything = (
+        [(98.0, 150.0)],
+        [CHANNELS_19],
+        rows,
+    )  # naming every channel buys focus, not overlap
+    greedy = localisation_scores([everything], [reference], CHANNELS_19)
+    assert greedy["focus_hit_rate"] == 1.0 and greedy["overlap"] == pytest.approx(4 / 19)
     nothing = localisation_scores([([], [], rows)], [reference], CHANNELS_19)
-    assert nothing == {"events": 0, "focus_hit_rate": None, "side_accuracy": None}
+    assert nothing == {"events": 0, "focus_hit_rate": None, "side_accuracy": None, "overlap": None}
     unlabelled = localisation_scores([([(98.0, 150.0)], [("C3",)], [])], [reference], CHANNELS_19)
     assert unlabelled["events"] == 0  # no per-channel rows (a .csv_bi-only corpus): not scored
 

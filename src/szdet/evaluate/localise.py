@@ -4,9 +4,9 @@ trained against per-channel labels by the auxiliary loss, train/step.py), and ho
 with per-channel reference labels.
 
 Evidence: per node and frame, the node's logit, stitched as the probabilities are
-(evaluate/stitch.py), less the node's median over the recording (a node that always weighs the same
-says nothing about place). An event's channels are the nodes whose mean evidence over the event is
-positive and at least CARRY_SHARE of the strongest node's, strongest first: the first is its focus.
+(evaluate/stitch.py). An event's channels are the nodes the model calls seizing over it: mean
+probability at least NODE_SEIZING, strongest first (the strongest alone when none is: a detected
+event is somewhere).
 
 Reference: the per-channel seizure rows (TUSZ's and the synthetic corpus's ``.csv``, cached as
 ``channel_seizures``) that overlap a reference event. Its focus: the electrodes common to the rows
@@ -16,9 +16,10 @@ its rows (midline electrodes are on neither side).
 
 Scores, over the reference events that a detected event overlaps (the one overlapping most):
 focus, some focus electrode among the detected event's channels (for derivations: in one of
-them); side, the channels' side equal to the reference's. Beside each, the same score for channel
-sets of the same size drawn at random (RANDOM_DRAWS per event, seeded): what a detector that knows
-nothing of place would reach.
+them); side, the channels' side equal to the reference's; overlap, the Jaccard index of the
+electrodes the channels hold and those the reference's rows hold (naming all 19 buys focus and
+side, not overlap). Beside each, the same score for channel sets of the same size drawn at random
+(RANDOM_DRAWS per event, seeded): what a detector that knows nothing of place would reach.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from szdet.data.manifest import CachedRecording
 from szdet.data.montage import electrodes
 from szdet.evaluate.postprocess import EventRules, track_events
 
-CARRY_SHARE = 0.5
+NODE_SEIZING = 0.5
 FIRST_ROW_TOLERANCE_S = 1e-3  # rows written to 4 decimals; later electrodes start >= 0.05 s after
 RANDOM_DRAWS = 200
 LEFT = frozenset({"FP1", "F7", "F3", "T3", "C3", "T5", "P3", "O1", "A1"})
@@ -53,20 +54,17 @@ def side(channels: Sequence[str]) -> str | None:
 def event_channels(
     evidence: np.ndarray, events: Sequence[Event], frame_hz: float, names: Sequence[str]
 ) -> list[tuple[str, ...]]:
-    """Per event, the channels that carry it, strongest first; ``evidence``: (nodes, frames)."""
+    """Per event, the channels that carry it, strongest first; ``evidence``: (nodes, frames) of
+    node logits."""
     if evidence.shape[0] != len(names):
         raise ValueError(f"evidence of {evidence.shape[0]} nodes for {len(names)} channel names")
-    background = np.median(evidence, axis=1) if evidence.shape[1] else np.zeros(len(names))
     carried = []
     for start_s, stop_s in events:
         first = max(0, int(start_s * frame_hz))
         stop = max(first + 1, min(evidence.shape[1], int(np.ceil(stop_s * frame_hz))))
-        strength = evidence[:, first:stop].mean(axis=1) - background
-        order = np.argsort(-strength, kind="stable")
-        top = strength[order[0]]
-        keep = [
-            i for i in order if top > 0 and strength[i] > 0 and strength[i] >= CARRY_SHARE * top
-        ]
+        seizing = (1.0 / (1.0 + np.exp(-evidence[:, first:stop].astype(np.float64)))).mean(axis=1)
+        order = np.argsort(-seizing, kind="stable")
+        keep = [i for i in order if seizing[i] >= NODE_SEIZING] or list(order[:1])
         carried.append(tuple(names[i] for i in keep))
     return carried
 
@@ -87,17 +85,34 @@ def _focus_hit(channels: Sequence[str], focus: frozenset[str]) -> bool:
     return any(electrodes(c) & focus for c in channels)
 
 
+def _held(channels: Sequence[str]) -> frozenset[str]:
+    return frozenset().union(*(electrodes(c) for c in channels)) if channels else frozenset()
+
+
+def _agreement(
+    chosen: Sequence[str], focus: frozenset[str], true_side: str | None, held: frozenset[str]
+) -> dict[str, float]:
+    """One event's scores: its channels ``chosen`` against the reference's place."""
+    mine = _held(chosen)
+    return {
+        "focus": float(_focus_hit(chosen, focus)),
+        "side": float(side(chosen) == true_side),
+        "overlap": len(mine & held) / len(mine | held) if mine | held else 1.0,
+    }
+
+
 def localisation_scores(
     recordings: Sequence[tuple[Sequence[Event], Sequence[tuple[str, ...]], Sequence[ChannelRow]]],
     reference_events: Sequence[Sequence[Event]],
     names: Sequence[str],
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Focus and side agreement, and their random baselines, over a split. Per recording:
+    """Focus, side and electrode overlap, and their random baselines, over a split. Per recording:
     (detected events, their channels, reference channel rows); ``reference_events``: the
     merged reference seizures per recording."""
     rng = np.random.default_rng(seed)
-    focus_hits, side_hits, random_focus, random_side = [], [], [], []
+    scores: dict[str, list[float]] = {k: [] for k in ("focus", "side", "overlap")}
+    chance: dict[str, list[float]] = {k: [] for k in scores}
     for (detected, channels, rows), references in zip(recordings, reference_events, strict=True):
         for reference in references:
             own = [r for r in rows if _overlap((r[1], r[2]), reference) > 0]
@@ -107,22 +122,27 @@ def localisation_scores(
             chosen = channels[int(np.argmax(overlaps))]
             if not chosen:
                 continue
-            focus, true_side = reference_place(own)
-            focus_hits.append(_focus_hit(chosen, focus))
-            side_hits.append(side(chosen) == true_side)
+            truth = (*reference_place(own), _held([c for c, _, _ in own]))
+            for key, value in _agreement(chosen, *truth).items():
+                scores[key].append(value)
             draws = [
-                rng.choice(len(names), len(chosen), replace=False) for _ in range(RANDOM_DRAWS)
+                _agreement(
+                    [names[i] for i in rng.choice(len(names), len(chosen), replace=False)], *truth
+                )
+                for _ in range(RANDOM_DRAWS)
             ]
-            random_focus.append(np.mean([_focus_hit([names[i] for i in d], focus) for d in draws]))
-            random_side.append(np.mean([side([names[i] for i in d]) == true_side for d in draws]))
-    if not focus_hits:
-        return {"events": 0, "focus_hit_rate": None, "side_accuracy": None}
+            for key in chance:
+                chance[key].append(float(np.mean([d[key] for d in draws])))
+    if not scores["focus"]:
+        return {"events": 0, "focus_hit_rate": None, "side_accuracy": None, "overlap": None}
     return {
-        "events": len(focus_hits),
-        "focus_hit_rate": float(np.mean(focus_hits)),
-        "side_accuracy": float(np.mean(side_hits)),
-        "random_focus_hit_rate": float(np.mean(random_focus)),
-        "random_side_accuracy": float(np.mean(random_side)),
+        "events": len(scores["focus"]),
+        "focus_hit_rate": float(np.mean(scores["focus"])),
+        "side_accuracy": float(np.mean(scores["side"])),
+        "overlap": float(np.mean(scores["overlap"])),
+        "random_focus_hit_rate": float(np.mean(chance["focus"])),
+        "random_side_accuracy": float(np.mean(chance["side"])),
+        "random_overlap": float(np.mean(chance["overlap"])),
         "mean_channels": float(np.mean([len(c) for r in recordings for c in r[1]] or [0])),
     }
 
