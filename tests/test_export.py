@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -20,6 +21,7 @@ from szdet.data.cache import build_cache
 from szdet.data.manifest import CacheSplit
 from szdet.errors import UserError
 from szdet.evaluate.inference import load_detector
+from szdet.models.onnx_export import INPUT_NAME, OUTPUT_NAME
 from szdet.state import bundle
 from szdet.state.checkpoint import read_checkpoint
 from szdet.state.contents import load_for_inference
@@ -170,13 +172,40 @@ def test_the_onnx_network_detects_as_the_torch_one_does(trained, tmp_path, capsy
     # (PyTorch does the same between batch sizes): then ~1e-3 on that step (tests/test_onnx.py).
     gap = np.concatenate([np.abs(a - b) for a, b in zip(by_torch, by_onnx, strict=True)])
     assert np.mean(gap > 1e-4) <= 0.01 and gap.max() <= 1e-2
-    edf = sorted((trained["root"] / "corpus/edf/dev").rglob("*.edf"))[0]
-    args = ["detect", str(edf), "--checkpoint", str(trained["detector"]), "--format", "szcore"]
+    # Every dev recording at the loosest budget, so that events are found and their channels
+    # (from each node's evidence, an output of the network) are compared, not a lone bckg row.
+    edfs = [str(e) for e in sorted((trained["root"] / "corpus/edf/dev").rglob("*.edf"))]
+    args = ["detect", *edfs, "--checkpoint", str(trained["detector"]), "--format", "szcore"]
+    args += ["--fa-per-24h", str(BUDGETS[-1])]
     for engine in ("torch", "onnx"):
         assert main([*args, "--engine", engine, "--out", str(tmp_path / engine)]) == 0
-    [tsv] = (tmp_path / "torch").iterdir()
-    assert tsv.read_text() == (tmp_path / "onnx" / tsv.name).read_text()
+    channels = []
+    for tsv in sorted((tmp_path / "torch").iterdir()):
+        assert tsv.read_text() == (tmp_path / "onnx" / tsv.name).read_text(), tsv.name
+        rows = [line.split("\t") for line in tsv.read_text().splitlines()[1:]]
+        channels += [row[4] for row in rows if row[2].startswith("sz")]
+    assert channels and "n/a" not in channels, channels
     capsys.readouterr()
+    edf = edfs[0]
     checkpoint = ["--checkpoint", str(trained["checkpoint"]), "--out", str(tmp_path / "ck")]
     assert main(["detect", str(edf), *checkpoint, "--engine", "onnx"]) == 1
     assert "--engine onnx runs a detector made by `szdet export --onnx`" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_network_without_evidence_is_refused_in_one_line(trained, tmp_path):
+    """An earlier szdet exported the logits alone: `detect` could not fill the channels."""
+    old = tmp_path / "old.detector"
+    old.write_bytes(trained["detector"].read_bytes())
+    shape = [None, 19, 20 * 256]
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", [INPUT_NAME], [OUTPUT_NAME])],
+        "logits-only",
+        [onnx.helper.make_tensor_value_info(INPUT_NAME, onnx.TensorProto.FLOAT, shape)],
+        [onnx.helper.make_tensor_value_info(OUTPUT_NAME, onnx.TensorProto.FLOAT, shape)],
+    )
+    onnx.save(onnx.helper.make_model(graph), tmp_path / "old.detector.onnx")
+    with pytest.raises(UserError, match="network gives no per-node evidence") as refused:
+        load_detector(old, engine="onnx")
+    assert str(refused.value).startswith(f"{tmp_path / 'old.detector.onnx'}: ")
+    assert "\n" not in str(refused.value) and "export it again" in str(refused.value)

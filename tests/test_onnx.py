@@ -1,6 +1,6 @@
 """The network exported to ONNX (models/onnx_export.py) and run by onnxruntime
-(evaluate/onnx_engine.py): the probabilities of the PyTorch network it came from (eigh PE and
-pure Mamba-2, the CPU defaults) within 1e-4 on random windows, and stitched over a real cache
+(evaluate/onnx_engine.py): the probabilities and per-node evidence of the PyTorch network it came
+from (eigh PE and pure Mamba-2, the CPU defaults) within 1e-4 on random windows, and stitched over a real cache
 but where the top-k adjacency sits on a tie; the reference TCN and the multi-rate variant;
 refusals in one line."""
 
@@ -19,7 +19,7 @@ from szdet.evaluate.onnx_engine import OnnxNetwork
 from szdet.evaluate.stitch import predict_tracks
 from szdet.gpu_check.variants import VARIANTS, variant_config
 from szdet.models import build_model
-from szdet.models.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
+from szdet.models.onnx_export import EVIDENCE_NAME, INPUT_NAME, OUTPUT_NAME, export_onnx
 from szdet.models.tcn import TCNBlock
 from train_support import TINY
 
@@ -51,6 +51,22 @@ def test_probabilities_match_pytorch(exported, batch):
     got = torch.sigmoid(engine(x))
     assert got.shape == want.shape == (batch, CFG.window_samples)
     assert (got - want).abs().max().item() <= TOLERANCE
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_per_node_evidence_matches_pytorch(exported, batch):
+    """What ``model.localised`` returns, output for output: the logits and each node's evidence
+    (B, N, L), which `detect` turns into an event's channels."""
+    network, engine, _ = exported
+    torch.manual_seed(10 + batch)
+    x = torch.randn(batch, CFG.model.in_channels, CFG.window_samples) * 2
+    with torch.no_grad():
+        want_logits, want = network.localised(x)
+    got_logits, got = engine.localised(x)
+    assert got.shape == want.shape == (batch, CFG.model.in_channels, CFG.window_samples)
+    assert (got - want).abs().max().item() <= TOLERANCE
+    assert torch.equal(got_logits, engine(x))  # one network: forward's logits are localised's
+    assert (torch.sigmoid(got_logits) - torch.sigmoid(want_logits)).abs().max() <= TOLERANCE
 
 
 def test_stitched_tracks_of_real_windows_match_pytorch_but_at_near_ties(exported, cache_dir):
@@ -92,7 +108,8 @@ def test_file_passes_the_checker_with_a_dynamic_batch(exported):
     onnx.checker.check_model(str(path), full_check=True)
     graph = onnx.load(str(path)).graph
     assert [i.name for i in graph.input] == [INPUT_NAME]
-    assert [o.name for o in graph.output] == [OUTPUT_NAME]
+    assert [o.name for o in graph.output] == [OUTPUT_NAME, EVIDENCE_NAME]
+    assert engine.localises
     batch, channels, samples = graph.input[0].type.tensor_type.shape.dim
     assert batch.dim_param and (channels.dim_value, samples.dim_value) == (19, CFG.window_samples)
     with pytest.raises(ValueError, match="exported for"):

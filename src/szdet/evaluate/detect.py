@@ -130,11 +130,7 @@ def _detect_one(
     track, evidence = detector.predict_edf(edf)
     events = track_events(track, cfg.evaluate.frame_hz, rules, edf.duration_s, confidence=True)
     seizures = [(float(a), float(b)) for a, b, _ in events]
-    channels = (
-        event_channels(evidence, seizures, cfg.evaluate.frame_hz, edf.channels)
-        if evidence is not None
-        else [()] * len(seizures)
-    )
+    channels = event_channels(evidence, seizures, cfg.evaluate.frame_hz, edf.channels)
     for kind in kinds:
         target = out / output_name(path, kind)
         if kind == "csv_bi":

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 import torch
@@ -18,11 +18,11 @@ from szdet.config import Config
 from szdet.config_load import with_overrides
 from szdet.data.edf import EdfSignal
 from szdet.data.manifest import CacheSplit
-from szdet.data.windows import WindowIndex
+from szdet.data.windows import SplitLike, WindowIndex
 from szdet.device import autocast_dtype, pick_device
 from szdet.errors import UserError
 from szdet.evaluate.onnx_engine import OnnxNetwork
-from szdet.evaluate.stitch import Stitcher, predict_into, predict_tracks
+from szdet.evaluate.stitch import Stitcher, predict_into
 from szdet.progress import eeg_hours_bar
 from szdet.state.contents import load_for_inference
 
@@ -88,53 +88,39 @@ class Detector:
         evaluate = self.cfg.evaluate
         return evaluate.batch_size if self.device.type == "cuda" else evaluate.cpu_batch_size
 
-    @property
-    def localises(self) -> bool:
-        """Whether the engine gives per-node evidence (PyTorch does; the ONNX network does not)."""
-        return hasattr(self.model, "localised")
+    @overload
+    def predict(self, split: CacheSplit, evidence: Literal[False] = False) -> list[np.ndarray]: ...
 
-    def predict(self, split: CacheSplit) -> list[np.ndarray]:
-        """Stitched per-recording probability tracks at ``evaluate.frame_hz``."""
-        cfg = self.cfg
-        index = WindowIndex.build(split, cfg.windows.length_s, cfg.windows.eval_stride_s)
-        return predict_tracks(
-            self.model,
-            split,
-            index,
-            self.batch_size,
-            self.device,
-            self.autocast_dtype,
-            frame_hz=cfg.evaluate.frame_hz,
-        )
+    @overload
+    def predict(
+        self, split: CacheSplit, evidence: Literal[True]
+    ) -> tuple[list[np.ndarray], Sequence[np.ndarray]]: ...
 
-    def predict_localised(self, split: CacheSplit) -> tuple[list[np.ndarray], Sequence[np.ndarray]]:
-        """The tracks of `predict` and, per recording, each node's evidence (nodes, frames)."""
-        cfg = self.cfg
-        index = WindowIndex.build(split, cfg.windows.length_s, cfg.windows.eval_stride_s)
+    def predict(
+        self, split: CacheSplit, evidence: bool = False
+    ) -> list[np.ndarray] | tuple[list[np.ndarray], Sequence[np.ndarray]]:
+        """Stitched per-recording probability tracks at ``evaluate.frame_hz``; with
+        ``evidence``, also each recording's per-node evidence (nodes, frames), stitched alike
+        (only then: its rows cost a stitch of their own)."""
         sizes = [r.n_samples for r in split.recordings]
-        stitcher = Stitcher(sizes, split.sample_rate_hz, cfg.evaluate.frame_hz, self._nodes)
-        predict_into(
-            stitcher, self.model, split, index, self.batch_size, self.device, self.autocast_dtype
-        )
-        return stitcher.tracks(), stitcher.evidence_tracks()
-
-    @property
-    def _nodes(self) -> int:
-        return self.cfg.model.in_channels if self.localises else 0
+        stitcher = self._stitcher(sizes, split.sample_rate_hz, evidence)
+        self._predict_into(stitcher, split, self._windows(split))
+        tracks = stitcher.tracks()
+        return (tracks, stitcher.evidence_tracks()) if evidence else tracks
 
     def predict_edf(
         self, edf: EdfSignal, show_progress: bool = True
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """One EDF's stitched probability track, read, preprocessed and inferred a chunk
-        (``evaluate.chunk_s``, set when ``edf`` was opened) at a time: each chunk's windows run
-        once the signal they cover is in, and the samples no later window needs are dropped, so
-        memory stays that of a chunk and a window at any length. The windows, their order and
-        the stitching are those of a whole recording, so the track is the same. Also each node's
-        evidence (nodes, frames), None where the engine gives none."""
-        cfg, rate_hz = self.cfg, edf.sample_rate_hz
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One EDF's stitched probability track and each node's evidence (nodes, frames), read,
+        preprocessed and inferred a chunk (``evaluate.chunk_s``, set when ``edf`` was opened) at
+        a time: each chunk's windows run once the signal they cover is in, and the samples no
+        later window needs are dropped, so memory stays that of a chunk and a window at any
+        length. The windows, their order and the stitching are those of `predict` over the whole
+        recording, so the track is the same."""
+        rate_hz = edf.sample_rate_hz
         split = StreamSplit(edf.path.stem, edf.n_samples, rate_hz, len(edf.channels))
-        index = WindowIndex.build(split, cfg.windows.length_s, cfg.windows.eval_stride_s)
-        stitcher = Stitcher([edf.n_samples], rate_hz, cfg.evaluate.frame_hz, self._nodes)
+        index = self._windows(split)
+        stitcher = self._stitcher([edf.n_samples], rate_hz, evidence=True)
         window_stops = index.start + index.length
         done = 0
         hours = edf.duration_s / 3600
@@ -148,20 +134,33 @@ class Detector:
                     else int(np.searchsorted(window_stops, stop, side="right"))
                 )
                 if ready > done:
-                    predict_into(
-                        stitcher,
-                        self.model,
-                        split,
-                        index.part(done, ready),
-                        self.batch_size,
-                        self.device,
-                        self.autocast_dtype,
-                        show_progress=False,
-                    )
+                    self._predict_into(stitcher, split, index.part(done, ready), progress=False)
                     done = ready
                 split.buffer.drop_before(int(index.start[done]) if done < len(index) else stop)
                 bar.update(min(hours, stop / rate_hz / 3600) - bar.n)
-        return stitcher.tracks()[0], stitcher.evidence_tracks()[0] if self.localises else None
+        return stitcher.tracks()[0], stitcher.evidence_tracks()[0]
+
+    def _windows(self, split: SplitLike) -> WindowIndex:
+        windows = self.cfg.windows
+        return WindowIndex.build(split, windows.length_s, windows.eval_stride_s)
+
+    def _stitcher(self, n_samples: list[int], rate_hz: float, evidence: bool) -> Stitcher:
+        rows = self.cfg.model.in_channels if evidence else 0  # one evidence row per node
+        return Stitcher(n_samples, rate_hz, self.cfg.evaluate.frame_hz, rows)
+
+    def _predict_into(
+        self, stitcher: Stitcher, split: SplitLike, index: WindowIndex, progress: bool = True
+    ) -> None:
+        predict_into(
+            stitcher,
+            self.model,
+            split,
+            index,
+            self.batch_size,
+            self.device,
+            self.autocast_dtype,
+            show_progress=progress,
+        )
 
 
 def onnx_path(detector: Path) -> Path:
@@ -183,6 +182,11 @@ def load_detector(
             raise UserError(f"{path}: --engine onnx runs a detector made by `szdet export --onnx`")
         device, dtype = torch.device("cpu"), None
         model = OnnxNetwork(onnx_path(path))
+        if not model.localises:
+            raise UserError(
+                f"{onnx_path(path)}: network gives no per-node evidence (exported by an earlier "
+                "szdet); export it again with `szdet export --onnx`"
+            )
     else:
         device = pick_device("auto", local_rank=0)
         model, dtype = loaded.model.to(device), autocast_dtype(device, cfg.train.precision)

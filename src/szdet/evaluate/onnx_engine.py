@@ -1,9 +1,10 @@
 """An exported network (models/onnx_export.py) run by onnxruntime on the CPU, as a torch module.
 
 ``OnnxNetwork(path)`` behaves as the network it was exported from does in inference: forward
-takes the (B, C, L) float windows and returns (B, L) logits as a torch tensor, so
-``stitch.predict_tracks`` (model.eval(), model(x), torch.sigmoid of the logits) runs it unchanged.
-onnxruntime is the optional extra szdet[onnx], imported when a network is opened.
+takes the (B, C, L) float windows and returns (B, L) logits as a torch tensor, and ``localised``
+the logits and the (B, C, L) per-node evidence, so ``stitch.predict_into`` (model.eval(),
+model(x) or model.localised(x), torch.sigmoid of the logits) runs it unchanged. onnxruntime is the
+optional extra szdet[onnx], imported when a network is opened.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from szdet.errors import UserError
-from szdet.models.onnx_export import INPUT_NAME, OUTPUT_NAME, import_extra
+from szdet.models.onnx_export import EVIDENCE_NAME, INPUT_NAME, OUTPUT_NAME, import_extra
 
 
 class OnnxNetwork(nn.Module):
@@ -38,13 +39,23 @@ class OnnxNetwork(nn.Module):
             raise UserError(f"{path}: not a network onnxruntime can load ({first_line})") from None
         # (batch, channels, samples): the batch is symbolic, the rest fixed at export.
         _, self.channels, self.window_samples = self.session.get_inputs()[0].shape
+        # An earlier szdet exported the logits alone.
+        self.localises = EVIDENCE_NAME in {o.name for o in self.session.get_outputs()}
 
     def forward(self, x: Tensor) -> Tensor:
+        (logits,) = self._run(x, OUTPUT_NAME)
+        return logits
+
+    def localised(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The logits (B, L) and each node's evidence (B, C, L), as the network's own."""
+        logits, evidence = self._run(x, OUTPUT_NAME, EVIDENCE_NAME)
+        return logits, evidence
+
+    def _run(self, x: Tensor, *outputs: str) -> list[Tensor]:
         if tuple(x.shape[1:]) != (self.channels, self.window_samples):
             raise ValueError(
                 f"input {tuple(x.shape)}: this network was exported for (B, {self.channels}, "
                 f"{self.window_samples})"
             )
         eeg = np.ascontiguousarray(x.detach().cpu().float().numpy())
-        (logits,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: eeg})
-        return torch.from_numpy(logits)
+        return [torch.from_numpy(a) for a in self.session.run(list(outputs), {INPUT_NAME: eeg})]

@@ -43,20 +43,14 @@ def evaluate_command(
         dev_metrics = score_split(detector, dev)
         thresholds = thresholds_from_metrics(dev_metrics)
 
-    evidence = None
-    if detector.localises:
-        tracks, evidence = detector.predict_localised(target)
-    else:
-        tracks = detector.predict(target)
+    tracks, evidence = detector.predict(target, evidence=True)
     metrics = score_split(detector, target, thresholds, tracks)
-    if evidence is not None:  # where: at the first budget's threshold (the configured one if none)
-        first = metrics["sens_at_fa"][target_key(detector.cfg.evaluate.fa_targets_per_24h[0])]
-        on = (
-            detector.cfg.evaluate.threshold_on if first["threshold"] is None else first["threshold"]
-        )
-        metrics["localisation"] = split_localisation(
-            detector.cfg, target.recordings, tracks, evidence, on
-        )
+    # where: at the first budget's threshold (the configured one if none)
+    first = metrics["sens_at_fa"][target_key(detector.cfg.evaluate.fa_targets_per_24h[0])]
+    on = detector.cfg.evaluate.threshold_on if first["threshold"] is None else first["threshold"]
+    metrics["localisation"] = split_localisation(
+        detector.cfg, target.recordings, tracks, evidence, on
+    )
     if calibration:  # beside each budget, what dev promised, so a user sees whether it held
         for p in calibration["points"]:
             at = metrics["sens_at_fa"].get(target_key(p["fa_per_24h_budget"]))

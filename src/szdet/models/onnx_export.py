@@ -1,8 +1,10 @@
 """The trained V3 network as one ONNX file, for onnxruntime on any CPU (evaluate/onnx_engine.py).
 
 The file holds the whole network: (batch, in_channels, window_samples) float32 EEG named "eeg" ->
-(batch, window_samples) per-sample seizure logits named "logits" (probabilities are their
-sigmoid, as in PyTorch). The batch is dynamic, the window length fixed.
+what ``model.localised`` returns: (batch, window_samples) per-sample seizure logits named "logits"
+(probabilities are their sigmoid, as in PyTorch) and (batch, in_channels, window_samples) per-node
+evidence named "evidence" (where the seizure is, evaluate/localise.py). The batch is dynamic, the
+window length fixed.
 
 The network is built with two execution settings that change how, not what, it computes
 (config.py: EXECUTION), so a checkpoint trained with any of them loads strictly:
@@ -30,26 +32,28 @@ from torch import Tensor, nn
 from szdet.config import ModelConfig
 from szdet.errors import UserError
 from szdet.fileio import atomic_path
-from szdet.models import build_model
+from szdet.models.detector import V3Detector
 
 INPUT_NAME = "eeg"
 OUTPUT_NAME = "logits"
+EVIDENCE_NAME = "evidence"
 # torch.export specialises a dimension of size 1 to the constant 1: tracing at batch 2 keeps the
 # batch symbolic (any batch >= 1 runs).
 TRACE_BATCH = 2
 
 
 class _Exported(nn.Module):
-    """The network one module down. torch.export names lifted parameters by their path, and at the
-    top level V3Detector's submodule ``graph`` collides with the exported module's fx ``graph``."""
+    """The network's ``localised`` (logits and evidence), one module down. torch.export names
+    lifted parameters by their path, and at the top level V3Detector's submodule ``graph``
+    collides with the exported module's fx ``graph``."""
 
-    def __init__(self, network: nn.Module) -> None:
+    def __init__(self, network: V3Detector) -> None:
         super().__init__()
         self.network = network
 
-    def forward(self, eeg: Tensor) -> Tensor:
-        out: Tensor = self.network(eeg)
-        return out
+    def forward(self, eeg: Tensor) -> tuple[Tensor, Tensor]:
+        logits, evidence = self.network.localised(eeg)
+        return logits, evidence
 
 
 def import_extra(name: str) -> ModuleType:
@@ -80,7 +84,7 @@ def export_onnx(
     cfg = exportable_config(model_cfg)
     onnx = import_extra("onnx")
     import_extra("onnxscript")  # what torch's exporter translates with
-    network = build_model(cfg)  # on the CPU
+    network = V3Detector(cfg)  # on the CPU
     network.load_state_dict(state_dict, strict=True)
     example = torch.zeros(TRACE_BATCH, cfg.in_channels, window_samples)
     with torch.no_grad():
@@ -90,7 +94,7 @@ def export_onnx(
             _Exported(network).eval(),
             (example,),
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
+            output_names=[OUTPUT_NAME, EVIDENCE_NAME],
             dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
             dynamo=True,
             verbose=False,
