@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from szdet.models import mamba2
 from szdet.models.kernels import AutoMamba2, describe_path, uses_cuda_kernels
-from szdet.models.mamba2 import BiMamba2Layer, Mamba2, ssd_chunked
+from szdet.models.mamba2 import BiMamba2Layer, Mamba2, ssd_chunked, ssd_chunked_inference
 
 
 def recurrence(x, dt, A, B, C):
@@ -44,6 +45,37 @@ def test_chunked_scan_matches_recurrence(length, chunk_size):
     assert got.shape == x.shape and got.dtype == torch.float32
     ref = recurrence(x, dt, A, B, C)
     assert (got.double() - ref).abs().max() <= 1e-4 * max(1.0, ref.abs().max().item())
+
+
+@pytest.mark.parametrize("length", [5, 16, 37, 100, 250])
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("chunk_size", [8, 16])
+def test_inference_scan_matches_chunked_scan_and_recurrence(length, groups, chunk_size):
+    x, dt, A, B, C = random_scan_inputs(length, groups=groups)
+    dt = dt * 0.2  # decays a step from ~0.95 down to the floor: states carried across chunks
+    got = ssd_chunked_inference(x, dt, A, B, C, chunk_size)
+    assert got.shape == x.shape and got.dtype == torch.float32
+    ref = recurrence(x, dt, A, B, C)
+    tol = 1e-5 * max(1.0, ref.abs().max().item())
+    assert (got.double() - ref).abs().max() <= tol
+    assert (got - ssd_chunked(x, dt, A, B, C, chunk_size)).abs().max() <= tol
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = ssd_chunked_inference(x, dt, A, B, C, chunk_size)
+    assert auto.dtype == torch.float32 and (auto - got).abs().max() <= 0.05 * got.abs().max()
+
+
+def test_module_takes_the_inference_scan_only_without_autograd(monkeypatch):
+    torch.manual_seed(0)
+    m = Mamba2(d_model=16, d_state=8, headdim=4, ngroups=2, chunk_size=16)
+    u = torch.randn(3, 70, 16)
+    trained = m(u)  # autograd on: the chunked scan
+    calls = []
+    monkeypatch.setattr(mamba2, "ssd_chunked", lambda *a: calls.append(a) or ssd_chunked(*a))
+    with torch.no_grad():
+        inferred = m(u)
+    assert not calls and (inferred - trained).abs().max() <= 1e-5
+    m(u)
+    assert len(calls) == 1
 
 
 def reference_mamba2(m: Mamba2, u):
@@ -157,13 +189,14 @@ def test_auto_module_runs_pure_on_cpu_and_shares_the_state_dict():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_decays_never_overflow_for_long_strong_sequences(dtype):
+@pytest.mark.parametrize("scan", [ssd_chunked, ssd_chunked_inference])
+def test_decays_never_overflow_for_long_strong_sequences(dtype, scan):
     x, dt, A, B, C = random_scan_inputs(300)
-    y = ssd_chunked(x.to(dtype), dt * 50, A * 10, B.to(dtype), C.to(dtype), 16)  # e^-700 a step
+    y = scan(x.to(dtype), dt * 50, A * 10, B.to(dtype), C.to(dtype), 16)  # e^-700 a step
     assert torch.isfinite(y).all()
     assert math.isfinite(float(y.abs().max()))
     with pytest.raises(ValueError, match="chunk_size 32"):
-        ssd_chunked(x, dt, A, B, C, 32)
+        scan(x, dt, A, B, C, 32)
 
 
 @pytest.mark.gpu

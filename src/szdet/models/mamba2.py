@@ -65,29 +65,22 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_si
     Decays are built in float32; the products run in the autocast dtype when autocast is on,
     else in ``x``'s dtype (as mamba_ssm's kernels feed their dot products).
     """
-    if chunk_size > MAX_PURE_CHUNK:
-        raise ValueError(
-            f"chunk_size {chunk_size} > {MAX_PURE_CHUNK}: the decay factors could overflow"
-        )
     in_dtype, work = x.dtype, _work_dtype(x)
     b, length, h, p = x.shape
     g = B.shape[2]
     q = chunk_size
+    dt, cum = _chunked_decays(dt, A, q)
     pad = (-length) % q
-    # Zero-padding the end is exact: padded steps carry no input (x = 0) and come after every
-    # real step, so the causal scan never lets them reach a real output.
     x, B, C = (F.pad(t.to(work), (0, 0, 0, 0, 0, pad)) for t in (x, B, C))
-    dt = F.pad(dt.float(), (0, 0, 0, pad))
     c = (length + pad) // q
     r = h // g  # heads per group
 
-    # Chunked views: x (b, c, q, g, r, p); dt (b, c, q, g, r); B, C (b, c, q, g, n).
+    # Chunked views: x (b, c, q, g, r, p); dt, cum (b, c, q, g, r); B, C (b, c, q, g, n).
     x = x.reshape(b, c, q, g, r, p)
     dt = dt.reshape(b, c, q, g, r)
+    cum = cum.reshape(b, c, q, g, r)
     B = B.reshape(b, c, q, g, -1)
     C = C.reshape(b, c, q, g, -1)
-    log_decay = (dt * A.float().reshape(g, r)).clamp_min(-2 * _MAX_EXPONENT / q)
-    cum = log_decay.cumsum(dim=2)  # log decay from the chunk start (<= 0), (b, c, q, g, r)
     x_dt = x * dt[..., None].to(work)
 
     # 1. Within a chunk: y_i = exp(cum_i - m) sum_{j <= i} (C_i . B_j) exp(m - cum_j) x_j dt_j.
@@ -111,6 +104,23 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_si
     return y.reshape(b, c * q, h, p)[:, :length].to(in_dtype)
 
 
+def _chunked_decays(dt: Tensor, A: Tensor, chunk_size: int) -> tuple[Tensor, Tensor]:
+    """dt (b, l, h) -> dt and the log decay from each chunk's start (<= 0, floored per step as
+    ``ssd_chunked`` says), both float32 (b, c, q, h) with the end zero-padded to whole chunks.
+
+    Zero-padding the end is exact: padded steps carry no input (x = 0) and come after every
+    real step, so the causal scan never lets them reach a real output.
+    """
+    if chunk_size > MAX_PURE_CHUNK:
+        raise ValueError(
+            f"chunk_size {chunk_size} > {MAX_PURE_CHUNK}: the decay factors could overflow"
+        )
+    b, length, h = dt.shape
+    dt = F.pad(dt.float(), (0, 0, 0, (-length) % chunk_size)).reshape(b, -1, chunk_size, h)
+    log_decay = (dt * A.float()).clamp_min(-2 * _MAX_EXPONENT / chunk_size)
+    return dt, log_decay.cumsum(dim=2)
+
+
 def _work_dtype(x: Tensor) -> torch.dtype:
     """The autocast dtype when autocast is on for ``x``'s device, else ``x``'s own."""
     device_type = x.device.type
@@ -129,6 +139,52 @@ def _entering_states(cum: Tensor, states: Tensor) -> Tensor:
     earlier = torch.ones(c, c, dtype=torch.bool, device=cum.device).tril(-1)
     carry = torch.exp(gap.masked_fill(~earlier, -math.inf)).to(states.dtype)
     return torch.einsum("bgrkm,bmgrpn->bkgrpn", carry, states)
+
+
+def ssd_chunked_inference(
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int
+) -> Tensor:
+    """``ssd_chunked``'s function (the same chunks, the same floor on the log decay), rearranged
+    for inference without autograd: fewer passes over x-sized tensors, and in place.
+
+    Every factor refers to its chunk's middle m: the scaled input s_j = exp(m - cum_j) dt_j x_j
+    (<= e^80) feeds both the intra-chunk product and the chunk's state, and the state entering
+    chunk k is carried at m_k, G_k = exp(m_k - m_{k-1}) (G_{k-1} + sum_j B_j s_j^T) (<= 1), by a
+    sequential scan over the chunks. Then y_i = exp(cum_i - m) (sum_{j<=i} (C_i . B_j) s_j +
+    C_i . G_k): one batched product per chunk and group plus one in-place update and scale.
+    """
+    in_dtype, work = x.dtype, _work_dtype(x)
+    b, length, h, p = x.shape
+    g, n = B.shape[2], B.shape[3]
+    q = chunk_size
+    dt, cum = _chunked_decays(dt, A, q)  # (b, c, q, h)
+    pad = (-length) % q
+    c, r = (length + pad) // q, h // g
+    mid = cum[:, :, q // 2]  # (b, c, h)
+    scale_in = (dt * torch.exp(mid[:, :, None] - cum)).to(work)
+    scale_out = torch.exp(cum - mid[:, :, None]).to(work)
+    scaled = x.new_empty(b, c * q, h, p, dtype=work)
+    scaled[:, length:] = 0
+    torch.mul(x, scale_in.reshape(b, c * q, h, 1)[:, :length], out=scaled[:, :length])
+
+    def by_group(t: Tensor) -> Tensor:  # (b, c*q, g, f) -> (b*c*g, q, f); a view when g = 1
+        return t.reshape(b, c, q, g, -1).transpose(2, 3).reshape(b * c * g, q, -1)
+
+    B_, C_ = (by_group(F.pad(t.to(work), (0, 0, 0, 0, 0, pad))) for t in (B, C))
+    s = by_group(scaled)  # (b*c*g, q, r*p)
+    states = torch.bmm(B_.mT, s).reshape(b, c, g, n, r, p)
+    # Carried from the middle of chunk k-1 to that of chunk k.
+    step = (
+        torch.exp(mid[:, 1:] - mid[:, :-1] + cum[:, :-1, -1]).to(work).reshape(b, c - 1, g, 1, r, 1)
+    )
+    carried = torch.zeros_like(states)
+    for k in range(1, c):
+        torch.add(carried[:, k - 1], states[:, k - 1], out=carried[:, k]).mul_(step[:, k - 1])
+    causal = torch.ones(q, q, dtype=torch.bool, device=x.device).tril()
+    y = torch.bmm(torch.bmm(C_, B_.mT).masked_fill_(~causal, 0.0), s)
+    y.baddbmm_(C_, carried.reshape(b * c * g, n, r * p))
+    y = y.reshape(b, c, g, q, r, p).mul_(scale_out.reshape(b, c, q, g, r, 1).transpose(2, 3))
+    return y.transpose(2, 3).reshape(b, c * q, h, p)[:, :length].to(in_dtype)
 
 
 class GatedRMSNorm(nn.Module):
@@ -213,8 +269,11 @@ class Mamba2(nn.Module):
         C = C.unflatten(-1, (self.ngroups, self.d_state))
         if scan is None:
             # mamba_ssm's chunk_size (default 256) tunes its kernel; the pure scan's factorised
-            # decays need chunks of at most 16, so it takes the smaller of the two.
-            y = ssd_chunked(x, dt, A, B, C, min(self.chunk_size, MAX_PURE_CHUNK))
+            # decays need chunks of at most 16, so it takes the smaller of the two. Without
+            # autograd the in-place rearrangement runs, except in the ONNX export's capture.
+            inference = not torch.is_grad_enabled() and not torch.onnx.is_in_onnx_export()
+            chunked = ssd_chunked_inference if inference else ssd_chunked
+            y = chunked(x, dt, A, B, C, min(self.chunk_size, MAX_PURE_CHUNK))
         else:
             y = scan(x, dt, A, B, C).to(x.dtype)
         y = y + x * self.D.to(x.dtype)[:, None]
@@ -224,17 +283,18 @@ class Mamba2(nn.Module):
         """``self.conv1d`` (depthwise, causal) as d_conv shifted multiply-adds, channels last.
 
         Same result as the Conv1d module, without the transposes, and far faster in backward on
-        CPU than the depthwise convolution kernel.
+        CPU than the depthwise convolution kernel. Fused multiply-adds into one output tensor:
+        each fresh x-sized tensor costs more than the arithmetic on it.
         """
         length, k = xbc.shape[1], self.d_conv
         padded = F.pad(xbc, (0, 0, k - 1, 0))
         weight = self.conv1d.weight.squeeze(1).to(xbc.dtype)  # (channels, k)
-        out = padded[:, :length] * weight[:, 0]
-        for i in range(1, k):
-            out = out + padded[:, i : i + length] * weight[:, i]
         bias = self.conv1d.bias
         assert bias is not None  # built with bias=True, as mamba_ssm's
-        return out + bias.to(xbc.dtype)
+        out = torch.addcmul(bias.to(xbc.dtype), padded[:, :length], weight[:, 0])
+        for i in range(1, k):
+            out.addcmul_(padded[:, i : i + length], weight[:, i])
+        return out
 
 
 class BiMamba2Layer(nn.Module):
