@@ -81,7 +81,8 @@ def test_evaluate_dev_writes_metrics_and_plots(trained, tmp_path, capsys, monkey
     assert where["threshold_on"] == metrics["sens_at_fa"]["10"]["threshold"]
     if where["events"]:  # a tiny model may detect none at that threshold
         assert 0 <= where["focus_hit_rate"] <= 1 and 0 < where["random_focus_hit_rate"] < 1
-        assert "where: focus among the event's channels" in stdout
+        assert 0 <= where["overlap"] <= 1 and 0 < where["random_overlap"] < 1
+        assert "where: focus among the event's channels" in stdout and "overlap" in stdout
     else:
         assert "where: no detected seizure" in stdout
     # A split this short cannot hold one false alarm within 10 FA/24h, and the summary says so.
@@ -107,7 +108,14 @@ def test_evaluate_removes_its_temporary_evidence_on_error(trained, tmp_path, cap
 
 def test_other_splits_get_thresholds_chosen_on_dev(trained, tmp_path, capsys):
     common = ["--checkpoint", trained["best"], "--cache", trained["cache"]]
-    assert run_cli(capsys, "evaluate", *common, "--split", "dev", "--out", tmp_path / "d")[0] == 0
+    # --min-auroc (make smoke's gate): met, exit 0; missed, exit 5 in one line, metrics written.
+    assert run_cli(capsys, "evaluate", *common, "--out", tmp_path / "d", "--min-auroc", "0")[0] == 0
+    code, _, err = run_cli(
+        capsys, "evaluate", *common, "--out", tmp_path / "x", "--min-auroc", "1.01"
+    )
+    assert code == 5 and (tmp_path / "x/metrics.json").is_file()
+    assert err.strip().splitlines()[-1].endswith("below --min-auroc 1.01")
+    assert str(trained["best"]) in err
     assert run_cli(capsys, "evaluate", *common, "--split", "train", "--out", tmp_path / "t")[0] == 0
     dev = json.loads((tmp_path / "d/metrics.json").read_text())
     other = json.loads((tmp_path / "t/metrics.json").read_text())

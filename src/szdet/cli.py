@@ -219,6 +219,12 @@ def _add_evaluate(sub: Subparsers) -> None:
     add_path_flag(p, "--cache", "cache_dir", "cache root holding <split>/")
     p.add_argument("--split", default="dev", help="split to score, at thresholds chosen on dev")
     p.add_argument("--out", type=Path, help="folder for metrics.json and the plots")
+    p.add_argument(
+        "--min-auroc",
+        type=float,
+        metavar="A",
+        help="exit with code 5 (after writing everything) if the split's AUROC is below A",
+    )
     _add_evaluate_overrides(p, "--set evaluate.fa_targets_per_24h=[10,1]", paths=True)
     p.set_defaults(func=cmd_evaluate)
 

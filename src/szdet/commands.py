@@ -158,9 +158,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     from szdet.evaluate.report import evaluate_command
 
-    return evaluate_command(
-        checkpoint=checkpoint, cache=cache, split=args.split, out=out, overrides=overrides
-    )
+    return evaluate_command(checkpoint, cache, args.split, out, overrides, args.min_auroc)
 
 
 def cmd_detect(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ import shutil
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE = 0, 1, 2  # 2: argparse's own
 EXIT_NONFINITE, EXIT_COLLAPSE = 3, 4  # `szdet train` stopped: non-finite losses, a collapsed model
+EXIT_BELOW_TARGET = 5  # `szdet evaluate --min-auroc`: the model scored below it (metrics written)
 EXIT_INTERNAL, EXIT_STOPPED, EXIT_INTERRUPTED = 70, 75, 130  # 75: checkpointed and stopped
 
 

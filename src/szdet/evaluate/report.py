@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from szdet.data.manifest import CacheSplit
-from szdet.errors import UserError
+from szdet.errors import EXIT_BELOW_TARGET, UserError
 from szdet.evaluate.inference import Detector, load_detector
 from szdet.evaluate.localise import split_localisation
 from szdet.evaluate.metrics import evaluate_tracks, target_key, thresholds_from_metrics
@@ -28,7 +28,12 @@ log = logging.getLogger(__name__)
 
 @evidence_on_disk()  # the split's per-node evidence waits in temporary files, not in memory
 def evaluate_command(
-    checkpoint: Path, cache: Path, split: str, out: Path, overrides: list[str]
+    checkpoint: Path,
+    cache: Path,
+    split: str,
+    out: Path,
+    overrides: list[str],
+    min_auroc: float | None = None,
 ) -> int:
     detector = load_detector(checkpoint, overrides)
     calibration = detector.operating_points
@@ -77,6 +82,12 @@ def evaluate_command(
     )
     print(summary_text(metrics))
     print(f"metrics: {out / 'metrics.json'}; plots: {', '.join(p.name for p in plots.values())}")
+    auroc = metrics["auroc"]
+    if min_auroc is not None and (auroc is None or auroc < min_auroc):
+        found = "none (one class only)" if auroc is None else f"{auroc:.3f}"
+        raise UserError(
+            f"{checkpoint}: {split} AUROC {found}, below --min-auroc {min_auroc}", EXIT_BELOW_TARGET
+        )
     return 0
 
 
@@ -140,7 +151,9 @@ def summary_text(metrics: dict[str, Any]) -> str:
                 f"  where: focus among the event's channels {fmt(where['focus_hit_rate'], 2)} "
                 f"(random channels {fmt(where['random_focus_hit_rate'], 2)}), side "
                 f"{fmt(where['side_accuracy'], 2)} (random {fmt(where['random_side_accuracy'], 2)})"
-                f", over {where['events']} detected seizures with per-channel labels"
+                f", electrode overlap {fmt(where['overlap'], 2)} (random "
+                f"{fmt(where['random_overlap'], 2)}), over {where['events']} detected seizures with "
+                "per-channel labels"
             )
         else:
             lines.append("  where: no detected seizure has per-channel labels to place it by")
