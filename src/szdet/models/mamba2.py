@@ -177,7 +177,8 @@ def ssd_chunked_inference(
     step = (
         torch.exp(mid[:, 1:] - mid[:, :-1] + cum[:, :-1, -1]).to(work).reshape(b, c - 1, g, 1, r, 1)
     )
-    carried = torch.zeros_like(states)
+    carried = torch.empty_like(states)
+    carried[:, 0] = 0  # nothing enters the first chunk
     for k in range(1, c):
         torch.add(carried[:, k - 1], states[:, k - 1], out=carried[:, k]).mul_(step[:, k - 1])
     causal = torch.ones(q, q, dtype=torch.bool, device=x.device).tril()
@@ -185,6 +186,12 @@ def ssd_chunked_inference(
     y.baddbmm_(C_, carried.reshape(b * c * g, n, r * p))
     y = y.reshape(b, c, g, q, r, p).mul_(scale_out.reshape(b, c, q, g, r, 1).transpose(2, 3))
     return y.transpose(2, 3).reshape(b, c * q, h, p)[:, :length].to(in_dtype)
+
+
+def _inference() -> bool:
+    """Whether the in-place inference code runs: without autograd, except in the ONNX export's
+    capture (which traces the autograd path's plain tensor ops)."""
+    return not torch.is_grad_enabled() and not torch.onnx.is_in_onnx_export()
 
 
 class GatedRMSNorm(nn.Module):
@@ -197,6 +204,12 @@ class GatedRMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor, z: Tensor) -> Tensor:
+        if _inference():  # in place: one fresh x-sized tensor instead of five
+            gated = F.silu(z.float()).mul_(x)
+            grouped = gated.unflatten(-1, (-1, self.group_size))
+            norm = torch.linalg.vector_norm(grouped, dim=-1, keepdim=True)
+            grouped.mul_(norm.square_().div_(self.group_size).add_(self.eps).rsqrt_())
+            return gated.mul_(self.weight.float()).to(x.dtype)
         gated = x.float() * F.silu(z.float())
         grouped = gated.unflatten(-1, (-1, self.group_size))
         normed = grouped * torch.rsqrt(grouped.square().mean(-1, keepdim=True) + self.eps)
@@ -267,17 +280,24 @@ class Mamba2(nn.Module):
         A = -torch.exp(self.A_log.float())
         B = B.unflatten(-1, (self.ngroups, self.d_state))
         C = C.unflatten(-1, (self.ngroups, self.d_state))
+        inference = _inference()
         if scan is None:
             # mamba_ssm's chunk_size (default 256) tunes its kernel; the pure scan's factorised
-            # decays need chunks of at most 16, so it takes the smaller of the two. Without
-            # autograd the in-place rearrangement runs, except in the ONNX export's capture.
-            inference = not torch.is_grad_enabled() and not torch.onnx.is_in_onnx_export()
+            # decays need chunks of at most 16, so it takes the smaller of the two.
             chunked = ssd_chunked_inference if inference else ssd_chunked
             y = chunked(x, dt, A, B, C, min(self.chunk_size, MAX_PURE_CHUNK))
         else:
             y = scan(x, dt, A, B, C).to(x.dtype)
-        y = y + x * self.D.to(x.dtype)[:, None]
-        return self.out_proj(self.norm(y.flatten(-2), z))
+        # D per channel (repeated over each head's channels): a contiguous broadcast, far faster
+        # than one over a short innermost headdim; in place into the scan's output if no autograd.
+        d_skip = self.D.to(x.dtype).repeat_interleave(self.headdim)
+        y = y.flatten(-2)
+        y = (
+            y.addcmul_(x.flatten(-2), d_skip)
+            if inference
+            else torch.addcmul(y, x.flatten(-2), d_skip)
+        )
+        return self.out_proj(self.norm(y, z))
 
     def _causal_conv(self, xbc: Tensor) -> Tensor:
         """``self.conv1d`` (depthwise, causal) as d_conv shifted multiply-adds, channels last.
