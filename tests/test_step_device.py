@@ -18,7 +18,7 @@ from szdet.state.run_dir import read_metrics
 from szdet.train.distributed import DistInfo
 from szdet.train.monitor import StepMonitor
 from szdet.train.step import Stepper, StepResult
-from train_support import in_process_trainer
+from train_support import in_process_trainer, nan_output_on
 
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))
 
@@ -162,9 +162,7 @@ def test_a_nonfinite_streak_that_ended_between_reads_still_stops_the_run(
         checkpoint_every_steps=None,
         max_steps_per_epoch=5,
     )
-    trainer.model.register_forward_hook(
-        lambda module, inputs, out: out * math.nan if trainer.position.step + 1 in (1, 2) else out
-    )
+    nan_output_on({1, 2}, trainer)
     with caplog.at_level(logging.ERROR, logger="szdet.train.loop"):
         code = trainer.fit()
     trainer.close(code)

@@ -25,6 +25,7 @@ from szdet.train.early_stop import EarlyStopping
 from szdet.train.loop import Trainer
 from train_support import (
     in_process_trainer,
+    nan_output_on,
     step_sequence,
     write_config,
 )
@@ -70,17 +71,6 @@ def test_metrics_log_keeps_only_the_rows_a_checkpoint_counted(tmp_path):
     resumed.close()
     assert [(r["step"], r["loss"]) for r in read_metrics(path)] == [(1, 0.5), (2, None), (3, 0.25)]
     assert path.read_text().endswith("\n")
-
-
-def nan_output_on(steps: set[int], trainer: Trainer):
-    """A numerical blow-up at the model's output on the given (1-based) steps."""
-
-    def hook(module, inputs, output):
-        return (
-            output * math.nan if trainer.position.step + 1 in steps and module.training else output
-        )
-
-    return trainer.model.register_forward_hook(hook)
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """Shared by the trainer's tests: a tiny V3 config, a synthetic corpus + cache, run helpers."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +78,17 @@ def in_process_trainer(tmp_path: Path, cache_dir: Path, **train) -> Trainer:
     cfg = load_config(write_config(tmp_path, cache_dir, train=train))
     device = torch.device("cuda" if cfg.train.device == "cuda" else "cpu")
     return Trainer(cfg, DistInfo(0, 1, 0, device), resume="auto")
+
+
+def nan_output_on(steps: set[int], trainer: Trainer):
+    """A numerical blow-up at the model's output (logits, and node logits when the step asks for
+    them) on the given (1-based) training steps."""
+
+    def hook(module, inputs, output):
+        if trainer.position.step + 1 not in steps or not module.training:
+            return output
+        return (
+            tuple(o * math.nan for o in output) if isinstance(output, tuple) else output * math.nan
+        )
+
+    return trainer.model.register_forward_hook(hook)
