@@ -1,8 +1,8 @@
 """The trainer's own optimizer step, timed: stages 2 (train_step) and 4 (variants).
 
-It is ``szdet.train.step.Stepper`` as training builds it (autocast, focal loss, clipping, AdamW,
-fused on CUDA, the schedule) on random windows of the config's length, float16 as the loader
-hands them over. The first step is timed apart: it pays cuDNN's algorithm search and Triton's
+It is ``szdet.train.step.Stepper`` as training builds it (autocast, focal losses, clipping, AdamW,
+fused on CUDA, the schedule) on random windows of the config's length and random labels, as the
+loader hands them over. The first step is timed apart: it pays cuDNN's algorithm search and Triton's
 compile and autotune. Then warm-up steps, then each timed step between device events; the figure
 is the median. MFU counts the matrix products and convolutions of one window's forward and
 backward (FlopCounterMode on the meta device) against the detected GPU's dense bf16 peak.
@@ -97,9 +97,12 @@ class TrainStep:
         window = cfg.window_samples
         self.x = torch.randn(batch, cfg.model.in_channels, window, device=device).half()
         self.y = (torch.rand(batch, window, device=device) < 0.1).float()
+        # Per-node labels as the loader gives them (data/windows.py): 0/1, some unknown (-1).
+        steps = (batch, cfg.model.in_channels, window // cfg.model.downsample)
+        self.node_y = torch.randint(-1, 2, steps, dtype=torch.int8, device=device)
 
     def step(self) -> Any:
-        return self.stepper(self.x, self.y)
+        return self.stepper(self.x, self.y, self.node_y)
 
     def measure(self, warmup: int, steps: int) -> dict[str, Any]:
         """Windows/s and memory of ``steps`` timed steps after the first and ``warmup`` more."""
