@@ -10,6 +10,7 @@ from szdet.models import mamba2
 from szdet.models.kernels import AutoMamba2, describe_path, uses_cuda_kernels
 from szdet.models.mamba2 import (
     BiMamba2Layer,
+    BiMamba2Stack,
     GatedRMSNorm,
     Mamba2,
     ssd_chunked,
@@ -230,3 +231,17 @@ def test_gated_norm_in_place_without_autograd_matches_autograd_path(groups):
         inferred = norm(x, z)
     assert torch.equal(x, x_before) and torch.equal(z, z_before)  # inputs untouched
     assert (inferred - trained).abs().max() <= 1e-6 and not inferred[0, 0].any()
+
+
+def test_stack_runs_blocks_of_rows_without_autograd_on_cpu(monkeypatch):
+    torch.manual_seed(0)
+    stack = BiMamba2Stack(8, 2, lambda: Mamba2(8, d_state=4, headdim=4, chunk_size=16), 0.0)
+    u = torch.randn(7, 40, 8)
+    trained = stack(u)
+    # in_proj has 2 * 16 + 2 * 4 + 4 = 44 outputs: 3 rows of 40 steps per block, so 3 blocks
+    monkeypatch.setattr(mamba2, "INFERENCE_BLOCK_ELEMENTS", 3 * 40 * 44)
+    blocks = []
+    stack.layers[0].register_forward_hook(lambda _, args, __: blocks.append(args[0].shape[0]))
+    with torch.no_grad():
+        inferred = stack(u)
+    assert blocks == [3, 3, 1] and (inferred - trained).abs().max() <= 1e-5
