@@ -39,15 +39,7 @@ def evaluate_command(
     calibration = detector.operating_points
     dev_name = calibration["split"] if calibration else detector.cfg.data.dev_split
     target = open_matching_split(detector, cache, split)
-    thresholds = None
-    if calibration:  # a detector: the thresholds its export chose on dev, not chosen again
-        thresholds = {p["fa_per_24h_budget"]: p["threshold_on"] for p in calibration["points"]}
-    elif split != dev_name:
-        dev = open_matching_split(detector, cache, dev_name)
-        log.info("choosing thresholds on %s (%d recordings)", dev_name, len(dev))
-        dev_metrics = score_split(detector, dev)
-        thresholds = thresholds_from_metrics(dev_metrics)
-
+    thresholds = _given_thresholds(detector, cache, split, dev_name)
     tracks, evidence = detector.predict(target, evidence=True)
     metrics = score_split(detector, target, thresholds, tracks)
     # where: at the first budget's threshold (the configured one if none)
@@ -89,6 +81,20 @@ def evaluate_command(
             f"{checkpoint}: {split} AUROC {found}, below --min-auroc {min_auroc}", EXIT_BELOW_TARGET
         )
     return 0
+
+
+def _given_thresholds(
+    detector: Detector, cache: Path, split: str, dev_name: str
+) -> dict[float, float | None] | None:
+    """Per budget, the on-threshold ``split`` is scored at: a detector's, chosen by its export;
+    else chosen on ``dev_name`` now; None to choose them on ``split`` itself (it is dev)."""
+    if calibration := detector.operating_points:
+        return {p["fa_per_24h_budget"]: p["threshold_on"] for p in calibration["points"]}
+    if split == dev_name:
+        return None
+    dev = open_matching_split(detector, cache, dev_name)
+    log.info("choosing thresholds on %s (%d recordings)", dev_name, len(dev))
+    return thresholds_from_metrics(score_split(detector, dev))
 
 
 def open_matching_split(detector: Detector, cache: Path, split: str) -> CacheSplit:
