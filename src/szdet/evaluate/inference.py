@@ -19,7 +19,7 @@ from szdet.config_load import with_overrides
 from szdet.data.edf import EdfSignal
 from szdet.data.manifest import CacheSplit
 from szdet.data.windows import SplitLike, WindowIndex
-from szdet.device import autocast_dtype, pick_device
+from szdet.device import autocast_dtype, keep_freed_memory, pick_device
 from szdet.errors import UserError
 from szdet.evaluate.onnx_engine import OnnxNetwork
 from szdet.evaluate.stitch import Stitcher, predict_into
@@ -190,4 +190,6 @@ def load_detector(
     else:
         device = pick_device("auto", local_rank=0)
         model, dtype = loaded.model.to(device), autocast_dtype(device, cfg.train.precision)
+    if device.type == "cpu":
+        keep_freed_memory()
     return Detector(cfg, model, device, dtype, path, loaded.step, loaded.operating_points)
