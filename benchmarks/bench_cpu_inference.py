@@ -26,6 +26,7 @@ from torch import nn
 
 from szdet.config import Config
 from szdet.config_load import load_config
+from szdet.device import keep_freed_memory
 from szdet.evaluate.onnx_engine import OnnxNetwork
 from szdet.gpu_check.variants import VARIANTS, variant_config
 from szdet.models import build_model
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as `detect` does on a CPU (evaluate/inference.py load_detector)
     cfg = load_config(args.config)
     multirate = variant_config(cfg, next(v for v in VARIANTS if v.name == "multirate_tcn"))
     windows_per_eeg_hour = 3600 / cfg.windows.eval_stride_s
