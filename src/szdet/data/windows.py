@@ -93,6 +93,42 @@ def channel_nodes(channel: str, names: tuple[str, ...]) -> tuple[int, ...]:
     )
 
 
+@dataclass(frozen=True)
+class NodeRows:
+    """A recording's per-channel seizure rows as arrays, once: the nodes each row marks and its
+    [first, stop) samples, so that a window's labels cost the rows it overlaps, not all of them
+    (a recording with 100 seizures has ~2,000 rows)."""
+
+    marks: np.ndarray  # (rows, nodes) bool
+    bounds: np.ndarray  # (rows, 2) float64 sample numbers, rounded
+    n_nodes: int
+    unknown: bool  # seizures but no rows: UNKNOWN_NODE throughout
+
+    @classmethod
+    def of(cls, recording: ChannelLabelled, names: tuple[str, ...], rate_hz: float) -> NodeRows:
+        rows = recording.channel_seizures
+        marks = np.zeros((len(rows), len(names)), dtype=bool)
+        for k, (channel, _, _) in enumerate(rows):
+            marks[k, list(channel_nodes(channel, names))] = True
+        seconds = np.array([(a, b) for _, a, b in rows], dtype=np.float64).reshape(-1, 2)
+        unknown = bool(recording.events) and not rows
+        return cls(marks, np.round(seconds * rate_hz), len(names), unknown)
+
+    def labels(self, start: int, length: int, downsample: int) -> np.ndarray:
+        """Per-node labels (int8 0/1, or UNKNOWN_NODE) of the window [start, start + length),
+        one per model step: (nodes, length // downsample)."""
+        steps = length // downsample
+        if self.unknown:
+            return np.full((self.n_nodes, steps), UNKNOWN_NODE, dtype=np.int8)
+        labels = np.zeros((self.n_nodes, steps), dtype=np.int8)
+        middles = start + np.arange(steps) * downsample + downsample // 2
+        first, stop = np.searchsorted(middles, self.bounds.ravel()).reshape(2, -1, order="F")
+        inside = np.flatnonzero(stop > first)  # the rows with a step in this window
+        for k in inside:
+            labels[self.marks[k], first[k] : stop[k]] = 1
+        return labels
+
+
 def node_labels(
     recording: ChannelLabelled,
     names: tuple[str, ...],
@@ -101,19 +137,8 @@ def node_labels(
     downsample: int,
     sample_rate_hz: float,
 ) -> np.ndarray:
-    """Per-node labels (int8 0/1, or UNKNOWN_NODE) of the window [start, start + length), one per
-    model step: (len(names), length // downsample)."""
-    steps = length // downsample
-    if recording.events and not recording.channel_seizures:
-        return np.full((len(names), steps), UNKNOWN_NODE, dtype=np.int8)
-    labels = np.zeros((len(names), steps), dtype=np.int8)
-    middles = start + np.arange(steps) * downsample + downsample // 2
-    for channel, start_s, stop_s in recording.channel_seizures:
-        first, stop = np.searchsorted(
-            middles, np.round(np.array([start_s, stop_s]) * sample_rate_hz)
-        )
-        labels[list(channel_nodes(channel, names)), first:stop] = 1
-    return labels
+    """Per-node labels of one window (`NodeRows.labels`), the recording's rows read afresh."""
+    return NodeRows.of(recording, names, sample_rate_hz).labels(start, length, downsample)
 
 
 def window_starts(n_samples: int, length: int, stride: int) -> np.ndarray:
@@ -297,21 +322,16 @@ class NodeLabelledWindows(Dataset):
         self, split: SplitLike, index: WindowIndex, names: Sequence[str], downsample: int
     ) -> None:
         self.windows = WindowDataset(split, index)
-        self.names, self.downsample = tuple(names), downsample
+        self.downsample = downsample
+        recordings = cast(Sequence[ChannelLabelled], split.recordings)
+        self.rows = [NodeRows.of(r, tuple(names), split.sample_rate_hz) for r in recordings]
 
     def __len__(self) -> int:
         return len(self.windows)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         x, y, _ = self.windows[i]
-        split, index = self.windows.split, self.windows.index
-        recording = cast(ChannelLabelled, split.recordings[int(index.recording[i])])
-        nodes = node_labels(
-            recording,
-            self.names,
-            int(index.start[i]),
-            index.length,
-            self.downsample,
-            split.sample_rate_hz,
-        )
+        index = self.windows.index
+        rows = self.rows[int(index.recording[i])]
+        nodes = rows.labels(int(index.start[i]), index.length, self.downsample)
         return x, y, torch.from_numpy(nodes), i
