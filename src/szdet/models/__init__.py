@@ -14,7 +14,8 @@ from szdet.models.detector import V3Detector
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
-    """forward(x: (B, in_channels, L) float) -> logits (B, L); L divisible by cfg.downsample."""
+    """forward(x: (B, in_channels, L) float) -> logits (B, L), L divisible by cfg.downsample;
+    ``with_nodes=True`` also each node's logit per model step, (B, in_channels, L / downsample)."""
     return V3Detector(cfg)
 
 
