@@ -168,8 +168,9 @@ def test_a_splits_evidence_never_sits_in_memory_at_once(monkeypatch, tmp_path):
     with evidence_on_disk():
         few = evidence_overhead(3)[0]
         many, sizes, windows, stitcher, evidence = evidence_overhead(300)
-        # 300 recordings' evidence is 5.5 MB: it costs what 3 recordings' does, to within one
-        assert many < few + NODES * n_frames(max(sizes), SLOW_HZ, 4.0) * 4
+        # 300 recordings' evidence is 5.5 MB: it costs what 3 recordings' does, to within two
+        # (a finishing recording's sums and its mean; the allocator's peaks vary by a few KB)
+        assert many < few + 2 * NODES * n_frames(max(sizes), SLOW_HZ, 4.0) * 4
         tracks = stitcher.tracks()
         for r, n in enumerate(sizes):  # read back as it was: as if stitched alone
             alone = stitched([n], [(0, s, e) for i, s, e in windows if i == r])
