@@ -18,8 +18,9 @@ from szdet.models.mamba2 import (
 )
 
 
-def recurrence(x, dt, A, B, C):
-    """Written here, independently of the package: one head, one step at a time, float64."""
+def recurrence(x, dt, A, B, C, floor=-math.inf):
+    """Written here, independently of the package: one head, one step at a time, float64; each
+    step's log decay at least ``floor``."""
     b, length, h, p = x.shape
     g = B.shape[2]
     y = torch.zeros(b, length, h, p, dtype=torch.float64)
@@ -27,7 +28,7 @@ def recurrence(x, dt, A, B, C):
         group = head // (h // g)
         state = torch.zeros(b, p, B.shape[-1], dtype=torch.float64)
         for t in range(length):
-            decay = torch.exp(dt[:, t, head].double() * A[head].double())
+            decay = torch.exp((dt[:, t, head].double() * A[head].double()).clamp_min(floor))
             inp = (dt[:, t, head].double()[:, None] * x[:, t, head].double())[:, :, None]
             state = decay[:, None, None] * state + inp * B[:, t, group].double()[:, None, :]
             y[:, t, head] = (state @ C[:, t, group].double()[:, :, None])[..., 0]
@@ -69,6 +70,20 @@ def test_inference_scan_matches_chunked_scan_and_recurrence(length, groups, chun
     with torch.autocast("cpu", dtype=torch.bfloat16):
         auto = ssd_chunked_inference(x, dt, A, B, C, chunk_size)
     assert auto.dtype == torch.float32 and (auto - got).abs().max() <= 0.05 * got.abs().max()
+
+
+@pytest.mark.parametrize("scan", [ssd_chunked, ssd_chunked_inference])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_scans_carry_the_state_across_chunks_under_decays_at_the_floor(scan, groups):
+    """Log decays from -0.2 to -70 a step, many floored at -10 (chunks of 16): each chunk's
+    first steps still see the end of the previous one (the inference scan once lost it, its
+    carry factor flushed to zero in float32)."""
+    x, dt, A, B, C = random_scan_inputs(70, groups=groups)
+    dt = dt * 8
+    assert (dt * A).min() < -10 < (dt * A).max()
+    got = scan(x, dt, A, B, C, 16)
+    ref = recurrence(x, dt, A, B, C, floor=-10.0)
+    assert (got.double() - ref).abs().max() <= 1e-5 * max(1.0, ref.abs().max().item())
 
 
 def test_module_takes_the_inference_scan_only_without_autograd(monkeypatch):
@@ -218,7 +233,7 @@ def test_cuda_pure_path_matches_cpu():
 
 
 @pytest.mark.parametrize("groups", [1, 2])
-def test_gated_norm_in_place_without_autograd_matches_autograd_path(groups):
+def test_gated_norm_in_place_matches_the_autograd_path_before_its_weight(groups):
     torch.manual_seed(0)
     norm = GatedRMSNorm(32, group_size=32 // groups)
     with torch.no_grad():
@@ -226,11 +241,29 @@ def test_gated_norm_in_place_without_autograd_matches_autograd_path(groups):
     x, z = torch.randn(2, 7, 32), torch.randn(2, 7, 32)
     x[0, 0] = 0  # a zero gated vector stays zero
     trained = norm(x, z)
-    x_before, z_before = x.clone(), z.clone()
+    x_before = x.clone()
     with torch.no_grad():
-        inferred = norm(x, z)
-    assert torch.equal(x, x_before) and torch.equal(z, z_before)  # inputs untouched
+        inferred = norm.unweighted_in_place(x, z) * norm.weight
+    assert torch.equal(x, x_before)  # x untouched; z is the output's memory
     assert (inferred - trained).abs().max() <= 1e-6 and not inferred[0, 0].any()
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("d_conv", [2, 4])
+def test_inference_forward_matches_the_autograd_forward(groups, d_conv):
+    """The inference form (three in_proj products, the conv as a channels-last image, the norm's
+    weight in out_proj) against the training form, on trained-looking parameters."""
+    torch.manual_seed(groups)
+    m = Mamba2(d_model=16, d_state=8, d_conv=d_conv, headdim=4, ngroups=groups, chunk_size=16)
+    with torch.no_grad():
+        for p in (m.conv1d.bias, m.dt_bias, m.D):
+            p.normal_()
+        m.norm.weight.normal_(1, 0.3)
+    u = torch.randn(3, 45, 16)
+    trained = m(u)
+    with torch.no_grad():
+        inferred = m(u)
+    assert (inferred - trained).abs().max() <= 1e-5 * trained.abs().max()
 
 
 def test_stack_runs_blocks_of_rows_without_autograd_on_cpu(monkeypatch):
