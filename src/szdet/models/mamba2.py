@@ -179,6 +179,7 @@ def ssd_chunked_inference(
 
     B_, C_ = (by_group(F.pad(t.to(work), (0, 0, 0, 0, 0, pad))) for t in (B, C))
     s = by_group(scaled)  # (b*c*g, q, r*p)
+
     def per_head(t: Tensor) -> Tensor:  # (b, c', h) float32 -> (b, c', g, 1, r, 1), work dtype
         return torch.exp(t).to(work).reshape(b, -1, g, 1, r, 1)
 
