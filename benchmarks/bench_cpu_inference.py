@@ -1,9 +1,10 @@
 """Inference on this CPU at the cloud model's size, in EEG-hours per CPU-hour: (a) the PyTorch path
-`szdet detect` runs today (eval mode, no_grad, pure Mamba-2, eigh PE); (b) the same network
-exported to ONNX (models/onnx_export.py) and run by onnxruntime; (c) the multi-rate TCN variant
-in both. Ratios are to (a), measured in the same run, round-robin (each round times every engine
-once) so that the machine's drift falls on all alike. Random weights (seed 0): the same compute
-as trained ones. Also: (a)'s time per component, the export's time and file size.
+`szdet detect` runs today (eval mode, no_grad, pure Mamba-2 with its compiled CPU loop, eigh PE),
+and (a') the same without numba (the chunked inference scan: mamba2_cpu.py's baseline); (b) the
+same network exported to ONNX (models/onnx_export.py) and run by onnxruntime; (c) the multi-rate
+TCN variant in all three. Ratios are to (a), measured in the same run, round-robin (each round
+times every engine once) so that the machine's drift falls on all alike. Random weights (seed 0):
+the same compute as trained ones. Also: (a)'s time per component, the export's time and size.
 
     .venv/bin/python benchmarks/bench_cpu_inference.py [--config configs/cloud/train.yaml]
         [--batch 4] [--threads 2] [--repeats 3]
@@ -29,7 +30,7 @@ from szdet.config_load import load_config
 from szdet.device import keep_freed_memory
 from szdet.evaluate.onnx_engine import OnnxNetwork
 from szdet.gpu_check.variants import VARIANTS, variant_config
-from szdet.models import build_model
+from szdet.models import build_model, mamba2_cpu
 from szdet.models.onnx_export import export_onnx
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,6 +76,21 @@ def best_times(
     return best, logits
 
 
+class WithoutNumba(nn.Module):
+    """``network`` as it runs where numba is not installed."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        installed, mamba2_cpu.numba = mamba2_cpu.numba, None
+        try:
+            return self.network(x)
+        finally:
+            mamba2_cpu.numba = installed
+
+
 def exported(cfg: Config, network: nn.Module, path: Path, threads: int) -> OnnxNetwork:
     start = time.perf_counter()
     export_onnx(cfg.model, network.state_dict(), cfg.window_samples, path)
@@ -111,25 +127,28 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         engines = {
             "(a) torch": reference,
+            "(a') torch, no numba": WithoutNumba(reference),
             "(b) onnxruntime": exported(cfg, reference, Path(tmp, "reference.onnx"), args.threads),
             "(c) torch, multi-rate TCN": multirate_net,
+            "(c') torch, multi-rate, no numba": WithoutNumba(multirate_net),
             "(c) onnxruntime, multi-rate": exported(
                 multirate, multirate_net, Path(tmp, "multirate.onnx"), args.threads
             ),
         }
         x = torch.randn(args.batch, cfg.model.in_channels, cfg.window_samples)
         seconds, logits = best_times(list(engines.values()), x, args.repeats)
-    for torch_run, onnx_run, what in ((0, 1, "reference"), (2, 3, "multi-rate")):
-        gap = (torch.sigmoid(logits[torch_run]) - torch.sigmoid(logits[onnx_run])).abs()
+    for run, other, what in ((0, 2, "reference: onnxruntime"), (3, 5, "multi-rate: onnxruntime"),
+                             (0, 1, "reference: no numba"), (3, 4, "multi-rate: no numba")):  # fmt: skip
+        gap = (torch.sigmoid(logits[run]) - torch.sigmoid(logits[other])).abs()
         beyond = (gap > 1e-4).float().mean().item()  # top-k near-ties: tests/test_onnx.py
-        print(f"{what}: onnxruntime vs torch probabilities, max abs difference "
+        print(f"{what} vs torch probabilities, max abs difference "
               f"{gap.max().item():.2g}, {beyond:.2%} of samples beyond 1e-4")  # fmt: skip
-    print(f"{'engine':<30}{'windows/s':>11}{'s/window':>10}{'EEG-h/CPU-h':>13}{'vs (a)':>8}")
+    print(f"{'engine':<34}{'windows/s':>11}{'s/window':>10}{'EEG-h/CPU-h':>13}{'vs (a)':>8}")
     for name, batch_seconds in zip(engines, seconds, strict=True):
         per_window = batch_seconds / args.batch
         eeg_hours = args.batch / windows_per_eeg_hour
         cpu_hours = batch_seconds * args.threads / 3600
-        print(f"{name:<30}{1 / per_window:>11.2f}{per_window:>10.2f}{eeg_hours / cpu_hours:>13.1f}"
+        print(f"{name:<34}{1 / per_window:>11.2f}{per_window:>10.2f}{eeg_hours / cpu_hours:>13.1f}"
               f"{seconds[0] / batch_seconds:>7.2f}x")  # fmt: skip
     print_components(timer.fastest())
     return 0

@@ -34,7 +34,8 @@ python -m szdet.state.bundle "$detector"  # one line and exit 1 for anything but
 work=$(mktemp -d "${TMPDIR:-/tmp}/szcore.XXXXXX")
 tmp=$output.$$.tmp
 trap 'rm -rf "$work" "$tmp"' EXIT
-# HOME is not writable: matplotlib's, Triton's and any other cache live and die with this run.
+# HOME is not writable: matplotlib's, Triton's, numba's (XDG_CACHE_HOME) and any other cache live and
+# die with this run (numba then compiles the CPU Mamba-2 loop once per run: ~4 s).
 export XDG_CACHE_HOME=$work/cache MPLCONFIGDIR=$work/matplotlib TRITON_CACHE_DIR=$work/triton
 export MNE_DONTWRITE_HOME=true
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from szdet.models import mamba2
+from szdet.models import mamba2, mamba2_cpu
 from szdet.models.kernels import AutoMamba2, describe_path, uses_cuda_kernels
 from szdet.models.mamba2 import (
     BiMamba2Layer,
@@ -100,7 +100,7 @@ def test_module_takes_the_inference_scan_only_without_autograd(monkeypatch):
     assert len(calls) == 1
 
 
-def reference_mamba2(m: Mamba2, u):
+def reference_mamba2(m: Mamba2, u, floor=-math.inf):
     """The module's computation from its parameters: nn.Conv1d, then the test's recurrence."""
     length = u.shape[1]
     z, xbc, dt = torch.split(
@@ -112,7 +112,7 @@ def reference_mamba2(m: Mamba2, u):
     dt = F.softplus(dt + m.dt_bias)
     B = B.reshape(*B.shape[:2], m.ngroups, m.d_state)
     C = C.reshape(*C.shape[:2], m.ngroups, m.d_state)
-    y = recurrence(x, dt, -torch.exp(m.A_log), B, C).float() + x * m.D[:, None]
+    y = recurrence(x, dt, -torch.exp(m.A_log), B, C, floor).float() + x * m.D[:, None]
     y = y.flatten(-2) * F.silu(z)  # gated RMSNorm, norm_before_gate=False, per group
     grouped = y.unflatten(-1, (m.ngroups, -1))
     y = (grouped / torch.sqrt(grouped.pow(2).mean(-1, keepdim=True) + 1e-5)).flatten(-2)
@@ -248,9 +248,18 @@ def test_gated_norm_in_place_matches_the_autograd_path_before_its_weight(groups)
     assert (inferred - trained).abs().max() <= 1e-6 and not inferred[0, 0].any()
 
 
+@pytest.fixture(params=["compiled", "torch"])
+def cpu_inference(request, monkeypatch):
+    """Mamba2's CPU inference as it runs: the compiled loop (mamba2_cpu.py), or without numba
+    installed, the chunked inference scan."""
+    if request.param == "torch":
+        monkeypatch.setattr(mamba2_cpu, "numba", None)
+    return request.param
+
+
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("d_conv", [2, 4])
-def test_inference_forward_matches_the_autograd_forward(groups, d_conv):
+def test_inference_forward_matches_the_autograd_forward(groups, d_conv, cpu_inference):
     """The inference form (three in_proj products, the conv as a channels-last image, the norm's
     weight in out_proj) against the training form, on trained-looking parameters."""
     torch.manual_seed(groups)
@@ -278,3 +287,73 @@ def test_stack_runs_blocks_of_rows_without_autograd_on_cpu(monkeypatch):
     with torch.no_grad():
         inferred = stack(u)
     assert blocks == [3, 3, 1] and (inferred - trained).abs().max() <= 1e-5
+
+
+def test_cpu_inference_runs_the_compiled_loop_only_in_float32_without_autograd(monkeypatch):
+    calls = []
+    compiled = mamba2_cpu.scan_gate_norm
+    monkeypatch.setattr(mamba2_cpu, "scan_gate_norm", lambda *a: calls.append(a) or compiled(*a))
+    torch.manual_seed(0)
+    m = Mamba2(d_model=16, d_state=8, headdim=4, chunk_size=16)
+    u = torch.randn(2, 40, 16)
+    m(u)  # autograd: the chunked scan
+    with torch.no_grad():
+        m.to(torch.bfloat16)(u.bfloat16())  # not float32: the torch inference form
+        assert not calls
+        m.float()(u)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_compiled_loop_matches_the_recurrence_with_decays_at_the_floor(groups):
+    """Strong decays (dt up to ~8, A down to -16: log decays far below the floor of -10 a step
+    for chunks of 16) through the whole module: the compiled loop takes the chunked scan's
+    floor, so it computes the same function as the test's float64 recurrence with that floor."""
+    torch.manual_seed(groups)
+    m = Mamba2(d_model=16, d_state=8, headdim=4, ngroups=groups, chunk_size=16)
+    with torch.no_grad():
+        m.dt_bias.copy_(torch.linspace(-4, 8, m.nheads))
+        m.A_log.copy_(torch.linspace(0, math.log(16), m.nheads))
+        m.D.normal_()
+        m.norm.weight.normal_(1, 0.3)
+    u = torch.randn(3, 50, 16)
+    with torch.no_grad():
+        got = m(u)
+        ref = reference_mamba2(m, u, floor=-10.0)
+    # the floor moves this output by ~2e-4: a loop without it fails
+    assert (got - ref).abs().max() <= 1e-5 * max(1.0, ref.abs().max().item())
+
+
+def test_compiled_loop_splits_rows_over_threads_with_the_same_result():
+    torch.manual_seed(0)
+    m = Mamba2(d_model=16, d_state=8, headdim=4, chunk_size=16)
+    u = torch.randn(5, 33, 16)
+    threads = torch.get_num_threads()
+    try:
+        with torch.no_grad():
+            torch.set_num_threads(1)
+            one = m(u)
+            torch.set_num_threads(3)  # 2, 2 and 1 rows
+            three = m(u)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, three)
+
+
+def test_compiled_loop_compiles_without_a_writable_cache(monkeypatch):
+    """A read-only install and home (a container run as another user): numba finds no cache
+    directory and would raise at import; the loop compiles in memory instead."""
+
+    def read_only(self):
+        raise PermissionError(f"read-only: {self.get_cache_path()}")
+
+    import numba.core.caching
+
+    monkeypatch.setattr(numba.core.caching._CacheLocator, "ensure_cache_path", read_only)
+
+    def double(x):
+        return 2 * x
+
+    with pytest.raises(RuntimeError, match="no locator"):
+        numba.njit(cache=True)(double)
+    assert mamba2_cpu._jit(double)(21) == 42

@@ -120,8 +120,12 @@ def _chunked_decays(dt: Tensor, A: Tensor, chunk_size: int) -> tuple[Tensor, Ten
         )
     b, length, h = dt.shape
     dt = F.pad(dt.float(), (0, 0, 0, (-length) % chunk_size)).reshape(b, -1, chunk_size, h)
-    log_decay = (dt * A.float()).clamp_min(-2 * _MAX_EXPONENT / chunk_size)
-    return dt, log_decay.cumsum(dim=2)
+    return dt, floored_log_decay(dt, A, chunk_size).cumsum(dim=2)
+
+
+def floored_log_decay(dt: Tensor, A: Tensor, chunk_size: int) -> Tensor:
+    """log of each step's decay, dt * A, floored as ``ssd_chunked`` says (float32)."""
+    return (dt.float() * A.float()).clamp_min(-2 * _MAX_EXPONENT / chunk_size)
 
 
 def _work_dtype(x: Tensor) -> torch.dtype:
@@ -302,9 +306,10 @@ class Mamba2(nn.Module):
         place on it (silu of a strided view costs 3x); xBC over u with d_conv - 1 zero steps in
         front, which (no bias) are the causal conv's zero padding; and dt. The conv is the
         depthwise convolution read as a channels-last image ((B, C, 1, L) over xBC's own memory),
-        7x faster than the shifted multiply-adds. The scan, the D skip and the gated norm write
-        in place, and the norm's weight is folded into out_proj's (a d_model x d_inner product
-        instead of a pass over every step).
+        7x faster than the shifted multiply-adds. On a CPU in float32 the scan, the D skip and the
+        gated norm are one compiled loop (mamba2_cpu.py); elsewhere the chunked inference scan
+        and in-place passes. The norm's weight is folded into out_proj's (a d_model x d_inner
+        product instead of a pass over every step).
         """
         d, xbc_width, k = self.d_inner, self.d_inner + 2 * self.ngroups * self.d_state, self.d_conv
         weight = self.in_proj.weight
@@ -313,9 +318,19 @@ class Mamba2(nn.Module):
         conv = F.conv2d(image, self.conv1d.weight.unsqueeze(2), self.conv1d.bias, groups=xbc_width)
         xbc = F.silu(conv.permute(0, 2, 3, 1).squeeze(1), inplace=True)  # (b, l, xbc_width)
         x, B, C, dt, A = self._scan_inputs(xbc, F.linear(u, weight[d + xbc_width :]))
-        y = ssd_chunked_inference(x, dt, A, B, C, self.pure_chunk_size)
-        y = y.flatten(-2).addcmul_(x.flatten(-2), self._d_skip(x.dtype))
-        gated = self.norm.unweighted_in_place(y, F.linear(u, weight[:d]))
+        z = F.linear(u, weight[:d])
+        from szdet.models import mamba2_cpu  # here: numba takes 0.5 s to import
+
+        if mamba2_cpu.available() and xbc.device.type == "cpu" and xbc.dtype == torch.float32:
+            decay = floored_log_decay(dt, A, self.pure_chunk_size).exp_()
+            gate = F.silu(z, inplace=True)
+            gated = mamba2_cpu.scan_gate_norm(
+                xbc, dt, decay, self.D, gate, self.norm.eps, self.ngroups
+            )
+        else:
+            y = ssd_chunked_inference(x, dt, A, B, C, self.pure_chunk_size)
+            y = y.flatten(-2).addcmul_(x.flatten(-2), self._d_skip(x.dtype))
+            gated = self.norm.unweighted_in_place(y, z)
         return F.linear(gated, self.out_proj.weight * self.norm.weight.to(gated.dtype))
 
     @property
