@@ -3,7 +3,7 @@
 The chunked scan (mamba2.py) turns the recurrence into matrix products for a GPU's matrix units.
 A CPU has none to fill, and this model's states are small (d_state 16 and 8), so the recurrence
 itself is cheaper there: 2 d_state d_inner multiply-adds per step on a state that stays in L1,
-with the D skip, the gate and the RMS norm done on the step's outputs while they are in registers.
+with the D skip, the gate and the RMS norm done on the step's outputs while they are in L1.
 Nothing step-sized is written but the result. numba compiles it (cached on disk after the first
 run); without numba, Mamba2 runs the chunked inference form instead (the same function).
 
@@ -75,7 +75,9 @@ def scan_gate_norm(
 def _jit(function: Callable[..., Any]) -> Callable[..., Any]:
     """numba's njit, cached on disk when a cache directory is writable (beside this file, else
     the user's cache): a read-only install compiles on each run instead (about 4 s)."""
-    options = {"fastmath": True, "nogil": True}
+    # Reassociation and fused multiply-adds (what vectorising the sums needs), but not fastmath's
+    # no-NaN/no-Inf promises: a non-finite activation must stay visible downstream.
+    options = {"fastmath": {"reassoc", "contract"}, "nogil": True}
     try:
         return numba.njit(cache=True, **options)(function)
     except RuntimeError:  # "cannot cache function ...: no locator available"
@@ -122,7 +124,7 @@ if numba is not None:
 
     @_jit
     def _rows(first, stop, xbc, dt, decay, D, head, gate, eps, ngroups, d_state):
-        """Rows first..stop - 1, one after another, each with its own scratch."""
+        """Rows first..stop - 1, one after another, on one set of scratch arrays."""
         d_inner = gate.shape[2]
         state = np.empty((ngroups * d_state, d_inner // ngroups), np.float32)
         step_decay = np.empty(d_inner, np.float32)
