@@ -260,10 +260,13 @@ class TrainConfig(Section):
 class EvaluateConfig(Section):
     frame_hz: float = Field(4.0, gt=0)  # resolution of the stitched probability tracks
     batch_size: int = Field(32, ge=1, json_schema_extra=RESUMABLE)
-    # Windows per forward without a GPU: one window's matrices already fill a CPU's cores, so more
-    # buy no speed, only memory: the cloud-size forward peaks at 0.82, 1.23, 1.98 GB RSS for 1, 2,
-    # 4 windows (measured on 2 cores, ~0.4 GB a window).
-    cpu_batch_size: int = Field(2, ge=1, json_schema_extra=RESUMABLE)
+    # Without a GPU, windows run in parallel, one forward per core (evaluate/cpu_workers.py):
+    # `cpu_workers` forwards at once (None: one per thread torch uses, i.e. per core), each of
+    # `cpu_batch_size` windows. More windows per forward buy no speed, only memory: each window in
+    # flight costs ~0.4 GB at the cloud size (README "Speed on a CPU"), so memory grows with the
+    # cores used; cap `cpu_workers` on a machine with many cores and little memory.
+    cpu_workers: int | None = Field(None, ge=1, json_schema_extra=RESUMABLE)
+    cpu_batch_size: int = Field(1, ge=1, json_schema_extra=RESUMABLE)
     # `detect` reads, preprocesses and infers an EDF this many seconds at a time: its memory is
     # a chunk's at any recording length (data/edf.py, evaluate/inference.py).
     chunk_s: float = Field(600.0, gt=0, json_schema_extra=RESUMABLE)

@@ -84,9 +84,19 @@ class Detector:
     operating_points: dict[str, Any] | None  # a bundle's (state/bundle.py); None: a checkpoint
 
     @property
+    def cpu_workers(self) -> int:
+        """Forwards at once on a CPU, one core each (1: one forward over torch's threads, as on
+        a GPU and on onnxruntime, which runs its own)."""
+        if self.device.type != "cpu" or isinstance(self.model, OnnxNetwork):
+            return 1
+        return self.cfg.evaluate.cpu_workers or torch.get_num_threads()
+
+    @property
     def batch_size(self) -> int:
         evaluate = self.cfg.evaluate
-        return evaluate.batch_size if self.device.type == "cuda" else evaluate.cpu_batch_size
+        if self.device.type == "cuda":
+            return evaluate.batch_size
+        return evaluate.cpu_batch_size * self.cpu_workers
 
     @overload
     def predict(self, split: CacheSplit, evidence: Literal[False] = False) -> list[np.ndarray]: ...
@@ -160,6 +170,7 @@ class Detector:
             self.device,
             self.autocast_dtype,
             show_progress=progress,
+            cpu_workers=self.cpu_workers,
         )
 
 

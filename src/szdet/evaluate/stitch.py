@@ -17,7 +17,7 @@ from __future__ import annotations
 import tempfile
 from collections import deque
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast, overload
@@ -258,14 +258,18 @@ def predict_into(
     autocast_dtype: torch.dtype | None = None,
     num_workers: int = 0,
     show_progress: bool = True,
+    cpu_workers: int = 1,
 ) -> None:
     """Add the sigmoid outputs of ``model`` over the windows of ``index`` to ``stitcher`` (whose
     recordings are ``split``'s): a recording read in chunks is stitched window batch by batch.
-    A stitcher with evidence rows gets the model's per-node evidence too (``model.localised``)."""
+    A stitcher with evidence rows gets the model's per-node evidence too (``model.localised``).
+    ``cpu_workers`` > 1 (on a CPU): each batch is split over that many threads, one core each
+    (evaluate/cpu_workers.py)."""
     import torch
     from torch.utils.data import DataLoader
 
     from szdet.data.windows import WindowDataset
+    from szdet.evaluate.cpu_workers import CoreWorkers
 
     device = torch.device(device)
     window_recording = np.asarray(index.recording)
@@ -278,6 +282,7 @@ def predict_into(
         pin_memory=device.type == "cuda",
     )
     localise = stitcher.evidence_rows > 0
+    workers = CoreWorkers(cpu_workers) if cpu_workers > 1 and device.type == "cpu" else None
     in_flight: deque[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, Any]] = deque()
 
     def stitch_oldest() -> None:
@@ -292,14 +297,19 @@ def predict_into(
             None if evidence is None else evidence.numpy(),
         )
 
+    def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return _forward(model, x, device, autocast_dtype, localise)
+
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), workers or nullcontext():
             for x, _, ids in progress(
                 loader, desc="predict", total=len(loader), unit="batch", disable=not show_progress
             ):
-                probs, evidence = _forward(model, x, device, autocast_dtype, localise)
+                probs, evidence = (
+                    forward(x) if workers is None else _joined(workers.map(forward, x))
+                )
                 in_flight.append((probs, evidence, ids, _event_after_queued_work(device)))
                 if len(in_flight) > IN_FLIGHT_BATCHES:
                     stitch_oldest()
@@ -327,6 +337,17 @@ def _forward(
     if evidence is not None:
         evidence = evidence.float().to("cpu", non_blocking=True)
     return probs, evidence
+
+
+def _joined(
+    parts: list[tuple[torch.Tensor, torch.Tensor | None]],
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The probabilities (and evidence) of a batch's parts, as one batch's."""
+    import torch
+
+    probs = torch.cat([p for p, _ in parts])
+    evidence = [e for _, e in parts if e is not None]
+    return probs, torch.cat(evidence) if evidence else None
 
 
 def _event_after_queued_work(device: torch.device) -> torch.cuda.Event | None:
