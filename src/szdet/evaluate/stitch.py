@@ -30,6 +30,7 @@ from szdet.progress import progress
 if TYPE_CHECKING:  # torch is imported only when a model runs, so scoring stays light
     import torch
 
+    from szdet.evaluate.cpu_workers import CoreWorkers
     from szdet.models.detector import V3Detector
 
 
@@ -266,21 +267,13 @@ def predict_into(
     ``cpu_workers`` > 1 (on a CPU): each batch is split over that many threads, one core each
     (evaluate/cpu_workers.py)."""
     import torch
-    from torch.utils.data import DataLoader
 
-    from szdet.data.windows import WindowDataset
     from szdet.evaluate.cpu_workers import CoreWorkers
 
     device = torch.device(device)
     window_recording = np.asarray(index.recording)
     window_start = np.asarray(index.start)
-    loader = DataLoader(
-        WindowDataset(split, index),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-    )
+    loader = _loader(split, index, batch_size, num_workers, device)
     localise = stitcher.evidence_rows > 0
     workers = CoreWorkers(cpu_workers) if cpu_workers > 1 and device.type == "cpu" else None
     in_flight: deque[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, Any]] = deque()
@@ -297,9 +290,6 @@ def predict_into(
             None if evidence is None else evidence.numpy(),
         )
 
-    def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return _forward(model, x, device, autocast_dtype, localise)
-
     was_training = model.training
     model.eval()
     try:
@@ -307,9 +297,7 @@ def predict_into(
             for x, _, ids in progress(
                 loader, desc="predict", total=len(loader), unit="batch", disable=not show_progress
             ):
-                probs, evidence = (
-                    forward(x) if workers is None else _joined(workers.map(forward, x))
-                )
+                probs, evidence = _forward(model, x, device, autocast_dtype, localise, workers)
                 in_flight.append((probs, evidence, ids, _event_after_queued_work(device)))
                 if len(in_flight) > IN_FLIGHT_BATCHES:
                     stitch_oldest()
@@ -319,16 +307,39 @@ def predict_into(
         model.train(was_training)
 
 
+def _loader(
+    split: Any, index: Any, batch_size: int, num_workers: int, device: torch.device
+) -> torch.utils.data.DataLoader:
+    from torch.utils.data import DataLoader
+
+    from szdet.data.windows import WindowDataset
+
+    return DataLoader(
+        WindowDataset(split, index),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
+
+
 def _forward(
     model: torch.nn.Module,
     x: torch.Tensor,
     device: torch.device,
     autocast_dtype: torch.dtype | None,
     localise: bool,
+    workers: CoreWorkers | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One batch's probabilities (and per-node evidence), on their way to the host: from CUDA,
-    a non-blocking copy lands in pinned memory, unwaited for."""
+    a non-blocking copy lands in pinned memory, unwaited for. With ``workers``, the batch's parts
+    run one per core and are joined."""
     import torch
+
+    if workers is not None:
+        return _joined(
+            workers.map(lambda part: _forward(model, part, device, autocast_dtype, localise), x)
+        )
 
     with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         x = x.to(device, non_blocking=True).float()
