@@ -1,5 +1,6 @@
 """Windows in parallel on a CPU (evaluate/cpu_workers.py): one core per forward, the same tracks."""
 
+import os
 import threading
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 from montage_support import write_referential_edf
+from szdet import device
 from szdet.data.edf import EdfSignal
 from szdet.evaluate.cpu_workers import CoreWorkers
 from szdet.evaluate.inference import load_detector
@@ -90,5 +92,52 @@ def test_detect_on_cores_in_parallel_gives_the_track_of_one_forward(trained, tmp
     assert one.max() > 0
 
 
-def test_cpu_workers_default_to_torchs_threads(trained, three_threads):  # noqa: F811
-    assert load_detector(trained["best"]).cpu_workers == 3
+@pytest.mark.parametrize(
+    ("threads", "cpu_max", "expected"),
+    [(3, "max 100000", min(3, len(os.sched_getaffinity(0)))), (3, "150000 100000", 1),
+     (1, "max 100000", 1)],
+)  # fmt: skip
+def test_cpu_workers_default_to_the_cores_this_process_may_use(
+    trained,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+    threads,
+    cpu_max,
+    expected,
+):
+    """torch's threads, lowered to the CPU affinity and a container's quota, never raised."""
+    (tmp_path / "cpu.max").write_text(cpu_max + "\n")
+    monkeypatch.setattr(device, "CGROUP_ROOT", tmp_path)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert load_detector(trained["best"]).cpu_workers == expected
+        assert torch.get_num_threads() == expected  # so onnxruntime and numba's rows follow too
+    finally:
+        torch.set_num_threads(saved)
+
+
+def test_a_worker_that_cannot_start_fails_the_with_instead_of_hanging(monkeypatch):
+    saved, set_threads = torch.get_num_threads(), torch.set_num_threads
+
+    def refused_in_workers(n: int) -> None:
+        if threading.current_thread().name.startswith("szdet-core"):
+            raise RuntimeError("no thread for you")
+        set_threads(n)
+
+    monkeypatch.setattr(torch, "set_num_threads", refused_in_workers)
+    outcome: list[BaseException] = []
+
+    def enter() -> None:
+        try:
+            with CoreWorkers(2):
+                pass
+        except RuntimeError as error:
+            outcome.append(error)
+
+    caller = threading.Thread(target=enter, daemon=True)  # daemon: a hang cannot hold pytest
+    caller.start()
+    caller.join(timeout=30)
+    assert not caller.is_alive(), "CoreWorkers hung on a worker that failed to start"
+    assert [str(error) for error in outcome] == ["no thread for you"]
+    assert torch.get_num_threads() == saved

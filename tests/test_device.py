@@ -1,7 +1,11 @@
-"""szdet/device.py's CPU memory policy: freed large blocks stay in the heap for the next tensor."""
+"""szdet/device.py's CPU policies: freed large blocks stay in the heap; threads fit the CPUs allowed."""
 
 import subprocess
 import sys
+
+import pytest
+
+from szdet.device import cpu_quota_cores
 
 PROBE = """
 import sys, torch
@@ -29,3 +33,18 @@ def test_freed_blocks_stay_in_the_heap_only_when_asked():
     assert not kept and given_back_mb > 150  # glibc unmaps the 200 MB block when it is freed
     kept, given_back_mb = _freed_mb("keep")
     assert kept and given_back_mb < 20  # kept for the next tensor: no page faults to map it again
+
+
+@pytest.mark.parametrize(
+    ("files", "cores"),
+    [({"cpu.max": "max 100000\n"}, None), ({"cpu.max": "250000 100000\n"}, 2),
+     ({"cpu.max": "20000 100000\n"}, 1),
+     ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+     ({"cpu/cpu.cfs_quota_us": "400000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 4),
+     ({}, None), ({"cpu.max": "garbled\n"}, None)],
+)  # fmt: skip
+def test_cpu_quota_cores_read_from_cgroup_v2_and_v1(tmp_path, files, cores):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cpu_quota_cores(tmp_path) == cores

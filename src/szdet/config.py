@@ -261,7 +261,8 @@ class EvaluateConfig(Section):
     frame_hz: float = Field(4.0, gt=0)  # resolution of the stitched probability tracks
     batch_size: int = Field(32, ge=1, json_schema_extra=RESUMABLE)
     # Without a GPU, windows run in parallel, one forward per core (evaluate/cpu_workers.py):
-    # `cpu_workers` forwards at once (None: one per thread torch uses, i.e. per core), each of
+    # `cpu_workers` forwards at once (None: one per core this process may use, its affinity and a
+    # container's CPU quota: device.py fit_threads_to_cpus), each of
     # `cpu_batch_size` windows. More windows per forward buy no speed, only memory: each window in
     # flight costs ~0.4 GB at the cloud size (README "Speed on a CPU"), so memory grows with the
     # cores used; cap `cpu_workers` on a machine with many cores and little memory.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ctypes
+import math
+import os
 import re
 import shutil
 import subprocess
@@ -115,3 +117,38 @@ def keep_freed_memory() -> bool:
         )
     except (OSError, AttributeError):
         return False
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")  # in a container (its own cgroup namespace): its own limits
+
+
+def cpu_quota_cores(cgroup_root: Path | None = None) -> int | None:
+    """Whole cores a CPU quota grants this process (``docker run --cpus``, a Kubernetes limit):
+    cgroup v2's cpu.max or v1's cfs quota over its period, rounded down, at least 1; None
+    without a quota. A quota is time, not cores: torch still sees every core of the host."""
+    cgroup_root = cgroup_root or CGROUP_ROOT
+    try:
+        if (cgroup_root / "cpu.max").exists():
+            quota, period = (cgroup_root / "cpu.max").read_text().split()[:2]
+        else:
+            v1 = cgroup_root / "cpu"
+            quota = (v1 / "cpu.cfs_quota_us").read_text().strip()
+            period = (v1 / "cpu.cfs_period_us").read_text().strip()
+        if quota in ("max", "-1"):
+            return None
+        return max(1, math.floor(int(quota) / int(period)))
+    except (OSError, ValueError):  # no cgroup files (not Linux) or a format not known here
+        return None
+
+
+def fit_threads_to_cpus(cgroup_root: Path | None = None) -> int:
+    """Lower torch's intra-op threads to the cores this process may use (its CPU affinity and
+    quota), never raise them, and return the count. torch counts the host's cores: under a
+    quota of 10 on a 64-core host it would run 64 threads (each stalled by the quota) and,
+    at inference on a CPU, 64 forwards at once (evaluate/cpu_workers.py, ~0.4 GB each)."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    quota = cpu_quota_cores(cgroup_root)
+    cores = min(usable or 1, quota or usable or 1)
+    if torch.get_num_threads() > cores:
+        torch.set_num_threads(cores)
+    return torch.get_num_threads()

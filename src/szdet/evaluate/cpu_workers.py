@@ -33,25 +33,39 @@ class CoreWorkers:
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self._started = threading.Barrier(workers + 1)
+        self._failure: BaseException | None = None
         self._pool = ThreadPoolExecutor(workers, "szdet-core", initializer=self._one_core)
 
     def __enter__(self) -> CoreWorkers:
         process_threads = torch.get_num_threads()
         # The pool starts a thread per task while none is idle: each blocks in the barrier until
         # all have set themselves to one core.
-        started = [self._pool.submit(lambda: None) for _ in range(self.workers)]
-        self._started.wait()
-        for task in started:
-            task.result()
-        torch.set_num_threads(process_threads)
+        try:
+            started = [self._pool.submit(lambda: None) for _ in range(self.workers)]
+            self._started.wait()
+            for task in started:
+                task.result()
+        except BaseException:
+            self._started.abort()  # no thread left waiting for one that failed
+            self._pool.shutdown(wait=True)
+            if self._failure is not None:  # the cause, not the pool's "broken" that follows it
+                raise self._failure from None
+            raise
+        finally:
+            torch.set_num_threads(process_threads)
         return self
 
     def __exit__(self, *_: object) -> None:
         self._pool.shutdown(wait=True)
 
     def _one_core(self) -> None:
-        torch.get_num_threads()  # takes the process-wide value first, so that it is not re-read
-        torch.set_num_threads(1)
+        try:
+            torch.get_num_threads()  # takes the process-wide value first, so it is not re-read
+            torch.set_num_threads(1)
+        except BaseException as error:  # the pool would only log it: the caller raises it
+            self._failure = error
+            self._started.abort()
+            raise
         self._started.wait()
 
     def map(self, forward: Callable[[Tensor], T], x: Tensor) -> list[T]:

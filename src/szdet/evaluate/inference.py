@@ -19,7 +19,7 @@ from szdet.config_load import with_overrides
 from szdet.data.edf import EdfSignal
 from szdet.data.manifest import CacheSplit
 from szdet.data.windows import SplitLike, WindowIndex
-from szdet.device import autocast_dtype, keep_freed_memory, pick_device
+from szdet.device import autocast_dtype, fit_threads_to_cpus, keep_freed_memory, pick_device
 from szdet.errors import UserError
 from szdet.evaluate.onnx_engine import OnnxNetwork
 from szdet.evaluate.stitch import Stitcher, predict_into
@@ -184,6 +184,7 @@ def load_detector(
 ) -> Detector:
     """The model of a checkpoint or detector bundle in eval mode; ``overrides`` may change only
     ``evaluate.*``. ``engine="onnx"``: the bundle's exported network on onnxruntime (CPU)."""
+    fit_threads_to_cpus()  # before onnxruntime and the workers count torch's threads
     path = Path(checkpoint)
     loaded = load_for_inference(path)
     cfg = with_overrides(loaded.cfg, list(overrides), sections=("evaluate",))
