@@ -2,7 +2,10 @@
 `szdet detect` runs (eval mode, no_grad, pure Mamba-2 with its compiled CPU loop, eigh PE, the
 windows in parallel, one forward per core: evaluate/cpu_workers.py), (a') the same without numba
 (the chunked inference scan: mamba2_cpu.py's baseline) and (a'') one forward with every op over
-all cores (torch's default, cpu_workers.py's baseline); (b) the same network exported to ONNX
+all cores (torch's default, cpu_workers.py's baseline); (z) the network's autograd form without
+gradients, on all cores: the path `detect` ran before the inference forms (models/mamba2.py
+`_inferred`, mamba2_cpu.py, cpu_workers.py), where issue 18's speed goals start; (b) the same
+network exported to ONNX
 (models/onnx_export.py) and run by onnxruntime; (c) the multi-rate TCN variant in all of these.
 Ratios are to (a), measured in the same run, round-robin (each round times every engine once) so
 that the machine's drift falls on all alike. Random weights (seed 0): the same compute as trained
@@ -95,6 +98,19 @@ class WithoutNumba(nn.Module):
             mamba2_cpu.numba = installed
 
 
+class AutogradForm(nn.Module):
+    """``network``'s training forward without gradients (frozen weights): what ran before the
+    inference forms, which run only where autograd is off (models/mamba2.py ``_inference``)."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = copy.deepcopy(network).requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            return self.network(x)
+
+
 class OneCorePerForward(nn.Module):
     """``network`` as `detect` runs it on a CPU: the batch split over ``workers``' threads."""
 
@@ -147,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             "(a) torch, one forward per core": OneCorePerForward(reference, workers),
             "(a') torch, no numba": WithoutNumba(OneCorePerForward(reference, workers)),
             "(a'') torch, every op on all cores": all_cores,
+            "(z) autograd form, all cores": AutogradForm(reference),
             "(b) onnxruntime": exported(cfg, reference, Path(tmp, "reference.onnx"), args.threads),
             "(c) torch, multi-rate TCN": OneCorePerForward(multirate_net, workers),
             "(c') multi-rate, no numba": WithoutNumba(OneCorePerForward(multirate_net, workers)),
@@ -157,21 +174,24 @@ def main(argv: list[str] | None = None) -> int:
         }
         x = torch.randn(batch, cfg.model.in_channels, cfg.window_samples)
         seconds, logits = best_times(list(engines.values()), x, args.repeats)
-    pairs = ((0, 3, "reference: onnxruntime"), (4, 7, "multi-rate: onnxruntime"),
-             (0, 1, "reference: no numba"), (4, 5, "multi-rate: no numba"),
-             (0, 2, "reference: all cores"), (4, 6, "multi-rate: all cores"))  # fmt: skip
+    pairs = ((0, 4, "reference: onnxruntime"), (5, 8, "multi-rate: onnxruntime"),
+             (0, 1, "reference: no numba"), (5, 6, "multi-rate: no numba"),
+             (0, 2, "reference: all cores"), (5, 7, "multi-rate: all cores"),
+             (0, 3, "reference: autograd form"))  # fmt: skip
     for run, other, what in pairs:
         gap = (torch.sigmoid(logits[run]) - torch.sigmoid(logits[other])).abs()
         beyond = (gap > 1e-4).float().mean().item()  # top-k near-ties: tests/test_onnx.py
         print(f"{what} vs torch probabilities, max abs difference "
               f"{gap.max().item():.2g}, {beyond:.2%} of samples beyond 1e-4")  # fmt: skip
-    print(f"{'engine':<36}{'windows/s':>11}{'s/window':>10}{'EEG-h/CPU-h':>13}{'vs (a)':>8}")
+    print(
+        f"{'engine':<36}{'windows/s':>11}{'s/window':>10}{'EEG-h/CPU-h':>13}{'vs (a)':>8}{'vs (z)':>8}"
+    )
     for name, batch_seconds in zip(engines, seconds, strict=True):
         per_window = batch_seconds / batch
         eeg_hours = batch / windows_per_eeg_hour
         cpu_hours = batch_seconds * args.threads / 3600
         print(f"{name:<36}{1 / per_window:>11.2f}{per_window:>10.2f}{eeg_hours / cpu_hours:>13.1f}"
-              f"{seconds[0] / batch_seconds:>7.2f}x")  # fmt: skip
+              f"{seconds[0] / batch_seconds:>7.2f}x{seconds[3] / batch_seconds:>7.2f}x")  # fmt: skip
     print_components(timer.fastest())
     return 0
 
