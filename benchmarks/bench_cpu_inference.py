@@ -100,7 +100,7 @@ class WithoutNumba(nn.Module):
 
 class AutogradForm(nn.Module):
     """``network``'s training forward without gradients (frozen weights): what ran before the
-    inference forms, which run only where autograd is off (models/mamba2.py ``_inference``)."""
+    inference forms, which run only where autograd is off (models/mamba2.py ``inferring``)."""
 
     def __init__(self, network: nn.Module) -> None:
         super().__init__()

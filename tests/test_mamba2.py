@@ -6,11 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from szdet.models import mamba2, mamba2_cpu
+from szdet.models import bimamba2, mamba2, mamba2_cpu
+from szdet.models.bimamba2 import BiMamba2Layer, BiMamba2Stack
 from szdet.models.kernels import AutoMamba2, describe_path, uses_cuda_kernels
 from szdet.models.mamba2 import (
-    BiMamba2Layer,
-    BiMamba2Stack,
     GatedRMSNorm,
     Mamba2,
     ssd_chunked,
@@ -281,7 +280,7 @@ def test_stack_runs_blocks_of_rows_without_autograd_on_cpu(monkeypatch):
     u = torch.randn(7, 40, 8)
     trained = stack(u)
     # in_proj has 2 * 16 + 2 * 4 + 4 = 44 outputs: 3 rows of 40 steps per block, so 3 blocks
-    monkeypatch.setattr(mamba2, "INFERENCE_BLOCK_ELEMENTS", 3 * 40 * 44)
+    monkeypatch.setattr(bimamba2, "INFERENCE_BLOCK_ELEMENTS", 3 * 40 * 44)
     blocks = []
     stack.layers[0].register_forward_hook(lambda _, args, __: blocks.append(args[0].shape[0]))
     with torch.no_grad():

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from szdet.config import ModelConfig
+from szdet.models.bimamba2 import BiMamba2Stack
 from szdet.models.graph import EdgeStream, GraphStage, pairwise_cosine
 from szdet.models.kernels import mamba2_factory
-from szdet.models.mamba2 import BiMamba2Stack
 from szdet.models.tcn import TCNEncoder
 
 

@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from szdet.models.bimamba2 import BiMamba2Stack
 from szdet.models.eigen import jacobi_eigh
-from szdet.models.mamba2 import BiMamba2Stack, Mamba2
+from szdet.models.mamba2 import Mamba2
 
 _EPS = 1e-6
 Eigensolver = Callable[[Tensor], tuple[Tensor, Tensor]]
