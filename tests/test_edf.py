@@ -8,13 +8,8 @@ import pytest
 
 from edf_factory import recording_signals, write_edf
 from szdet.config import CHANNELS_19, PreprocessConfig
-from szdet.data.edf import (
-    EdfError,
-    EdfSignal,
-    RawStats,
-    load_edf,
-    unusable_channels,
-)
+from szdet.data.channel_checks import RawStats, unusable_channels
+from szdet.data.edf import EdfError, EdfSignal, load_edf
 from szdet.data.preprocess import MAX_STATS_SAMPLES, ROBUST_STATS_STEP, stats_step
 
 PRE = PreprocessConfig()

@@ -33,6 +33,15 @@ def stats_step(n_samples: int) -> int:
     return max(ROBUST_STATS_STEP, -(-n_samples // MAX_STATS_SAMPLES))
 
 
+def subsample_into(sub: np.ndarray, first: int, block: np.ndarray, step: int) -> None:
+    """Copy the samples of ``block`` (starting at sample ``first``) whose number is a multiple of
+    ``step`` into their columns of ``sub``."""
+    offset = (-first) % step
+    picked = block[:, offset::step]
+    column = (first + offset) // step
+    sub[:, column : column + picked.shape[1]] = picked
+
+
 def resample_ratio(from_hz: float, to_hz: float) -> Fraction:
     """The exact rational factor (250 -> 256 Hz is 128/125): ``denominator`` input samples make
     ``numerator`` output samples, so chunks cut on that period resample as the whole does."""
