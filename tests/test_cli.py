@@ -74,7 +74,8 @@ def test_an_internal_error_exits_70_with_its_traceback(tmp_path, capsys, monkeyp
 def test_synth_without_pyedflib_names_the_extra_in_one_line(tmp_path, capsys, monkeypatch):
     # pyEDFlib, the synthetic corpus's EDF writer, is the synth extra, not a dependency.
     monkeypatch.setitem(sys.modules, "pyedflib", None)  # `import pyedflib` now fails
-    monkeypatch.delitem(sys.modules, "szdet.synth.corpus", raising=False)
+    for module in ("szdet.synth.corpus", "szdet.synth.edf_files"):  # the writer imports it
+        monkeypatch.delitem(sys.modules, module, raising=False)
     assert main(["synth", str(tmp_path / "x")]) == 1
     assert capsys.readouterr().err.strip().splitlines() == [
         "szdet: error: szdet synth needs pyEDFlib: pip install 'szdet[synth]'"

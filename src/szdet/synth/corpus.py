@@ -5,8 +5,8 @@ with ``.csv`` (per TCP channel) and ``.csv_bi`` (TERM) annotations beside each E
 written with pyEDFlib like clinical files: 16-bit samples in microvolts, TUH channel labels
 (``EEG FP1-REF``, ``EEG FP1-LE``), extra and non-EEG channels, per-session sampling rates. The
 signals come from `eeg.py` (the seizures from `seizure.py`); this module plans the corpus
-(patients, splits, sessions, seizure timing), applies each setup's reference and writes the
-files. Same arguments, same bytes.
+(patients, splits, sessions, seizure timing) and the annotations; `edf_files.py` applies each
+setup's reference and writes the EDFs. Same arguments, same bytes.
 """
 
 from __future__ import annotations
@@ -16,17 +16,14 @@ import math
 import string
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pyedflib
 
-from szdet.config import CHANNELS_19
 from szdet.data.tusz import SETUPS, SPLITS, Event, term_events, write_annotation
 from szdet.errors import UserError
-from szdet.fileio import atomic_path
 from szdet.progress import progress
 from szdet.synth import eeg as synth_eeg
+from szdet.synth.edf_files import TREND_CHANNELS, edf_signals, write_edf
 from szdet.synth.eeg import POSTICTAL_GAP_S
 from szdet.synth.seizure import (
     FOCAL_LABELS,
@@ -38,18 +35,11 @@ from szdet.synth.seizure import (
 
 RATES_HZ = (250, 256, 400, 512)
 SETUP_SHARE = (0.6, 0.25, 0.15)  # of 01_tcp_ar, 02_tcp_le, 03_tcp_ar_a sessions
-# TUH's channel order; A1/A2 are absent from 03_tcp_ar_a files.
-EEG_ORDER = ("FP1", "FP2", "F3", "F4", "C3", "C4", "P3", "P4", "O1", "O2", "F7", "F8", "T3", "T4",
-             "T5", "T6", "A1", "A2", "FZ", "CZ", "PZ")  # fmt: skip
-MODERN_NAMES = {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}
 # The TCP bipolar channels the .csv annotations name (03_tcp_ar_a drops the two with A1/A2).
 TCP_PAIRS = (("FP1", "F7"), ("F7", "T3"), ("T3", "T5"), ("T5", "O1"), ("FP2", "F8"), ("F8", "T4"),
              ("T4", "T6"), ("T6", "O2"), ("A1", "T3"), ("T3", "C3"), ("C3", "CZ"), ("CZ", "C4"),
              ("C4", "T4"), ("T4", "A2"), ("FP1", "F3"), ("F3", "C3"), ("C3", "P3"), ("P3", "O1"),
              ("FP2", "F4"), ("F4", "C4"), ("C4", "P4"), ("P4", "O2"))  # fmt: skip
-TREND_CHANNELS = ("IBI", "BURSTS", "SUPPR")
-DIGITAL_MAX = 32767
-EEG_PREFILTER = "HP:0.000 Hz LP:0.0 Hz N:0.0"
 MIN_RECORDING_S = 60  # one model window
 SEIZURE_MARGIN_S = 15.0  # seizures keep this far from a recording's edges
 _BASE26_LETTERS = str.maketrans("0123456789ABCDEFGHIJKLMNOP", string.ascii_lowercase)
@@ -270,89 +260,6 @@ def _seizure_start(rng: np.random.Generator, plan: RecordingPlan, length_s: floa
         ):
             return start
     return None
-
-
-# --- signals and files ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Signal:
-    label: str
-    samples_uv: np.ndarray  # float32
-    rate_hz: int
-    prefilter: str = ""
-
-
-def edf_signals(plan: RecordingPlan, eeg: synth_eeg.SimulatedEEG) -> list[Signal]:
-    """The EDF's channels: scalp potentials re-referenced as the setup records them (average
-    of the 19 scalp electrodes for AR, linked ears for LE), then the extra and non-EEG channels."""
-    layout, v = plan.layout, eeg.potentials_uv
-    row = synth_eeg.INDEX
-    if layout.setup == "02_tcp_le":
-        reference, suffix = 0.5 * (v[row["A1"]] + v[row["A2"]]), "-LE"
-    else:
-        reference, suffix = v[[row[e] for e in CHANNELS_19]].mean(axis=0), "-REF"
-    electrodes = [e for e in EEG_ORDER if not (layout.lacks_fz_pz and e in ("FZ", "PZ"))]
-    if layout.setup == "03_tcp_ar_a":
-        electrodes = [e for e in electrodes if e not in ("A1", "A2")]
-    electrodes += [e for e in ("ROC", "LOC", "T1", "T2") if e in layout.extras]
-
-    def eeg_label(name: str) -> str:
-        return f"EEG {MODERN_NAMES.get(name, name) if layout.modern_names else name}{suffix}"
-
-    rate = layout.rate_hz
-    signals = [Signal(eeg_label(e), v[row[e]] - reference, rate, EEG_PREFILTER) for e in electrodes]
-    signals.append(Signal(eeg_label("EKG1"), eeg.ecg_uv, rate))
-    if "EMG" in layout.extras:
-        signals.append(Signal(f"EMG{suffix}", eeg.emg_uv, rate))
-    if "PHOTIC PH" in layout.extras:
-        signals.append(Signal("PHOTIC PH", eeg.photic_uv, rate))
-    trend_samples = plan.duration_s * layout.trend_rate_hz
-    for name in TREND_CHANNELS if TREND_CHANNELS[0] in layout.extras else ():
-        signals.append(Signal(name, np.zeros(trend_samples, np.float32), layout.trend_rate_hz))
-    return signals
-
-
-def write_edf(path: Path, plan: RecordingPlan, signals: list[Signal]) -> None:
-    """A plain EDF with 1 s data records and 16-bit samples, atomically."""
-    layout = plan.layout
-    p_max, d_min = layout.physical_max_uv, layout.digital_min
-    gain = (DIGITAL_MAX - d_min) / (2 * p_max)  # digital steps per microvolt
-    records = []
-    for s in signals:
-        digital = np.rint((np.clip(s.samples_uv, -p_max, p_max) + p_max) * gain + d_min)
-        records.append(digital.astype(np.int16).reshape(plan.duration_s, s.rate_hz))
-    data = np.ascontiguousarray(np.concatenate(records, axis=1))
-    with atomic_path(path) as tmp:
-        writer = pyedflib.EdfWriter(str(tmp), len(signals), file_type=pyedflib.FILETYPE_EDF)
-        try:
-            writer.setSignalHeaders([_signal_header(s, layout) for s in signals])
-            writer.setHeader(_file_header(plan))
-            for record in data:
-                if writer.blockWriteDigitalShortSamples(record) < 0:
-                    raise OSError(f"{path}: pyEDFlib failed to write a data record")
-        finally:
-            writer.close()
-
-
-def _signal_header(s: Signal, layout: SessionLayout) -> dict[str, str | int | float | None]:
-    return {
-        "label": s.label, "dimension": "uV", "sample_frequency": s.rate_hz,
-        "physical_max": layout.physical_max_uv, "physical_min": -layout.physical_max_uv,
-        "digital_max": DIGITAL_MAX, "digital_min": layout.digital_min,
-        "prefilter": s.prefilter, "transducer": "",
-    }  # fmt: skip
-
-
-def _file_header(plan: RecordingPlan) -> dict[str, Any]:
-    """Patient and recording fields as TUH's clinical EDFs fill them."""
-    return {
-        "patientcode": plan.patient, "patientname": plan.patient, "sex": plan.sex,
-        "birthdate": dt.date(plan.birth_year, 1, 1),
-        "patient_additional": f"Age:{plan.start.year - plan.birth_year}",
-        "admincode": plan.name.rsplit("_", 1)[0], "technician": "", "equipment": "",
-        "recording_additional": "", "startdate": plan.start,
-    }  # fmt: skip
 
 
 def channel_events(plan: RecordingPlan, seizures: list[Seizure]) -> list[Event]:
