@@ -4,8 +4,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
+from szdet import device
 from szdet.device import cpu_quota_cores
+from szdet.train.distributed import setup_distributed
 
 PROBE = """
 import sys, torch
@@ -48,3 +51,17 @@ def test_cpu_quota_cores_read_from_cgroup_v2_and_v1(tmp_path, files, cores):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text(text)
     assert cpu_quota_cores(tmp_path) == cores
+
+
+def test_training_on_a_cpu_fits_torchs_threads_to_a_containers_quota(tmp_path, monkeypatch):
+    (tmp_path / "cpu.max").write_text("100000 100000\n")  # one core's worth of time
+    monkeypatch.setattr(device, "CGROUP_ROOT", tmp_path)
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert setup_distributed("cpu").device.type == "cpu"
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(saved)

@@ -146,9 +146,9 @@ def fit_threads_to_cpus(cgroup_root: Path | None = None) -> int:
     quota), never raise them, and return the count. torch counts the host's cores: under a
     quota of 10 on a 64-core host it would run 64 threads (each stalled by the quota) and,
     at inference on a CPU, 64 forwards at once (evaluate/cpu_workers.py, ~0.4 GB each)."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    quota = cpu_quota_cores(cgroup_root)
-    cores = min(usable or 1, quota or usable or 1)
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    usable = len(affinity) if affinity else os.cpu_count() or 1
+    cores = min(usable, cpu_quota_cores(cgroup_root) or usable)
     if torch.get_num_threads() > cores:
         torch.set_num_threads(cores)
     return torch.get_num_threads()

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from szdet.device import pick_device
+from szdet.device import fit_threads_to_cpus, pick_device
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ def setup_distributed(requested_device: str) -> DistInfo:
     device = pick_device(requested_device, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    else:
+        fit_threads_to_cpus()  # a container's CPU quota, not the host's core count
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(
