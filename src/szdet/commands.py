@@ -85,7 +85,7 @@ def cmd_cache_build(args: argparse.Namespace) -> int:
 
 
 def cmd_cache_merge(args: argparse.Namespace) -> int:
-    from szdet.data.cache import merge_shards
+    from szdet.data.manifest import merge_shards
 
     merge_shards(args.dir, split=args.split)
     return 0

@@ -36,7 +36,6 @@ from szdet.data.manifest import (
     CachedRecording,
     CacheSplit,
     make_manifest,
-    merge_shards,
     read_build_record,
     shard_manifest_name,
     shard_manifests,
@@ -51,10 +50,7 @@ from szdet.progress import progress
 
 __all__ = [
     "BuildReport",
-    "CacheSplit",
-    "CachedRecording",
     "build_cache",
-    "merge_shards",
     "verify_cache",
     "verify_command",
 ]
