@@ -16,13 +16,18 @@ from szdet.data.windows import (
     PARTIAL,
     UNKNOWN_NODE,
     BalancedSampler,
+    NodeRows,
     WindowDataset,
     WindowIndex,
-    node_labels,
     sample_labels,
     window_kinds,
     window_starts,
 )
+
+
+def node_labels(recording, names, start, length, downsample, sample_rate_hz):
+    """One window's per-node labels, the recording's rows read afresh for it."""
+    return NodeRows.of(recording, names, sample_rate_hz).labels(start, length, downsample)
 
 
 def make_split(root: Path, recordings: list[tuple[float, list[tuple[float, float]]]]) -> CacheSplit:

@@ -234,7 +234,7 @@ class TrainConfig(Section):
     focal_alpha: float = Field(0.5, ge=0, le=1)
     focal_gamma: float = Field(2.0, ge=0)
     # Weight of the auxiliary focal loss on each node's own seizure logit, against the per-channel
-    # labels where a recording has them (data/windows.py ``node_labels``): it teaches the nodes
+    # labels where a recording has them (data/windows.py ``NodeRows``): it teaches the nodes
     # where a seizure is, which the detection loss alone does not (evaluate/localise.py).
     node_loss_weight: float = Field(0.5, ge=0)
     precision: Literal["bf16", "fp32"] = "bf16"  # bf16 autocast applies on CUDA only

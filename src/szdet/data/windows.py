@@ -129,18 +129,6 @@ class NodeRows:
         return labels
 
 
-def node_labels(
-    recording: ChannelLabelled,
-    names: tuple[str, ...],
-    start: int,
-    length: int,
-    downsample: int,
-    sample_rate_hz: float,
-) -> np.ndarray:
-    """Per-node labels of one window (`NodeRows.labels`), the recording's rows read afresh."""
-    return NodeRows.of(recording, names, sample_rate_hz).labels(start, length, downsample)
-
-
 def window_starts(n_samples: int, length: int, stride: int) -> np.ndarray:
     """First samples of a recording's windows, by the tail rule of the module docstring."""
     if n_samples <= length:

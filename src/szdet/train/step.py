@@ -53,7 +53,7 @@ class Stepper:
         self, x: torch.Tensor, y: torch.Tensor, node_y: torch.Tensor | None = None
     ) -> StepResult:
         """Train on one batch as the loader gives it: ``x`` float16 (pinned on CUDA), ``y`` the
-        per-sample labels, ``node_y`` the per-node ones (data/windows.py ``node_labels``)."""
+        per-sample labels, ``node_y`` the per-node ones (data/windows.py ``NodeRows``)."""
         device = self.info.device
         # float16 crosses (half the bytes of float32) and is widened on the device.
         x = x.to(device, non_blocking=True).float()
