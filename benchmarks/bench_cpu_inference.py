@@ -3,10 +3,10 @@
 windows in parallel, one forward per core: evaluate/cpu_workers.py), (a') the same without numba
 (the chunked inference scan: mamba2_cpu.py's baseline) and (a'') one forward with every op over
 all cores (torch's default, cpu_workers.py's baseline); (z) the network's autograd form without
-gradients, on all cores: the path `detect` ran before the inference forms (models/mamba2.py
-`_inferred`, mamba2_cpu.py, cpu_workers.py), where issue 18's speed goals start; (b) the same
-network exported to ONNX
-(models/onnx_export.py) and run by onnxruntime; (c) the multi-rate TCN variant in all of these.
+gradients, on all cores: the streams as they ran before their inference forms (models/mamba2.py
+`_inferred`, mamba2_cpu.py), near the path issue 18's speed goals start from; (b) the same network
+exported to ONNX (models/onnx_export.py) and run by onnxruntime; (c) the multi-rate TCN variant in
+all of these.
 Ratios are to (a), measured in the same run, round-robin (each round times every engine once) so
 that the machine's drift falls on all alike. Random weights (seed 0): the same compute as trained
 ones. Also: (a'')'s time per component, the export's time and size.
@@ -174,10 +174,18 @@ def main(argv: list[str] | None = None) -> int:
         }
         x = torch.randn(batch, cfg.model.in_channels, cfg.window_samples)
         seconds, logits = best_times(list(engines.values()), x, args.repeats)
-    pairs = ((0, 4, "reference: onnxruntime"), (5, 8, "multi-rate: onnxruntime"),
-             (0, 1, "reference: no numba"), (5, 6, "multi-rate: no numba"),
-             (0, 2, "reference: all cores"), (5, 7, "multi-rate: all cores"),
-             (0, 3, "reference: autograd form"))  # fmt: skip
+    names = list(engines)
+
+    def at(label: str) -> int:  # an engine's place in the run, by the start of its name
+        return next(i for i, name in enumerate(names) if name.startswith(label))
+
+    pairs = ((at("(a) "), at("(b) "), "reference: onnxruntime"),
+             (at("(c) torch"), at("(c) onnx"), "multi-rate: onnxruntime"),
+             (at("(a) "), at("(a') "), "reference: no numba"),
+             (at("(c) torch"), at("(c') "), "multi-rate: no numba"),
+             (at("(a) "), at("(a'') "), "reference: all cores"),
+             (at("(c) torch"), at("(c'') "), "multi-rate: all cores"),
+             (at("(a) "), at("(z) "), "reference: autograd form"))  # fmt: skip
     for run, other, what in pairs:
         gap = (torch.sigmoid(logits[run]) - torch.sigmoid(logits[other])).abs()
         beyond = (gap > 1e-4).float().mean().item()  # top-k near-ties: tests/test_onnx.py
@@ -191,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         eeg_hours = batch / windows_per_eeg_hour
         cpu_hours = batch_seconds * args.threads / 3600
         print(f"{name:<36}{1 / per_window:>11.2f}{per_window:>10.2f}{eeg_hours / cpu_hours:>13.1f}"
-              f"{seconds[0] / batch_seconds:>7.2f}x{seconds[3] / batch_seconds:>7.2f}x")  # fmt: skip
+              f"{seconds[at('(a) ')] / batch_seconds:>7.2f}x"
+              f"{seconds[at('(z) ')] / batch_seconds:>7.2f}x")  # fmt: skip
     print_components(timer.fastest())
     return 0
 

@@ -75,8 +75,8 @@ class EdgeStream(nn.Module):
         seq = similarity.transpose(1, 2).reshape(b * p, t, 1)
         # The 1 -> dim lift is an outer product: one pass (addcmul) with the 1 / bound folded into
         # its weight and bias, not a K=1 matrix product and a division over every step.
-        weight, bias = self.lift.weight[:, 0] / self.bound, self.lift.bias / self.bound
-        lifted = torch.addcmul(bias, seq, weight).tanh_() * self.bound
+        scale, shift = self.lift.weight[:, 0] / self.bound, self.lift.bias / self.bound
+        lifted = torch.addcmul(shift, seq, scale).tanh_() * self.bound
         weight = F.softplus(self.readout(self.stack(lifted)))  # (b * p, t, 1)
         return weight.reshape(b, p, t).transpose(1, 2)
 
